@@ -1,0 +1,611 @@
+"""Llama 3.x in Flax NNX, numerically equal to HF `transformers` `LlamaForCausalLM`.
+
+Axis letters used in shapes, einsum strings and parameter names:
+  B batch, T time (queries), S time (keys / cache slots), D embed, N query heads,
+  K key-value heads, G query heads per kv head (N = K*G), H head dim, F mlp, V vocab, L layers.
+
+Attention masking is one rule for every case (padding, packing, caching):
+query i may attend key j iff ``seg[j] == seg[i] != 0`` and ``slot[j] <= slot[i]``, where
+``seg`` are segment ids (0 = padding; a plain batch uses its attention mask as the
+segment ids) and ``slot`` is the index in the sequence or in the KV cache. Positions
+for RoPE are separate inputs: by default the running count of real tokens
+(``cumsum(mask) - 1``), which is what HF `generate` uses for left-padded prompts.
+
+Parameters are stored in ``config.param_dtype`` and cast to ``config.dtype`` for
+compute; RMSNorm statistics, softmax and the returned logits are float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from mucode_jax.sharding import shard
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Shape and numerics of a Llama model (field names follow HF `LlamaConfig`)."""
+
+    vocab_size: int
+    hidden_size: int  # D
+    intermediate_size: int  # F
+    num_hidden_layers: int  # L
+    num_attention_heads: int  # N
+    num_key_value_heads: int  # K
+    head_dim: int  # H
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500_000.0
+    # HF `rope_scaling` / `rope_parameters` of type "llama3", or None.
+    rope_scaling: tuple[tuple[str, Any], ...] | None = None
+    max_position_embeddings: int = 131_072
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
+    bos_token_id: int | None = 128_000
+    eos_token_id: int | tuple[int, ...] | None = 128_001
+    pad_token_id: int | None = None
+    param_dtype: Any = jnp.float32
+    dtype: Any = jnp.float32  # compute dtype
+    remat: bool = False  # rematerialise each decoder layer in the backward pass
+
+    def __post_init__(self):
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads={self.num_key_value_heads}; fix the model config."
+            )
+        if isinstance(self.rope_scaling, Mapping):
+            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+        if self.rope_scaling is not None:
+            kind = dict(self.rope_scaling).get("rope_type", dict(self.rope_scaling).get("type"))
+            if kind not in ("llama3", "default", None):
+                raise ValueError(
+                    f"rope scaling of type {kind!r} is not supported; only 'llama3' (Llama 3.1/3.2) "
+                    "and no scaling are."
+                )
+
+    def replace(self, **kw) -> LlamaConfig:
+        return dataclasses.replace(self, **kw)
+
+    # --- presets (values from each model's HF config.json) -------------------------------
+
+    @classmethod
+    def llama3_2_1b(cls, **kw) -> LlamaConfig:
+        """meta-llama/Llama-3.2-1B(-Instruct): 1,235,814,400 parameters, tied embeddings."""
+        return cls(
+            vocab_size=128_256,
+            hidden_size=2048,  # hidden_size
+            intermediate_size=8192,  # intermediate_size
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=64,
+            rope_scaling=_LLAMA3_SCALING_32,
+            tie_word_embeddings=True,
+            **kw,
+        )
+
+    @classmethod
+    def llama3_2_3b(cls, **kw) -> LlamaConfig:
+        """meta-llama/Llama-3.2-3B(-Instruct): 3,212,749,824 parameters, tied embeddings."""
+        return cls(
+            vocab_size=128_256,
+            hidden_size=3072,
+            intermediate_size=8192,
+            num_hidden_layers=28,
+            num_attention_heads=24,
+            num_key_value_heads=8,
+            head_dim=128,
+            rope_scaling=_LLAMA3_SCALING_32,
+            tie_word_embeddings=True,
+            **kw,
+        )
+
+    @classmethod
+    def llama3_1_8b(cls, **kw) -> LlamaConfig:
+        """meta-llama/Llama-3.1-8B(-Instruct): 8,030,261,248 parameters."""
+        return cls(
+            vocab_size=128_256,
+            hidden_size=4096,
+            intermediate_size=14_336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+            rope_scaling=_LLAMA3_SCALING_8,
+            **kw,
+        )
+
+    @classmethod
+    def llama3_1_70b(cls, **kw) -> LlamaConfig:
+        """meta-llama/Llama-3.1-70B(-Instruct): 70,553,706,496 parameters."""
+        return cls(
+            vocab_size=128_256,
+            hidden_size=8192,
+            intermediate_size=28_672,
+            num_hidden_layers=80,
+            num_attention_heads=64,
+            num_key_value_heads=8,
+            head_dim=128,
+            rope_scaling=_LLAMA3_SCALING_8,
+            **kw,
+        )
+
+    @classmethod
+    def tiny(cls, **kw) -> LlamaConfig:
+        """A few-layer model for tests and CPU demos (GQA, llama3 rope scaling, tied)."""
+        defaults = dict(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=160,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            rope_scaling=(
+                ("factor", 8.0),
+                ("high_freq_factor", 4.0),
+                ("low_freq_factor", 1.0),
+                ("original_max_position_embeddings", 256),
+                ("rope_type", "llama3"),
+            ),
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+        defaults.update(kw)
+        return cls(**defaults)
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> LlamaConfig:
+        """A preset by name: tiny, llama3.2-1b, llama3.2-3b, llama3.1-8b, llama3.1-70b."""
+        table = {
+            "tiny": cls.tiny,
+            "llama3.2-1b": cls.llama3_2_1b,
+            "llama3.2-3b": cls.llama3_2_3b,
+            "llama3.1-8b": cls.llama3_1_8b,
+            "llama3.1-70b": cls.llama3_1_70b,
+        }
+        if name not in table:
+            raise ValueError(f"Unknown model preset {name!r}; choose one of {sorted(table)}.")
+        return table[name](**kw)
+
+    # --- HF interop ---------------------------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, hf: Any, **kw) -> LlamaConfig:
+        """From a `transformers.LlamaConfig` or its dict (config.json), any transformers version."""
+        d = hf.to_dict() if hasattr(hf, "to_dict") else dict(hf)
+        for key in ("attention_bias", "mlp_bias"):
+            if d.get(key):
+                raise ValueError(f"HF config has {key}=True, which Llama 3 does not use and we do not support.")
+        if d.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"HF config has hidden_act={d['hidden_act']!r}; only 'silu' is supported.")
+        if d.get("pretraining_tp", 1) not in (1, None):
+            raise ValueError("HF config has pretraining_tp != 1, which is not supported.")
+        rope = d.get("rope_parameters") or {}
+        scaling = d.get("rope_scaling") or None
+        theta = rope.get("rope_theta", d.get("rope_theta", 10_000.0))
+        if rope.get("rope_type", "default") != "default":
+            scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+        if scaling is not None and scaling.get("rope_type", scaling.get("type")) in ("default", None):
+            scaling = None
+        heads = d["num_attention_heads"]
+        eos = d.get("eos_token_id")
+        return cls(
+            vocab_size=d["vocab_size"],
+            hidden_size=d["hidden_size"],
+            intermediate_size=d["intermediate_size"],
+            num_hidden_layers=d["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=d.get("num_key_value_heads") or heads,
+            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
+            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+            rope_theta=float(theta),
+            rope_scaling=None if scaling is None else tuple(sorted(scaling.items())),
+            max_position_embeddings=d.get("max_position_embeddings", 2048),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            initializer_range=d.get("initializer_range", 0.02),
+            bos_token_id=d.get("bos_token_id"),
+            eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
+            pad_token_id=d.get("pad_token_id"),
+            **kw,
+        )
+
+    def hf_dict(self) -> dict[str, Any]:
+        """The fields of an HF `LlamaConfig` (keyword arguments for its constructor)."""
+        out = dict(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            head_dim=self.head_dim,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_theta=self.rope_theta,
+            rope_scaling=None if self.rope_scaling is None else dict(self.rope_scaling),
+            max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=self.tie_word_embeddings,
+            initializer_range=self.initializer_range,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=list(self.eos_token_id)
+            if isinstance(self.eos_token_id, tuple)
+            else self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            hidden_act="silu",
+            attention_bias=False,
+            mlp_bias=False,
+        )
+        return out
+
+    @property
+    def num_params(self) -> int:
+        """Parameter count of the causal LM (as HF counts it: tied embeddings once)."""
+        d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        n, k, h = self.num_attention_heads, self.num_key_value_heads, self.head_dim
+        layer = d * (n * h) * 2 + d * (k * h) * 2 + 3 * d * f + 2 * d
+        return v * d * (1 if self.tie_word_embeddings else 2) + self.num_hidden_layers * layer + d
+
+
+_LLAMA3_SCALING_32 = (
+    ("factor", 32.0),
+    ("high_freq_factor", 4.0),
+    ("low_freq_factor", 1.0),
+    ("original_max_position_embeddings", 8192),
+    ("rope_type", "llama3"),
+)
+_LLAMA3_SCALING_8 = (
+    ("factor", 8.0),
+    ("high_freq_factor", 4.0),
+    ("low_freq_factor", 1.0),
+    ("original_max_position_embeddings", 8192),
+    ("rope_type", "llama3"),
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Building blocks
+
+
+def rope_inv_freq(config: LlamaConfig) -> np.ndarray:
+    """Inverse RoPE frequencies [H/2], float32, with llama3 scaling as HF computes them."""
+    dim = config.head_dim
+    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    inv_freq = (1.0 / (np.float32(config.rope_theta) ** exponent)).astype(np.float32)
+    if config.rope_scaling is None:
+        return inv_freq
+    s = dict(config.rope_scaling)
+    if s.get("rope_type", s.get("type")) in ("default", None):
+        return inv_freq
+    factor = s["factor"]
+    low, high = s["low_freq_factor"], s["high_freq_factor"]
+    old_len = s["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+    """Rotates ``x`` [B, T, heads, H] by ``positions`` [B, T] (HF's rotate-half layout)."""
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, H/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    cos = jnp.cos(emb).astype(x.dtype)[:, :, None, :]
+    sin = jnp.sin(emb).astype(x.dtype)[:, :, None, :]
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def _param(rngs: nnx.Rngs, shape, axes, std, dtype, init: str = "normal") -> nnx.Param:
+    if init == "ones":
+        value = jnp.ones(shape, dtype)
+    else:
+        value = (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+    return nnx.Param(value, logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, *, param_dtype, rngs: nnx.Rngs):
+        self.eps = eps
+        self.scale = _param(rngs, (dim,), ("norm",), 0.0, param_dtype, init="ones")
+
+    def __call__(self, x: Array) -> Array:
+        dtype = x.dtype
+        x32 = x.astype(jnp.float32)
+        var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
+        normed = (x32 * jax.lax.rsqrt(var + self.eps)).astype(dtype)
+        return self.scale.value.astype(dtype) * normed
+
+
+@struct.dataclass
+class LayerCache:
+    """KV cache of one layer: keys and values [B, S, K, H]."""
+
+    k: Array
+    v: Array
+
+
+@struct.dataclass
+class Cache:
+    """The KV cache of a whole model.
+
+    Attributes:
+      layers: one `LayerCache` per decoder layer.
+      segment_ids: [B, S] int32 segment id of each filled slot (0 = empty or padding).
+      end: [] int32, the number of slots written so far (the same for the whole batch:
+        prompts are left-padded, so every row writes its next token at slot ``end``).
+    """
+
+    layers: tuple[LayerCache, ...]
+    segment_ids: Array
+    end: Array
+
+    @property
+    def max_length(self) -> int:
+        return self.segment_ids.shape[1]
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+        c = config
+        d, n, k, h = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        std, pd = c.initializer_range, c.param_dtype
+        self.config = config
+        self.q = _param(rngs, (d, n, h), ("embed", "q_heads", "head_dim"), std, pd)
+        self.k = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), std, pd)
+        self.v = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), std, pd)
+        self.o = _param(rngs, (n, h, d), ("q_heads", "head_dim", "embed"), std, pd)
+
+    def __call__(
+        self,
+        x: Array,
+        positions: Array,
+        mask: Array,
+        inv_freq: np.ndarray,
+        cache: LayerCache | None = None,
+        cache_end: Array | None = None,
+    ) -> tuple[Array, LayerCache | None]:
+        """x [B, T, D], positions [B, T], mask [B, T, S] bool -> [B, T, D]."""
+        c = self.config
+        dt = c.dtype
+        q = jnp.einsum("btd,dnh->btnh", x, self.q.value.astype(dt))
+        k = jnp.einsum("btd,dkh->btkh", x, self.k.value.astype(dt))
+        v = jnp.einsum("btd,dkh->btkh", x, self.v.value.astype(dt))
+        q = shard(apply_rope(q, positions, inv_freq), ("batch", "length", "q_heads", "head_dim"))
+        k = shard(apply_rope(k, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
+        v = shard(v, ("batch", "length", "kv_heads", "head_dim"))
+        if cache is not None:
+            k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), cache_end, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), cache_end, axis=1)
+            cache = LayerCache(k=k, v=v)
+            k, v = k.astype(dt), v.astype(dt)
+        b, t, n, h = q.shape
+        kh = k.shape[2]
+        q = q.reshape(b, t, kh, n // kh, h)
+        scores = jnp.einsum("btkgh,bskh->bkgts", q, k) * (h**-0.5)
+        scores = scores.astype(jnp.float32)
+        big_neg = jnp.finfo(jnp.float32).min
+        scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+        out = jnp.einsum("bkgts,bskh->btkgh", probs, v).reshape(b, t, n, h)
+        out = jnp.einsum("btnh,nhd->btd", out, self.o.value.astype(dt))
+        return out, cache
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+        d, f = config.hidden_size, config.intermediate_size
+        std, pd = config.initializer_range, config.param_dtype
+        self.dtype = config.dtype
+        self.gate = _param(rngs, (d, f), ("embed", "mlp"), std, pd)
+        self.up = _param(rngs, (d, f), ("embed", "mlp"), std, pd)
+        self.down = _param(rngs, (f, d), ("mlp", "embed"), std, pd)
+
+    def __call__(self, x: Array) -> Array:
+        dt = self.dtype
+        gate = jnp.einsum("btd,df->btf", x, self.gate.value.astype(dt))
+        up = jnp.einsum("btd,df->btf", x, self.up.value.astype(dt))
+        hidden = shard(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+        return jnp.einsum("btf,fd->btd", hidden, self.down.value.astype(dt))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.input_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, param_dtype=c.param_dtype, rngs=rngs)
+        self.attn = Attention(c, rngs=rngs)
+        self.post_attn_norm = RMSNorm(
+            c.hidden_size, c.rms_norm_eps, param_dtype=c.param_dtype, rngs=rngs
+        )
+        self.mlp = MLP(c, rngs=rngs)
+
+    def __call__(self, x, positions, mask, inv_freq, cache=None, cache_end=None):
+        h, cache = self.attn(self.input_norm(x), positions, mask, inv_freq, cache, cache_end)
+        x = x + h
+        x = x + self.mlp(self.post_attn_norm(x))
+        return shard(x, ("batch", "length", "embed")), cache
+
+
+def default_positions(segment_ids: Array) -> Array:
+    """Positions that restart at 0 in each segment and skip padding: [B, T] int32."""
+    valid = (segment_ids != 0).astype(jnp.int32)
+    # Count real tokens of the same segment so far; restart when the segment id changes.
+    idx = jnp.arange(segment_ids.shape[1])[None, :]
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+    )
+    start_idx = jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+    csum = jnp.cumsum(valid, axis=1)
+    before = jnp.take_along_axis(csum - valid, start_idx, axis=1)
+    return jnp.maximum(csum - before - 1, 0).astype(jnp.int32)
+
+
+class Llama(nnx.Module):
+    """Llama decoder. ``model(tokens)`` -> float32 logits [B, T, V].
+
+    Call signature (all keyword arguments optional):
+      tokens: [B, T] int32.
+      attention_mask: [B, T] 1 for real tokens, 0 for padding (left or right).
+      segment_ids: [B, T] int32 for packed sequences (0 = padding); overrides the mask.
+      positions: [B, T] int32 RoPE positions (default: `default_positions`).
+      cache: a `Cache` to read and extend; then the call returns ``(logits, cache)``.
+      return_hidden: also return the hidden states after the embedding and each layer
+        (before the final norm), as HF's ``output_hidden_states`` lists them but with the
+        last entry un-normed; then returns ``(logits, hidden_states)``.
+      return_logits: set False to return the final (normed) hidden states [B, T, D] instead.
+    """
+
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.config = config
+        self.embed = _param(
+            rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), c.initializer_range, c.param_dtype
+        )
+        self.layers = nnx.List([DecoderLayer(c, rngs=rngs) for _ in range(c.num_hidden_layers)])
+        self.final_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, param_dtype=c.param_dtype, rngs=rngs)
+        if not c.tie_word_embeddings:
+            self.lm_head = _param(
+                rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), c.initializer_range, c.param_dtype
+            )
+
+    def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
+        return init_cache(self.config, batch_size, max_length, dtype)
+
+    def hidden(
+        self,
+        tokens: Array,
+        *,
+        attention_mask: Array | None = None,
+        segment_ids: Array | None = None,
+        positions: Array | None = None,
+        cache: Cache | None = None,
+        collect: bool = False,
+    ) -> tuple[Array, Cache | None, list[Array]]:
+        """Final normed hidden states [B, T, D], the updated cache, and per-layer states."""
+        c = self.config
+        tokens = jnp.asarray(tokens, jnp.int32)
+        b, t = tokens.shape
+        if segment_ids is None:
+            segment_ids = (
+                jnp.ones((b, t), jnp.int32)
+                if attention_mask is None
+                else jnp.asarray(attention_mask).astype(jnp.int32)
+            )
+        segment_ids = jnp.asarray(segment_ids, jnp.int32)
+        if positions is None:
+            if cache is not None:
+                raise ValueError("Pass positions explicitly when decoding with a cache.")
+            positions = default_positions(segment_ids)
+        positions = jnp.asarray(positions, jnp.int32)
+
+        if cache is None:
+            q_slot = jnp.arange(t)
+            k_seg, k_slot, end = segment_ids, jnp.arange(t), None
+        else:
+            end = cache.end
+            q_slot = end + jnp.arange(t)
+            k_seg = jax.lax.dynamic_update_slice_in_dim(cache.segment_ids, segment_ids, end, axis=1)
+            k_slot = jnp.arange(cache.max_length)
+        mask = (
+            (k_seg[:, None, :] == segment_ids[:, :, None])
+            & (k_seg[:, None, :] != 0)
+            & (k_slot[None, None, :] <= q_slot[None, :, None])
+        )
+
+        x = jnp.take(self.embed.value, tokens, axis=0).astype(c.dtype)
+        x = shard(x, ("batch", "length", "embed"))
+        inv_freq = rope_inv_freq(c)
+        states = [x] if collect else []
+        new_layers = []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else cache.layers[i]
+            if c.remat and cache is None:
+                fn = nnx.remat(lambda lyr, x, p, m: lyr(x, p, m, inv_freq)[0])
+                x = fn(layer, x, positions, mask)
+            else:
+                x, layer_cache = layer(x, positions, mask, inv_freq, layer_cache, end)
+            new_layers.append(layer_cache)
+            if collect:
+                states.append(x)
+        x = self.final_norm(x)
+        new_cache = None
+        if cache is not None:
+            new_cache = Cache(layers=tuple(new_layers), segment_ids=k_seg, end=cache.end + t)
+        return x, new_cache, states
+
+    def logits(self, x: Array) -> Array:
+        """Hidden states [..., D] -> float32 logits [..., V]."""
+        dt = self.config.dtype
+        if self.config.tie_word_embeddings:
+            w = self.embed.value.astype(dt)
+            out = jnp.einsum("...d,vd->...v", x, w, preferred_element_type=jnp.float32)
+        else:
+            w = self.lm_head.value.astype(dt)
+            out = jnp.einsum("...d,dv->...v", x, w, preferred_element_type=jnp.float32)
+        return out
+
+    def __call__(
+        self,
+        tokens: Array,
+        *,
+        attention_mask: Array | None = None,
+        segment_ids: Array | None = None,
+        positions: Array | None = None,
+        cache: Cache | None = None,
+        return_hidden: bool = False,
+        return_logits: bool = True,
+    ):
+        x, new_cache, states = self.hidden(
+            tokens,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
+            positions=positions,
+            cache=cache,
+            collect=return_hidden,
+        )
+        out = self.logits(x) if return_logits else x
+        if cache is not None:
+            return out, new_cache
+        if return_hidden:
+            return out, states
+        return out
+
+
+def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
+    """An empty KV cache of ``max_length`` slots in ``dtype`` (default: the compute dtype)."""
+    dtype = config.dtype if dtype is None else dtype
+    shape = (batch_size, max_length, config.num_key_value_heads, config.head_dim)
+    layers = tuple(
+        LayerCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+        for _ in range(config.num_hidden_layers)
+    )
+    return Cache(
+        layers=layers,
+        segment_ids=jnp.zeros((batch_size, max_length), jnp.int32),
+        end=jnp.zeros((), jnp.int32),
+    )
+
+
+def cache_logical_axes(config: LlamaConfig) -> Cache:
+    """Logical axes of each cache array, for sharding the cache like the activations."""
+    kv = ("batch", "cache_length", "kv_heads", "head_dim")
+    return Cache(
+        layers=tuple(LayerCache(k=kv, v=kv) for _ in range(config.num_hidden_layers)),
+        segment_ids=("batch", "cache_length"),
+        end=(),
+    )
