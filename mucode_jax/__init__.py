@@ -1,3 +1,33 @@
-"""mucode_jax: multi-turn code generation with execution feedback, in JAX/Flax NNX."""
+"""mucode_jax: multi-turn code generation with execution feedback, in JAX/Flax NNX.
+
+The top-level names are imported lazily: `mucode_jax.execution` (the sandboxed
+executor service) must be importable without importing JAX.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Llama": "mucode_jax.models.llama",
+    "LlamaConfig": "mucode_jax.models.llama",
+    "Verifier": "mucode_jax.models.verifier",
+    "load_pretrained": "mucode_jax.models.hf",
+    "save_pretrained": "mucode_jax.models.hf",
+    "from_state_dict": "mucode_jax.models.hf",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mucode_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))

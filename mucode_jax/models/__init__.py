@@ -1,0 +1,1 @@
+"""Models: the Llama decoder, the verifier, and HF checkpoint conversion."""

@@ -1,0 +1,476 @@
+"""Chat messages, rendering through the tokenizer's own chat template, and code extraction.
+
+Pure Python (plus NumPy for the loss mask). Everything the model reads is built here:
+
+* first-turn user prompts per dataset (the official μCode / RLEF wording, SPEC §7);
+* feedback turns: μCode's ``"Feedback: {text}"`` and RLEF's ``"{text} Give it another try."``
+  (the feedback *text* itself comes from `mucode_jax.execution.feedback` as a plain string);
+* Zheng et al.'s reasoning / instruction prompts and CoT-retry suffixes (SPEC §4);
+* `render` / `render_with_mask`: token ids through ``tokenizer.apply_chat_template`` and the
+  per-token mask of assistant tokens that the SFT trainer uses as its loss mask;
+* `extract_code`: the program inside a completion, or ``None`` (the executor's ``no_code``).
+
+A message is a plain ``{"role": "user" | "assistant" | "system", "content": str}`` dict, the
+format every HF chat template takes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from mucode_jax.types import Problem
+
+Message = dict[str, str]
+
+# ---------------------------------------------------------------------------------------------
+# First turn.
+# ---------------------------------------------------------------------------------------------
+
+# Official μCode (commit0 `generate_prompt`), used for MBPP, MBPP+ and HumanEval.
+FUNCTION_PROMPT = """Write a Python function implementation for the following prompt:
+
+{statement}
+
+Your code should satisfy these tests:
+
+{tests}
+
+Return only the implementation code, no tests or explanations. Be sure to include the relevant \
+import statements:
+```python
+code
+```
+"""
+
+# Official μCode variant without tests (the "POMDP" ablation of the μCode rebuttal): used when a
+# problem has no rendered public tests.
+FUNCTION_PROMPT_NO_TESTS = """Write a Python function implementation for the following prompt:
+
+{statement}
+
+Return only the implementation code, no tests or explanations. Be sure to include the relevant \
+import statements:
+```python
+code
+```
+"""
+
+# RLEF / official μCode CodeContests prompt (stdin/stdout programs).
+CODECONTESTS_PROMPT = """Provide a Python solution for the following competitive programming \
+question: {statement}
+Your code should be enclosed in triple backticks like so: ```python YOUR CODE HERE```. Use the \
+backticks for your code only."""
+
+# The CPU demo's synthetic tasks: short, so a few-million-parameter model learns the format. The
+# public test is deliberately not shown (see `mucode_jax.data.toy`): it comes back as feedback.
+TOY_PROMPT = "{statement}\nAnswer with ```python code```."
+TOY_PROMPT_WITH_TESTS = "{statement}\nTests:\n{tests}\nAnswer with ```python code```."
+
+DATASETS = ("mbpp", "mbpp_plus", "humaneval", "codecontests", "toy")
+_FUNCTION_DATASETS = ("mbpp", "mbpp_plus", "humaneval")
+
+
+def first_turn_prompt(problem: Problem, *, show_tests: bool | None = None) -> str:
+    """The first user message's text for ``problem``, in its dataset's official wording.
+
+    Args:
+      problem: any `Problem`; uses ``dataset``, ``statement`` and ``public_tests_text``.
+      show_tests: include ``public_tests_text`` in the prompt. Default: yes for MBPP, MBPP+ and
+        HumanEval when the text is non-empty (as the official code), no for ``toy`` (whose
+        public test is revealed only through execution feedback); CodeContests statements
+        already contain their examples, so the flag is ignored there.
+
+    Returns:
+      The prompt text.
+
+    Raises:
+      ValueError: for an unknown ``problem.dataset``.
+    """
+    dataset = problem.dataset
+    tests = problem.public_tests_text.strip()
+    statement = problem.statement.strip()
+    if dataset in _FUNCTION_DATASETS:
+        if show_tests is None:
+            show_tests = bool(tests)
+        if show_tests:
+            return FUNCTION_PROMPT.format(statement=statement, tests=tests)
+        return FUNCTION_PROMPT_NO_TESTS.format(statement=statement)
+    if dataset == "codecontests":
+        return CODECONTESTS_PROMPT.format(statement=statement)
+    if dataset == "toy":
+        if show_tests and tests:
+            return TOY_PROMPT_WITH_TESTS.format(statement=statement, tests=tests)
+        return TOY_PROMPT.format(statement=statement)
+    raise ValueError(
+        f"Unknown dataset {dataset!r} for problem {problem.id!r}; "
+        f"use one of {', '.join(DATASETS)} as Problem.dataset."
+    )
+
+
+def first_turn_messages(
+    problem: Problem, *, system: str | None = None, show_tests: bool | None = None
+) -> list[Message]:
+    """The conversation before the first assistant turn: ``[system?, user]``.
+
+    Args:
+      problem: the problem.
+      system: optional system message (the official runs use none).
+      show_tests: see `first_turn_prompt`.
+    """
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    messages.append({"role": "user", "content": first_turn_prompt(problem, show_tests=show_tests)})
+    return messages
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback turns.
+# ---------------------------------------------------------------------------------------------
+
+# What the official μCode environment reports when the public tests pass.
+PASSED_FEEDBACK = "Code passed all tests"
+
+RLEF_RETRY = "Give it another try."
+RLEF_FORMAT_REMINDER = (
+    "Your code should be enclosed in triple backticks like so: ```python YOUR CODE HERE```. "
+    "Use the backticks for your code only."
+)
+
+
+def _check_feedback(feedback: str) -> str:
+    if not isinstance(feedback, str):
+        raise TypeError(
+            f"Feedback must be the feedback text (str), got {type(feedback).__name__}; "
+            "render it with mucode_jax.execution.feedback first."
+        )
+    return feedback.strip()
+
+
+def mucode_feedback_message(feedback: str) -> Message:
+    """μCode's feedback turn: ``"Feedback: {text}"`` (official `generate_rollouts_script`).
+
+    Args:
+      feedback: the public-test result as text: an error / traceback / failed-test report, or
+        `PASSED_FEEDBACK`.
+    """
+    return {"role": "user", "content": f"Feedback: {_check_feedback(feedback)}"}
+
+
+def rlef_feedback_message(feedback: str, *, remind_format: bool = True) -> Message:
+    """RLEF's feedback turn: the failed-test report, then "Give it another try.".
+
+    Args:
+      feedback: the report, e.g. "Your code failed the following tests: - input `…` failed: …".
+      remind_format: repeat the code-fence instruction of the first prompt (RLEF does, so that
+        the model keeps answering with a single fenced block).
+    """
+    content = f"{_check_feedback(feedback)}\n\n{RLEF_RETRY}"
+    if remind_format:
+        content += f"\n{RLEF_FORMAT_REMINDER}"
+    return {"role": "user", "content": content}
+
+
+def feedback_message(feedback: str, style: Literal["mucode", "rlef"] = "mucode") -> Message:
+    """The feedback turn in the given style (see `mucode_feedback_message`, `rlef_feedback_message`)."""
+    if style == "mucode":
+        return mucode_feedback_message(feedback)
+    if style == "rlef":
+        return rlef_feedback_message(feedback)
+    raise ValueError(f"Unknown feedback style {style!r}; use 'mucode' or 'rlef'.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Zheng et al. (ICLR 2025): reasoning prompts (NL -> NL), instruction prompts (NL -> code),
+# CoT-retry. Our wording of the prompts the paper describes; the names are the paper's.
+# ---------------------------------------------------------------------------------------------
+
+REASONING_PROMPTS: dict[str, str] = {
+    "self_reflection": (
+        "Reflect on the problem and describe it in your own words, in bullet points. Pay "
+        "attention to small details, nuances, notes and examples in the problem statement."
+    ),
+    "explain_io_pairs": (
+        "Explain, for each of the given input/output examples, why the input leads to that output."
+    ),
+    "problem_tag": (
+        "Name the algorithmic topics this problem belongs to (for example: greedy, dynamic "
+        "programming, graphs, combinatorics, math, strings, data structures)."
+    ),
+    "problem_difficulty": (
+        "Estimate the difficulty of this problem and list the edge cases a correct solution "
+        "must handle."
+    ),
+    "nl_solution": (
+        "Describe a naive solution in natural language, then explain how to improve it into an "
+        "efficient one that fits the constraints."
+    ),
+    "multiple_solutions": (
+        "Propose several different ways to solve the problem, with their time complexity, and "
+        "say which one you would choose."
+    ),
+    "helper_docstrings": (
+        "List the helper functions you will need: for each, its signature and a docstring that "
+        "says what it does. Do not implement them yet."
+    ),
+    "intermediate_variables": (
+        "List the intermediate variables you will need: for each, its name, its type and what "
+        "it holds."
+    ),
+}
+
+INSTRUCTION_PROMPTS: dict[str, str] = {
+    "none": "",
+    "use_helper_functions": (
+        "Split your code into helper functions with meaningful names and short bodies."
+    ),
+    "check_constraints": (
+        "Check the input constraints carefully and initialise every variable before using it."
+    ),
+    "comment_for_line": "Add a comment to every line of your code.",
+    "function_docstring": "Write a docstring for every function you define.",
+    "weak_solution": (
+        "First write a simple, possibly slow solution, then improve it into an efficient algorithm "
+        "and give only the improved code."
+    ),
+}
+
+# CoT-retry: turn 1 has no reasoning prompt; the retry turns add these (keyed by turn, 1-based).
+COT_RETRY_SUFFIXES: dict[int, str] = {
+    1: "",
+    2: (
+        "Write a code solution with guidelines: first give short guidelines for a correct "
+        "approach, then the code."
+    ),
+    3: (
+        "Generate a naive solution: write the simplest correct solution first, even if it is "
+        "slow, then the code."
+    ),
+}
+
+
+def compose_turn(
+    text: str, *, reasoning: str | None = None, instruction: str | None = None
+) -> str:
+    """Appends a Zheng et al. reasoning and/or instruction prompt to a user turn's text.
+
+    Single-turn grid: ``compose_turn(first_turn_prompt(p), reasoning=r, instruction=i)`` for the
+    8 × 6 named prompts. The paper also runs the reasoning prompt as its own turn before the code
+    turn; build that as two user messages with the same constants.
+
+    Args:
+      text: the base text (a first-turn prompt or a feedback turn's content).
+      reasoning: a key of `REASONING_PROMPTS` or ``None``.
+      instruction: a key of `INSTRUCTION_PROMPTS` or ``None`` / ``"none"``.
+    """
+    parts = [text.rstrip()]
+    if reasoning is not None:
+        if reasoning not in REASONING_PROMPTS:
+            raise ValueError(
+                f"Unknown reasoning prompt {reasoning!r}; use one of {sorted(REASONING_PROMPTS)}."
+            )
+        parts.append(REASONING_PROMPTS[reasoning])
+    if instruction is not None:
+        if instruction not in INSTRUCTION_PROMPTS:
+            raise ValueError(
+                f"Unknown instruction prompt {instruction!r}; use one of "
+                f"{sorted(INSTRUCTION_PROMPTS)}."
+            )
+        if INSTRUCTION_PROMPTS[instruction]:
+            parts.append(INSTRUCTION_PROMPTS[instruction])
+    return "\n\n".join(parts)
+
+
+def cot_retry_message(
+    feedback: str, turn: int, style: Literal["mucode", "rlef"] = "mucode"
+) -> Message:
+    """The user message before turn ``turn`` (2, 3, …) of a CoT-retry episode.
+
+    The feedback turn of the given style, followed by the turn's CoT-retry suffix; turns past 3
+    reuse turn 3's ("generate naive solution").
+
+    Raises:
+      ValueError: for ``turn < 2`` (turn 1 is the first prompt, which has no feedback).
+    """
+    if turn < 2:
+        raise ValueError(
+            f"CoT-retry feedback turns start at turn 2, got turn={turn}; "
+            "turn 1 is first_turn_messages(problem)."
+        )
+    message = feedback_message(feedback, style)
+    suffix = COT_RETRY_SUFFIXES[min(turn, max(COT_RETRY_SUFFIXES))]
+    return {"role": "user", "content": f"{message['content']}\n\n{suffix}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering and loss masks.
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if not messages:
+        raise ValueError("The conversation is empty; pass at least one {'role', 'content'} message.")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise ValueError(
+                f"Message {i} is not a {{'role': ..., 'content': ...}} dict: {m!r:.80}; "
+                "build messages with mucode_jax.prompts."
+            )
+        out.append(dict(m))
+    return out
+
+
+def render(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    add_generation_prompt: bool = True,
+    *,
+    sanitize: bool = True,
+    **template_kwargs: Any,
+) -> list[int]:
+    """Token ids of a conversation through the tokenizer's own chat template.
+
+    Args:
+      tokenizer: a Hugging Face tokenizer with a ``chat_template`` (Meta's Llama 3 or
+        `mucode_jax.data.tokenizer.build_tokenizer`'s).
+      messages: the conversation.
+      add_generation_prompt: append the open assistant header, for sampling the next turn.
+      sanitize: encode special-token strings that appear inside message contents as plain text
+        (``sanitize_control_tokens``), so executed programs cannot forge turn boundaries by
+        printing ``<|eot_id|>``. Use the same setting for training and sampling.
+      **template_kwargs: passed to the template (e.g. ``date_string`` for Llama 3.1+ templates,
+        whose system header otherwise contains today's date).
+
+    Returns:
+      The ids, BOS included (the template writes it), shape [T].
+    """
+    messages = _check_messages(messages)
+    ids = tokenizer.apply_chat_template(
+        messages,
+        add_generation_prompt=add_generation_prompt,
+        tokenize=True,
+        return_dict=False,
+        sanitize_control_tokens=sanitize,
+        **template_kwargs,
+    )
+    return [int(i) for i in ids]
+
+
+def render_with_mask(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    train_on: Literal["final", "all"] = "final",
+    sanitize: bool = True,
+    **template_kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of a whole conversation and the mask of the assistant tokens to train on.
+
+    The SFT loss mask. An assistant span is the tokens of its content *and* the end-of-turn
+    token that closes it (``<|eot_id|>`` for Llama 3): the model must learn to stop. The
+    assistant header (``<|start_header_id|>assistant<|end_header_id|>\\n\\n``) is prompt, as it
+    is what `render(..., add_generation_prompt=True)` feeds the sampler. Tokens that a template
+    writes after the end-of-turn token (e.g. Qwen's newline) are not targets.
+
+    Spans come from re-rendering each prefix of the conversation: the span of assistant message
+    i is ``render(messages[:i], add_generation_prompt=True)`` .. ``render(messages[:i+1],
+    add_generation_prompt=False)``, and each such prefix must be a token prefix of the whole
+    rendering (checked; a template that rewrites earlier turns, such as one that drops past
+    reasoning, raises instead of producing a silently shifted mask).
+
+    Args:
+      tokenizer: a Hugging Face tokenizer with a chat template.
+      messages: the conversation; at least one assistant message, not first.
+      train_on: ``"final"``: only the last assistant message (μCode / official SFT);
+        ``"all"``: every assistant message (multi-turn RFT on whole trajectories).
+      sanitize: see `render`.
+      **template_kwargs: see `render`.
+
+    Returns:
+      ``(ids, mask)``: int32 [T] and bool [T]; ``mask[t]`` says whether ``ids[t]`` is a target.
+      Trainers predicting ``ids[t]`` from ``ids[:t]`` use ``mask[1:]`` against ``logits[:-1]``.
+
+    Raises:
+      ValueError: for an empty conversation, no assistant message, an assistant message first,
+        an unknown ``train_on``, or a template whose renderings of prefixes are not prefixes.
+    """
+    messages = _check_messages(messages)
+    if train_on not in ("final", "all"):
+        raise ValueError(f"train_on must be 'final' or 'all', got {train_on!r}.")
+    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not assistant:
+        raise ValueError(
+            "The conversation has no assistant message, so nothing to train on; "
+            "append the completion as {'role': 'assistant', 'content': ...}."
+        )
+    if assistant[0] == 0:
+        raise ValueError(
+            "The conversation starts with an assistant message; put the user prompt first."
+        )
+    kw = dict(sanitize=sanitize, **template_kwargs)
+    full = render(tokenizer, messages, add_generation_prompt=False, **kw)
+    mask = np.zeros(len(full), dtype=bool)
+    eos = tokenizer.eos_token_id
+    for i in assistant[-1:] if train_on == "final" else assistant:
+        prompt = render(tokenizer, messages[:i], add_generation_prompt=True, **kw)
+        through = render(tokenizer, messages[: i + 1], add_generation_prompt=False, **kw)
+        if through[: len(prompt)] != prompt or full[: len(through)] != through:
+            raise ValueError(
+                f"The chat template of {type(tokenizer).__name__} does not render message {i}'s "
+                "prefix as a token prefix of the whole conversation, so assistant spans cannot "
+                "be located; use a template that only appends (e.g. Llama 3's)."
+            )
+        start, end = len(prompt), len(through)
+        if eos is not None and eos in through[start:end]:
+            end = start + (len(through[start:end]) - through[start:end][::-1].index(eos))
+        mask[start:end] = True
+    return np.asarray(full, dtype=np.int32), mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Code extraction.
+# ---------------------------------------------------------------------------------------------
+
+# An opening fence: ``` plus an optional language tag, then a newline (anywhere, like the
+# official regex, so "Here it is: ```python" on one line counts).
+_OPEN_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\r?\n")
+# The closing fence: the next ``` (the official lazy regex), also right after code on the same
+# line ("...return x```", which small models write).
+_CLOSE_FENCE = re.compile(r"```")
+_PYTHON_TAGS = ("", "python", "python3", "py", "py3")
+
+
+def extract_code(completion: str) -> str | None:
+    """The program in a model completion, or ``None`` when it contains no fenced code.
+
+    Rule (the official μCode one, made explicit): take the **first** fenced block whose language
+    tag is ``python`` (or ``py`` / ``python3`` / no tag), i.e. ```` ```python\\n ... ``` ````,
+    and strip it. The official environment also falls back to an unterminated
+    ```` ```python ```` fence; we take everything after such a fence. A block tagged with
+    another language (```` ```text ````) is skipped. No usable fence → ``None``, which the
+    executor reports as ``no_code`` (the official code would execute the raw text instead; RLEF
+    penalises a turn without code, so we keep the distinction).
+
+    Args:
+      completion: the assistant message's text.
+
+    Returns:
+      The stripped code, or ``None``. An empty fenced block gives ``""`` (executable, fails).
+    """
+    if not isinstance(completion, str):
+        raise TypeError(f"extract_code takes the completion text, got {type(completion).__name__}.")
+    pos = 0
+    while True:
+        opening = _OPEN_FENCE.search(completion, pos)
+        if opening is None:
+            return None
+        closing = _CLOSE_FENCE.search(completion, opening.end())
+        body_end = len(completion) if closing is None else closing.start()
+        if opening.group(1).lower() in _PYTHON_TAGS:
+            return completion[opening.end() : body_end].strip()
+        if closing is None:
+            return None
+        pos = closing.end()
