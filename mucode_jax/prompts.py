@@ -174,7 +174,7 @@ def rlef_feedback_message(feedback: str, *, remind_format: bool = True) -> Messa
 
 
 def feedback_message(feedback: str, style: Literal["mucode", "rlef"] = "mucode") -> Message:
-    """The feedback turn in the given style (see `mucode_feedback_message`, `rlef_feedback_message`)."""
+    """The feedback turn in a style: `mucode_feedback_message` or `rlef_feedback_message`."""
     if style == "mucode":
         return mucode_feedback_message(feedback)
     if style == "rlef":
@@ -251,9 +251,7 @@ COT_RETRY_SUFFIXES: dict[int, str] = {
 }
 
 
-def compose_turn(
-    text: str, *, reasoning: str | None = None, instruction: str | None = None
-) -> str:
+def compose_turn(text: str, *, reasoning: str | None = None, instruction: str | None = None) -> str:
     """Appends a Zheng et al. reasoning and/or instruction prompt to a user turn's text.
 
     Single-turn grid: ``compose_turn(first_turn_prompt(p), reasoning=r, instruction=i)`` for the
@@ -311,7 +309,9 @@ def cot_retry_message(
 
 def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if not messages:
-        raise ValueError("The conversation is empty; pass at least one {'role', 'content'} message.")
+        raise ValueError(
+            "The conversation is empty; pass at least one {'role', 'content'} message."
+        )
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or "role" not in m or "content" not in m:

@@ -239,6 +239,7 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
         or os.path.isfile(os.path.join(path, "tokenizer_config.json"))
     ):
         raise FileNotFoundError(
-            f"No tokenizer in {path!r}; build one with build_tokenizer(...) and save_tokenizer(...)."
+            f"No tokenizer in {path!r}; build one with build_tokenizer(...) and save it with "
+            "save_tokenizer(...)."
         )
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
