@@ -1,0 +1,31 @@
+"""Sampling from a `Llama`: prefill + one `jax.lax.while_loop` decode, bucketed, sharded."""
+
+from mucode_jax.sampling.methods import (
+    Greedy,
+    SamplingMethod,
+    Temperature,
+    TopK,
+    TopP,
+    make_method,
+)
+from mucode_jax.sampling.sampler import (
+    SampleOutput,
+    Sampler,
+    SamplingState,
+    generate,
+    power_of_two_buckets,
+)
+
+__all__ = [
+    "Greedy",
+    "SampleOutput",
+    "Sampler",
+    "SamplingMethod",
+    "SamplingState",
+    "Temperature",
+    "TopK",
+    "TopP",
+    "generate",
+    "make_method",
+    "power_of_two_buckets",
+]

@@ -1,0 +1,183 @@
+"""Sampling methods: small frozen dataclasses that turn logits into next tokens.
+
+Each method says which distribution it draws from (`adjust_logits`: the logits of
+that distribution, ``-inf`` outside the allowed set) and how it draws (`draw`);
+`get_next_tokens` is the two together. The sampler calls the two halves separately
+so that it can also return the log-probability of each token under the sampling
+distribution without computing the (possibly sorted) adjusted logits twice.
+
+The order of the transformations follows HF `generate`: temperature, then top-k,
+then top-p. Ties at the top-k / top-p threshold are all kept (HF keeps ties at the
+top-k threshold as well).
+
+Shapes: logits [B, V] float32 -> tokens [B] int32. ``rng`` is one key per row ([B]
+key array), so the draw of a row does not depend on the batch size it was padded to;
+a single key [] is accepted as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_NEG_INF = -jnp.inf
+
+
+def _categorical(rng: Array, logits: Array) -> Array:
+    if rng.ndim == 0:
+        return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+    return jax.vmap(lambda k, x: jax.random.categorical(k, x))(rng, logits).astype(jnp.int32)
+
+
+def _scale(logits: Array, temperature: float) -> Array:
+    logits = logits.astype(jnp.float32)
+    return logits if temperature == 1.0 else logits / jnp.float32(temperature)
+
+
+def _top_p_threshold(sorted_desc: Array, top_p: float) -> Array:
+    """Smallest logit kept by nucleus sampling, given logits sorted descending [B, n] -> [B, 1]."""
+    probs = jax.nn.softmax(sorted_desc, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+    keep = before < top_p
+    keep = keep.at[:, 0].set(True)  # always keep the most likely token
+    n_keep = jnp.sum(keep, axis=-1, keepdims=True)
+    return jnp.take_along_axis(sorted_desc, n_keep - 1, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingMethod:
+    """Base class: draw from ``softmax(adjust_logits(logits))``."""
+
+    def adjust_logits(self, logits: Array) -> Array:
+        """Logits [B, V] -> float32 logits [B, V] of the sampling distribution."""
+        return logits.astype(jnp.float32)
+
+    def draw(self, adjusted: Array, rng: Array) -> Array:
+        """Draws tokens [B] int32 from adjusted logits [B, V]."""
+        return _categorical(rng, adjusted)
+
+    def get_next_tokens(self, logits: Array, rng: Array) -> Array:
+        """Logits [B, V] and keys ([B] or []) -> next tokens [B] int32."""
+        return self.draw(self.adjust_logits(logits), rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy(SamplingMethod):
+    """The most likely token (the first one on exact ties, as `argmax` and HF do).
+
+    Its sampling distribution is a point mass: adjusted logits are 0 at the argmax and
+    ``-inf`` elsewhere, so the sampling log-probability of every token is 0.
+    """
+
+    def adjust_logits(self, logits: Array) -> Array:
+        best = jnp.argmax(logits, axis=-1)
+        hit = jnp.arange(logits.shape[-1])[None, :] == best[:, None]
+        return jnp.where(hit, 0.0, _NEG_INF).astype(jnp.float32)
+
+    def draw(self, adjusted: Array, rng: Array) -> Array:
+        del rng
+        return jnp.argmax(adjusted, axis=-1).astype(jnp.int32)
+
+    def get_next_tokens(self, logits: Array, rng: Array) -> Array:
+        del rng
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Temperature(SamplingMethod):
+    """Ancestral sampling from ``softmax(logits / temperature)``."""
+
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        _check_temperature(self.temperature)
+
+    def adjust_logits(self, logits: Array) -> Array:
+        return _scale(logits, self.temperature)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK(SamplingMethod):
+    """Sampling from the ``k`` most likely tokens (after ``temperature``)."""
+
+    k: int
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        _check_temperature(self.temperature)
+        if int(self.k) < 1:
+            raise ValueError(
+                f"top_k must be >= 1 for TopK, got {self.k}; use Temperature for no cut."
+            )
+
+    def adjust_logits(self, logits: Array) -> Array:
+        logits = _scale(logits, self.temperature)
+        k = min(int(self.k), logits.shape[-1])
+        kth = jax.lax.top_k(logits, k)[0][:, -1:]
+        return jnp.where(logits < kth, _NEG_INF, logits)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopP(SamplingMethod):
+    """Nucleus sampling: the smallest set of most likely tokens with mass >= ``p``.
+
+    With ``top_k > 0`` the nucleus is taken within the top ``top_k`` tokens (HF order),
+    which also avoids sorting the whole vocabulary.
+    """
+
+    p: float
+    temperature: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self):
+        _check_temperature(self.temperature)
+        _check_top_p(self.p)
+        if int(self.top_k) < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = no top-k cut), got {self.top_k}.")
+
+    def adjust_logits(self, logits: Array) -> Array:
+        logits = _scale(logits, self.temperature)
+        v = logits.shape[-1]
+        if 0 < self.top_k < v:
+            top = jax.lax.top_k(logits, int(self.top_k))[0]
+            logits = jnp.where(logits < top[:, -1:], _NEG_INF, logits)
+        else:
+            top = -jnp.sort(-logits, axis=-1)
+        return jnp.where(logits < _top_p_threshold(top, float(self.p)), _NEG_INF, logits)
+
+
+def _check_temperature(t: float) -> None:
+    if not t > 0.0:
+        raise ValueError(
+            f"temperature must be > 0 for sampling, got {t}; use temperature=0 (Greedy) for "
+            "greedy decoding."
+        )
+
+
+def _check_top_p(p: float) -> None:
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {p}; use top_p=1.0 for no nucleus cut.")
+
+
+def make_method(temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0) -> SamplingMethod:
+    """The cheapest method for HF-style ``temperature`` / ``top_p`` / ``top_k`` settings.
+
+    ``temperature == 0`` means greedy (top-p and top-k are then irrelevant), ``top_p ==
+    1`` and ``top_k == 0`` mean no cut.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+    _check_top_p(top_p)
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = no top-k cut), got {top_k}.")
+    if temperature == 0.0 or top_k == 1:
+        return Greedy()
+    if top_p < 1.0:
+        return TopP(p=float(top_p), temperature=float(temperature), top_k=int(top_k))
+    if top_k > 0:
+        return TopK(k=int(top_k), temperature=float(temperature))
+    return Temperature(temperature=float(temperature))
