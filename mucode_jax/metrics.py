@@ -289,14 +289,18 @@ def bootstrap_ci(
     n_boot: int = 2000,
     alpha: float = 0.05,
     seed: int = 0,
+    resample_searches: bool = False,
 ) -> tuple[float, float, float]:
     """Percentile-bootstrap confidence interval of a mean score.
 
-    The unit of resampling is the problem (scores of one problem are correlated across samples,
-    so resampling samples would understate the error). With several repeated searches (the
-    official protocol runs 10), pass ``values`` of shape [S, P] and both searches and problems
-    are resampled with replacement (two-stage; the same problem draw for every search keeps
-    their pairing).
+    The unit of resampling is the problem (the samples of one problem are correlated, so
+    resampling samples would understate the error). With S repeated searches (the official
+    protocol runs 10) pass ``values`` of shape [S, P]: by default each problem's scores are
+    averaged over the searches and the problems resampled, which already carries the
+    search-to-search noise (the variance of a problem's average includes it). Resampling the
+    searches as well (``resample_searches=True``, the two-stage bootstrap) counts that noise
+    twice when searches are i.i.d. — in simulation a nominal 95 % interval covered 98–99.7 % —
+    and is right only when runs differ systematically (e.g. each seed retrains the model).
 
     Args:
       values: per-problem scores [P] (e.g. 0/1 BoN@3 labels or per-problem pass@k), or
@@ -304,6 +308,7 @@ def bootstrap_ci(
       n_boot: bootstrap replicates.
       alpha: 1 - confidence level (0.05 → 95 % interval).
       seed: seed of the resampling, so reports are reproducible.
+      resample_searches: also resample the S runs with replacement (see above).
 
     Returns:
       ``(mean, lo, hi)``: the mean over everything and the ``alpha/2``, ``1 - alpha/2``
@@ -323,6 +328,9 @@ def bootstrap_ci(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}.")
+    mean = float(v.mean())
+    if v.ndim == 2 and not resample_searches:
+        v = v.mean(axis=0)
     if v.ndim == 1:
         v = v[None, :]
     s, p = v.shape
@@ -338,7 +346,7 @@ def bootstrap_ci(
             si = rng.integers(0, s, size=(b, s))
             means[start : start + b] = v[si[:, :, None], pi[:, None, :]].mean(axis=(1, 2))
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(v.mean()), float(lo), float(hi)
+    return mean, float(lo), float(hi)
 
 
 def mean_and_ci(per_problem: Any, **kwargs: Any) -> dict[str, float]:
