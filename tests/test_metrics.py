@@ -191,13 +191,14 @@ def test_bootstrap_ci_covers_the_truth_95_percent_of_the_time():
 
 
 def test_bootstrap_ci_with_repeated_searches_covers_95_percent():
-    # S = 5 i.i.d. searches per problem. Treating the S * P outcomes as independent (flattening)
-    # would cover only ~80 % here: the test would catch resampling the wrong unit.
+    # S = 10 i.i.d. searches per problem, difficulties spread out (Beta(0.8, 1.2), mean 0.4).
+    # Treating the S * P outcomes as independent (flattening) covers only ~70 % here: the test
+    # catches resampling the wrong unit.
     rng = np.random.default_rng(99)
 
     def simulate(_):
-        p = rng.beta(2, 3, size=60)
-        return (rng.random((5, 60)) < p).astype(float), 0.4
+        p = rng.beta(0.8, 1.2, size=60)
+        return (rng.random((10, 60)) < p).astype(float), 0.4
 
     assert 0.925 <= _coverage(500, simulate) <= 0.97
 
@@ -205,4 +206,4 @@ def test_bootstrap_ci_with_repeated_searches_covers_95_percent():
         values, truth = simulate(d)
         return values.reshape(-1), truth
 
-    assert _coverage(200, simulate_flat) < 0.9
+    assert _coverage(200, simulate_flat) < 0.85
