@@ -73,9 +73,13 @@ def make_mesh(
     if len(set(names)) != len(names):
         raise ValueError(f"Mesh axis names must be distinct, got {names}; rename the duplicates.")
     if sizes.count(-1) > 1:
-        raise ValueError(f"Mesh {dict(items)} has more than one -1 size; give all but one explicitly.")
+        raise ValueError(
+            f"Mesh {dict(items)} has more than one -1 size; give all but one explicitly."
+        )
     if any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"Mesh {dict(items)} has a size that is not positive or -1; fix the config.")
+        raise ValueError(
+            f"Mesh {dict(items)} has a size that is not positive or -1; fix the config."
+        )
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
@@ -104,7 +108,9 @@ def make_mesh(
 
 
 def logical_to_spec(
-    logical_axes: Sequence[str | None] | None, rules: LogicalRules = DEFAULT_RULES, mesh: Mesh | None = None
+    logical_axes: Sequence[str | None] | None,
+    rules: LogicalRules = DEFAULT_RULES,
+    mesh: Mesh | None = None,
 ) -> PartitionSpec:
     """Maps logical axis names to a `PartitionSpec` using ``rules``.
 
@@ -175,9 +181,7 @@ def state_shardings(state: Any, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES)
     return jax.tree.map(get, state, is_leaf=_is_var)
 
 
-def create_sharded(
-    make: Any, mesh: Mesh | None, rules: LogicalRules = DEFAULT_RULES
-) -> nnx.Module:
+def create_sharded(make: Any, mesh: Mesh | None, rules: LogicalRules = DEFAULT_RULES) -> nnx.Module:
     """Creates an NNX module directly in its sharded layout.
 
     ``make`` is a zero-argument function building the module (with its own
@@ -232,7 +236,9 @@ def shard(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     ctx = _CONTEXT.get()
     if ctx is None:
         return x
-    return jax.lax.with_sharding_constraint(x, logical_to_sharding(logical_axes, ctx.mesh, ctx.rules))
+    return jax.lax.with_sharding_constraint(
+        x, logical_to_sharding(logical_axes, ctx.mesh, ctx.rules)
+    )
 
 
 def maybe_initialize_distributed() -> bool:

@@ -163,7 +163,7 @@ def _build(
         if mesh is None:
             value = jnp.asarray(x, dtype=dtype)
         else:
-            target = _lookup(shardings, path).value
+            target = _raw(_lookup(shardings, path))
             x = np.asarray(x)
 
             def cb(index, x=x, dtype=dtype):
@@ -174,6 +174,11 @@ def _build(
 
     state = jax.tree_util.tree_map_with_path(load, abs_state, is_leaf=_is_var)
     return nnx.merge(graphdef, state)
+
+
+def _raw(v: Any) -> Any:
+    """A Variable's raw value (works for non-array values such as shardings)."""
+    return v.get_value() if hasattr(v, "get_value") else v.value
 
 
 def _lookup(tree, path):
@@ -273,7 +278,10 @@ def load_pretrained(
     source = f"checkpoint {str(path)!r}"
     arch = _architecture(d, source)
     config = LlamaConfig.from_hf(
-        d, dtype=dtype, param_dtype=dtype if param_dtype is None else param_dtype, **config_overrides
+        d,
+        dtype=dtype,
+        param_dtype=dtype if param_dtype is None else param_dtype,
+        **config_overrides,
     )
     files = _safetensor_files(path)
     from safetensors import safe_open
@@ -352,7 +360,7 @@ def save_pretrained(
         flat[_path_key(p)] = var
     tensors: dict[str, np.ndarray] = {}
     for ours, theirs, kind in _mapping(config, verifier):
-        x = _to_host(flat[ours].value if _is_var(flat[ours]) else flat[ours])
+        x = _to_host(flat[ours][...])
         if dtype is not None:
             x = x.astype(jnp.dtype(dtype))
         tensors[theirs] = _to_hf(kind, x)

@@ -188,9 +188,13 @@ class LlamaConfig:
         d = hf.to_dict() if hasattr(hf, "to_dict") else dict(hf)
         for key in ("attention_bias", "mlp_bias"):
             if d.get(key):
-                raise ValueError(f"HF config has {key}=True, which Llama 3 does not use and we do not support.")
+                raise ValueError(
+                    f"HF config has {key}=True, which Llama 3 does not use and we do not support."
+                )
         if d.get("hidden_act", "silu") != "silu":
-            raise ValueError(f"HF config has hidden_act={d['hidden_act']!r}; only 'silu' is supported.")
+            raise ValueError(
+                f"HF config has hidden_act={d['hidden_act']!r}; only 'silu' is supported."
+            )
         if d.get("pretraining_tp", 1) not in (1, None):
             raise ValueError("HF config has pretraining_tp != 1, which is not supported.")
         rope = d.get("rope_parameters") or {}
@@ -198,7 +202,10 @@ class LlamaConfig:
         theta = rope.get("rope_theta", d.get("rope_theta", 10_000.0))
         if rope.get("rope_type", "default") != "default":
             scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
-        if scaling is not None and scaling.get("rope_type", scaling.get("type")) in ("default", None):
+        if scaling is not None and scaling.get("rope_type", scaling.get("type")) in (
+            "default",
+            None,
+        ):
             scaling = None
         heads = d["num_attention_heads"]
         eos = d.get("eos_token_id")
@@ -329,7 +336,7 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
         normed = (x32 * jax.lax.rsqrt(var + self.eps)).astype(dtype)
-        return self.scale.value.astype(dtype) * normed
+        return self.scale[...].astype(dtype) * normed
 
 
 @struct.dataclass
@@ -383,15 +390,19 @@ class Attention(nnx.Module):
         """x [B, T, D], positions [B, T], mask [B, T, S] bool -> [B, T, D]."""
         c = self.config
         dt = c.dtype
-        q = jnp.einsum("btd,dnh->btnh", x, self.q.value.astype(dt))
-        k = jnp.einsum("btd,dkh->btkh", x, self.k.value.astype(dt))
-        v = jnp.einsum("btd,dkh->btkh", x, self.v.value.astype(dt))
+        q = jnp.einsum("btd,dnh->btnh", x, self.q[...].astype(dt))
+        k = jnp.einsum("btd,dkh->btkh", x, self.k[...].astype(dt))
+        v = jnp.einsum("btd,dkh->btkh", x, self.v[...].astype(dt))
         q = shard(apply_rope(q, positions, inv_freq), ("batch", "length", "q_heads", "head_dim"))
         k = shard(apply_rope(k, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
         v = shard(v, ("batch", "length", "kv_heads", "head_dim"))
         if cache is not None:
-            k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), cache_end, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), cache_end, axis=1)
+            k = jax.lax.dynamic_update_slice_in_dim(
+                cache.k, k.astype(cache.k.dtype), cache_end, axis=1
+            )
+            v = jax.lax.dynamic_update_slice_in_dim(
+                cache.v, v.astype(cache.v.dtype), cache_end, axis=1
+            )
             cache = LayerCache(k=k, v=v)
             k, v = k.astype(dt), v.astype(dt)
         b, t, n, h = q.shape
@@ -403,7 +414,7 @@ class Attention(nnx.Module):
         scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
         probs = jax.nn.softmax(scores, axis=-1).astype(dt)
         out = jnp.einsum("bkgts,bskh->btkgh", probs, v).reshape(b, t, n, h)
-        out = jnp.einsum("btnh,nhd->btd", out, self.o.value.astype(dt))
+        out = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(dt))
         return out, cache
 
 
@@ -418,16 +429,18 @@ class MLP(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         dt = self.dtype
-        gate = jnp.einsum("btd,df->btf", x, self.gate.value.astype(dt))
-        up = jnp.einsum("btd,df->btf", x, self.up.value.astype(dt))
+        gate = jnp.einsum("btd,df->btf", x, self.gate[...].astype(dt))
+        up = jnp.einsum("btd,df->btf", x, self.up[...].astype(dt))
         hidden = shard(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-        return jnp.einsum("btf,fd->btd", hidden, self.down.value.astype(dt))
+        return jnp.einsum("btf,fd->btd", hidden, self.down[...].astype(dt))
 
 
 class DecoderLayer(nnx.Module):
     def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
         c = config
-        self.input_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, param_dtype=c.param_dtype, rngs=rngs)
+        self.input_norm = RMSNorm(
+            c.hidden_size, c.rms_norm_eps, param_dtype=c.param_dtype, rngs=rngs
+        )
         self.attn = Attention(c, rngs=rngs)
         self.post_attn_norm = RMSNorm(
             c.hidden_size, c.rms_norm_eps, param_dtype=c.param_dtype, rngs=rngs
@@ -464,9 +477,9 @@ class Llama(nnx.Module):
       segment_ids: [B, T] int32 for packed sequences (0 = padding); overrides the mask.
       positions: [B, T] int32 RoPE positions (default: `default_positions`).
       cache: a `Cache` to read and extend; then the call returns ``(logits, cache)``.
-      return_hidden: also return the hidden states after the embedding and each layer
-        (before the final norm), as HF's ``output_hidden_states`` lists them but with the
-        last entry un-normed; then returns ``(logits, hidden_states)``.
+      return_hidden: also return the hidden states after the embedding and each layer,
+        the last one after the final norm, exactly as HF's ``output_hidden_states`` lists
+        them (L + 1 arrays [B, T, D]); then returns ``(logits, hidden_states)``.
       return_logits: set False to return the final (normed) hidden states [B, T, D] instead.
     """
 
@@ -474,13 +487,23 @@ class Llama(nnx.Module):
         c = config
         self.config = config
         self.embed = _param(
-            rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), c.initializer_range, c.param_dtype
+            rngs,
+            (c.vocab_size, c.hidden_size),
+            ("vocab", "embed"),
+            c.initializer_range,
+            c.param_dtype,
         )
         self.layers = nnx.List([DecoderLayer(c, rngs=rngs) for _ in range(c.num_hidden_layers)])
-        self.final_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, param_dtype=c.param_dtype, rngs=rngs)
+        self.final_norm = RMSNorm(
+            c.hidden_size, c.rms_norm_eps, param_dtype=c.param_dtype, rngs=rngs
+        )
         if not c.tie_word_embeddings:
             self.lm_head = _param(
-                rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), c.initializer_range, c.param_dtype
+                rngs,
+                (c.hidden_size, c.vocab_size),
+                ("embed", "vocab"),
+                c.initializer_range,
+                c.param_dtype,
             )
 
     def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
@@ -527,7 +550,7 @@ class Llama(nnx.Module):
             & (k_slot[None, None, :] <= q_slot[None, :, None])
         )
 
-        x = jnp.take(self.embed.value, tokens, axis=0).astype(c.dtype)
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(c.dtype)
         x = shard(x, ("batch", "length", "embed"))
         inv_freq = rope_inv_freq(c)
         states = [x] if collect else []
@@ -543,6 +566,8 @@ class Llama(nnx.Module):
             if collect:
                 states.append(x)
         x = self.final_norm(x)
+        if collect:
+            states[-1] = x  # as HF: the last hidden state is after the final norm
         new_cache = None
         if cache is not None:
             new_cache = Cache(layers=tuple(new_layers), segment_ids=k_seg, end=cache.end + t)
@@ -552,10 +577,10 @@ class Llama(nnx.Module):
         """Hidden states [..., D] -> float32 logits [..., V]."""
         dt = self.config.dtype
         if self.config.tie_word_embeddings:
-            w = self.embed.value.astype(dt)
+            w = self.embed[...].astype(dt)
             out = jnp.einsum("...d,vd->...v", x, w, preferred_element_type=jnp.float32)
         else:
-            w = self.lm_head.value.astype(dt)
+            w = self.lm_head[...].astype(dt)
             out = jnp.einsum("...d,dv->...v", x, w, preferred_element_type=jnp.float32)
         return out
 

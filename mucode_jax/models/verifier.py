@@ -57,5 +57,5 @@ class Verifier(nnx.Module):
         mask = attention_mask if segment_ids is None else segment_ids
         last = last_token_index(jnp.asarray(mask))
         h = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]  # [B, D]
-        w = self.score.value.astype(self.config.dtype)
+        w = self.score[...].astype(self.config.dtype)
         return jnp.einsum("bd,d->b", h, w, preferred_element_type=jnp.float32)
