@@ -1,0 +1,44 @@
+"""Verifier training launcher (μCode step 3). Library code does the work; this reads flags.
+
+  python launch/train_verifier.py --config configs/verifier_tiny.py --workdir /tmp/verifier_tiny
+
+Re-running with the same --workdir resumes from its latest checkpoint.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+# Config files import mucode_jax: make the checkout importable without an install.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Checkpoints, metrics.jsonl, TensorBoard and the HF export."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    from mucode_jax import sharding
+
+    sharding.maybe_initialize_distributed()
+    from mucode_jax.training import inputs
+    from mucode_jax.training.verifier import train_verifier
+
+    inputs.quiet_checkpoint_logs()
+    config = _CONFIG.value
+    logging.info("config:\n%s", config)
+    tokenizer = inputs.tokenizer_from_config(config)
+    rows = inputs.verifier_rows_from_config(config)
+    result = train_verifier(config, rows, _WORKDIR.value, tokenizer=tokenizer)
+    logging.info(
+        "done: %d steps, last %s, export %s", result.num_steps, result.last_metrics, result.hf_path
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,157 @@
+"""Generator SFT examples from chat conversations.
+
+A conversation is a list of ``{"role", "content"}`` messages, or a dict with a
+``"messages"`` list plus any metadata. Each becomes one or more tokenized examples::
+
+  {"inputs": int32 [n], "targets": int32 [n], "weights": float32 [n]}
+
+where ``targets`` are the next tokens (``ids[1:]`` for ``inputs = ids[:-1]``) and
+``weights`` marks the assistant tokens the loss is on (content and end-of-turn
+token; see `mucode_jax.prompts.render_with_mask`). Shifting here, per example,
+makes packed and unpacked batches see exactly the same (input, target) pairs.
+
+μCode's *prefix expansion*: a trajectory ``u1 a1 u2 a2 u3 a3`` gives one example per
+conversation prefix ending in an assistant turn (``u1 a1``; ``u1 a1 u2 a2``; the
+whole), each with the loss on its final assistant message (``target="final"``) or on
+every assistant message in it (``target="all"``).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mucode_jax import prompts
+
+Example = dict[str, np.ndarray]
+
+
+def _messages(row: Any, index: int) -> list[Mapping[str, Any]]:
+    if isinstance(row, Mapping):
+        if "messages" not in row:
+            raise ValueError(
+                f"SFT row {index} is a dict without a 'messages' list; pass "
+                "{'messages': [{'role': ..., 'content': ...}, ...]} or the list itself."
+            )
+        row = row["messages"]
+    if isinstance(row, str) or not isinstance(row, Sequence):
+        raise ValueError(
+            f"SFT row {index} is a {type(row).__name__}, not a list of "
+            "{'role': ..., 'content': ...} messages."
+        )
+    for j, m in enumerate(row):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise ValueError(
+                f"SFT row {index}, message {j} is not a {{'role': ..., 'content': ...}} dict: {m!r:.60}."
+            )
+    return list(row)
+
+
+def sft_examples_from_conversations(
+    conversations: Iterable[Any],
+    tokenizer: Any,
+    *,
+    prefix_expansion: bool = True,
+    target: str = "final",
+    max_length: int | None = None,
+    overflow: str = "truncate",
+) -> tuple[list[Example], dict[str, int]]:
+    """Tokenizes conversations into SFT examples.
+
+    Args:
+      conversations: message lists, or dicts with a ``"messages"`` list.
+      tokenizer: a Hugging Face tokenizer with a chat template.
+      prefix_expansion: one example per prefix ending in an assistant turn (μCode);
+        otherwise one example per conversation, up to its last assistant turn.
+      target: ``"final"`` (loss on the last assistant message of each example) or
+        ``"all"`` (every assistant message).
+      max_length: the longest example, in (input, target) pairs; None for no limit.
+      overflow: for longer examples, ``"truncate"`` (keep the first ``max_length``
+        tokens; dropped if no target token is left) or ``"drop"``.
+
+    Returns:
+      ``(examples, stats)``; stats counts ``rows``, ``examples``,
+      ``skipped_no_assistant``, ``truncated``, ``dropped_too_long``.
+
+    Raises:
+      ValueError: for a malformed row or message (naming it), or bad ``target`` / ``overflow``.
+    """
+    if target not in ("final", "all"):
+        raise ValueError(f"target must be 'final' or 'all', got {target!r}.")
+    if overflow not in ("truncate", "drop"):
+        raise ValueError(f"overflow must be 'truncate' or 'drop', got {overflow!r}.")
+    stats: dict[str, int] = collections.Counter(
+        rows=0, examples=0, skipped_no_assistant=0, truncated=0, dropped_too_long=0
+    )
+    out: list[Example] = []
+    for index, row in enumerate(conversations):
+        stats["rows"] += 1
+        messages = _messages(row, index)
+        assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0]
+        if not assistant:
+            stats["skipped_no_assistant"] += 1
+            continue
+        ends = assistant if prefix_expansion else assistant[-1:]
+        for end in ends:
+            ids, mask = prompts.render_with_mask(tokenizer, messages[: end + 1], train_on=target)
+            ex = {
+                "inputs": np.asarray(ids[:-1], np.int32),
+                "targets": np.asarray(ids[1:], np.int32),
+                "weights": np.asarray(mask[1:], np.float32),
+            }
+            n = len(ex["inputs"])
+            if max_length is not None and n > max_length:
+                if overflow == "drop":
+                    stats["dropped_too_long"] += 1
+                    continue
+                ex = {k: v[:max_length] for k, v in ex.items()}
+                if not ex["weights"].any():
+                    stats["dropped_too_long"] += 1
+                    continue
+                stats["truncated"] += 1
+            out.append(ex)
+            stats["examples"] += 1
+    return out, dict(stats)
+
+
+def describe_stats(stats: Mapping[str, int]) -> str:
+    """One line for the log: what was kept, skipped, truncated and dropped."""
+    return ", ".join(f"{k}={v}" for k, v in stats.items())
+
+
+def toy_trajectories(
+    n: int, *, seed: int = 0, per_problem: int = 1, p_correct: float = 0.5
+) -> list[dict[str, Any]]:
+    """Built-in tiny multi-turn data from the toy task family (no downloads, no execution).
+
+    Each trajectory starts with a noisy first answer (the reference with probability
+    ``p_correct``, else a wrong program); a wrong answer gets a feedback turn quoting the
+    public test and a corrected second answer (the reference). Used by the CPU configs.
+
+    Returns:
+      Dicts with ``problem_id``, ``messages`` and ``labels`` (oracle label per assistant turn).
+    """
+    import random
+
+    from mucode_jax.data import toy
+
+    rng = random.Random(f"toy-trajectories/{seed}")
+    out = []
+    for problem in toy.toy_problems("train", n, seed=seed):
+        first = prompts.first_turn_messages(problem)
+        for _ in range(per_problem):
+            code, ok, _ = toy.noisy_solution(problem, rng, p_correct)
+            messages = [*first, {"role": "assistant", "content": f"```python\n{code}```"}]
+            labels = [int(ok)]
+            if not ok:
+                feedback = f"The public test failed: {problem.public_tests_text}"
+                messages.append(prompts.feedback_message(feedback))
+                messages.append(
+                    {"role": "assistant", "content": f"```python\n{problem.reference}```"}
+                )
+                labels.append(1)
+            out.append({"problem_id": problem.id, "messages": messages, "labels": labels})
+    return out

@@ -1,0 +1,124 @@
+"""Default training configs (ml_collections), shared by the launchers and the μCode driver.
+
+`sft_defaults()` and `verifier_defaults()` return complete ConfigDicts; config files
+in ``configs/`` start from them and change what they need. The official μCode
+settings (SPEC §2 step 5) are the defaults where they are cheap: generator lr 5e-7,
+2 epochs, effective batch 16, max length 8192; verifier lr 1e-6, 2 epochs, effective
+batch 64, max length 2048, AdamW eps 1e-5, linear schedule without warm-up, BT with
+λ = 1e-3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+
+from mucode_jax.models.llama import LlamaConfig
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _common() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "tiny"  # LlamaConfig.preset name, used when init_from is empty
+    c.model.overrides = ml_collections.ConfigDict()  # extra LlamaConfig fields
+    c.model.dtype = "float32"  # compute dtype ("bfloat16" on accelerators)
+    c.model.param_dtype = "float32"  # master weights, kept float32 for training
+    c.model.remat = False  # rematerialise each decoder layer in the backward pass
+    c.init_from = ""  # HF checkpoint directory; empty: random init from model.preset
+    c.tokenizer = "toy"  # "toy" (built locally) or a tokenizer directory (launchers)
+
+    c.batch_size = 16  # global rows (sequences or pairs) per optimizer step
+    c.grad_accum = 1  # micro-batches per step; the micro-batch is batch_size / grad_accum
+    c.num_epochs = 2
+    c.max_steps = 0  # > 0 caps the number of optimizer steps
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 5e-7
+    c.optim.schedule = "linear"  # constant | linear | cosine
+    c.optim.warmup_steps = 0
+    c.optim.final_lr_fraction = 0.0  # decay to this fraction of lr (Zheng et al.: 0.1)
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.0
+    c.optim.clip_norm = 1.0  # 0 disables clipping
+
+    c.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
+    c.rules = ()  # logical-axis rules; empty: mucode_jax.sharding.DEFAULT_RULES
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 100
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+
+    c.log_every = 1
+    c.progress = True
+    c.export_hf = True  # write WORKDIR/hf (safetensors + config.json) at the end
+    return c
+
+
+def sft_defaults() -> ml_collections.ConfigDict:
+    """Generator SFT (μCode step 5)."""
+    c = _common()
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "toy"  # launchers: "toy" (built-in) or a .jsonl of conversations
+    c.data.num_problems = 64
+    c.data.max_length = 8192  # row length, in (input, target) token pairs
+    c.data.prefix_expansion = True  # one example per conversation prefix (μCode)
+    c.data.target = "final"  # final | all: which assistant turns carry the loss
+    c.data.overflow = "truncate"  # truncate | drop longer examples (counted)
+    c.data.pack = True  # pack several examples per row (segment-aware attention)
+    c.data.shuffle = True
+    c.batch_size = 16
+    c.optim.lr = 5e-7
+    return c
+
+
+def verifier_defaults() -> ml_collections.ConfigDict:
+    """Verifier training (μCode step 3)."""
+    c = _common()
+    c.loss = "bt"  # bt | bce
+    c.l2 = 1e-3  # BT only: λ·mean(r²)
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "toy"
+    c.data.num_problems = 64
+    c.data.max_length = 2048
+    c.data.overflow = "drop"  # drop | truncate pairs with a longer side
+    c.data.pairs_per_problem = 32
+    c.data.label_non_final_negative = True
+    c.data.eval_fraction = 0.1  # problems held out for AUC / accuracy / calibration
+    c.data.shuffle = True
+    c.eval_every = 0  # steps between evaluations (0: only at the end)
+    c.eval_batch_size = 32
+    c.batch_size = 64
+    c.optim.lr = 1e-6
+    c.optim.eps = 1e-5
+    c.optim.schedule = "linear"
+    return c
+
+
+def dtype_of(name: str | Any) -> Any:
+    if not isinstance(name, str):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"Unknown dtype {name!r}; use one of {sorted(DTYPES)}.")
+    return DTYPES[name]
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = None) -> LlamaConfig:
+    """The `LlamaConfig` of a random-init run: preset + overrides + dtypes + remat."""
+    overrides = dict(config.model.overrides)
+    if vocab_size is not None and "vocab_size" not in overrides:
+        overrides["vocab_size"] = vocab_size
+    return LlamaConfig.preset(
+        config.model.preset,
+        dtype=dtype_of(config.model.dtype),
+        param_dtype=dtype_of(config.model.param_dtype),
+        remat=bool(config.model.remat),
+        **overrides,
+    )

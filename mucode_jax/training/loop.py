@@ -1,0 +1,207 @@
+"""The step loop shared by generator and verifier training.
+
+One loop, in this order: build the sharded state, compile the step ahead of time
+(printing its memory), restore the latest checkpoint of the workdir if there is
+one (train state *and* data iterator), then for each step: next batch -> its
+iterator state -> jitted step (async dispatch, so the host prepares the next batch
+while the devices compute) -> log -> maybe save. A run restarted after SIGKILL at
+any moment resumes from the newest complete checkpoint and logs exactly the losses
+of an uninterrupted run (same compiled program, same restored bits, same batches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from mucode_jax import sharding as sh
+from mucode_jax.training import steps as steps_lib
+from mucode_jax.training.checkpoint import Checkpointer
+from mucode_jax.training.state import TrainState, abstract_like, create_train_state
+from mucode_jax.training.writers import MetricsLog, Progress, TensorBoardWriter
+
+log = logging.getLogger("mucode_jax.training")
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What a finished run hands back.
+
+    Attributes:
+      graphdef, state: the model structure and the final train state.
+      num_steps: optimizer steps of the run.
+      last_metrics: the metrics of the last logged step.
+    """
+
+    graphdef: nnx.GraphDef
+    state: TrainState
+    num_steps: int
+    last_metrics: dict[str, Any]
+
+    def model(self) -> nnx.Module:
+        return nnx.merge(self.graphdef, self.state.params)
+
+
+def mesh_and_rules(config: ml_collections.ConfigDict) -> tuple[jax.sharding.Mesh, sh.LogicalRules]:
+    rules = tuple(tuple(r) for r in config.rules) if config.rules else sh.DEFAULT_RULES
+    return sh.make_mesh(tuple(tuple(a) for a in config.mesh)), rules
+
+
+def micro_batch_size(config: ml_collections.ConfigDict) -> int:
+    if config.grad_accum < 1 or config.batch_size % config.grad_accum:
+        raise ValueError(
+            f"batch_size={config.batch_size} is not a multiple of grad_accum={config.grad_accum}; "
+            "make the batch a whole number of micro-batches."
+        )
+    return config.batch_size // config.grad_accum
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    make_model: Callable[[], nnx.Module] | nnx.Module,
+    make_loss: Callable[[nnx.GraphDef], steps_lib.LossFn],
+    make_optimizer: Callable[[int], tuple[optax.GradientTransformation, optax.Schedule]],
+    dataset: grain.IterDataset,
+    summarize: Callable[[dict[str, float]], dict[str, float]],
+    evaluate: Callable[[nnx.GraphDef, TrainState], dict[str, float]] | None = None,
+    eval_every: int = 0,
+) -> LoopResult:
+    """Trains until the dataset (its epochs) or ``config.max_steps`` is exhausted.
+
+    Args:
+      config: a training config (`mucode_jax.training.config`).
+      workdir: checkpoints, ``metrics.jsonl`` and TensorBoard files go here.
+      make_model: a model factory (random init) or a loaded model.
+      make_loss: graphdef -> micro-batch loss (`steps.sft_loss_fn`, `steps.verifier_loss_fn`).
+      make_optimizer: total steps -> (optimizer, schedule).
+      dataset: batches of ``config.batch_size / process_count`` rows.
+      summarize: raw step metrics (sums) -> what to log (adds means, rates).
+      evaluate: optional (graphdef, state) -> metrics, run every ``eval_every`` steps and at
+        the end; its values join that step's log record.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh, rules = mesh_and_rules(config)
+    micro = micro_batch_size(config)
+    steps_lib.check_batch_divides(micro, mesh, rules)
+    accum = config.grad_accum
+
+    num_steps = _count_steps(dataset)
+    if config.max_steps and config.max_steps > 0:
+        num_steps = min(num_steps, config.max_steps)
+    if num_steps == 0:
+        raise ValueError("The dataset yields no batch; nothing to train on.")
+    optimizer, schedule = make_optimizer(num_steps)
+
+    graphdef, state, shardings = create_train_state(
+        make_model, optimizer, mesh, rules, seed=config.seed
+    )
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    log.info(
+        "model: %s parameters; mesh %s; %d steps", f"{n_params:,}", dict(mesh.shape), num_steps
+    )
+
+    def reshape(batch):
+        return {k: np.asarray(v).reshape(accum, -1, *np.shape(v)[1:]) for k, v in batch.items()}
+
+    first = reshape(next(iter(dataset)))
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in first.items()}
+    step_fn = steps_lib.make_train_step(make_loss(graphdef), optimizer, schedule)
+    compiled = steps_lib.compile_step(
+        step_fn,
+        shardings,
+        abstract_like(state, shardings),
+        abstract_batch,
+        mesh,
+        rules,
+        log=log.info,
+    )
+    b_sh = steps_lib.batch_shardings(abstract_batch, mesh, rules)
+
+    ckpt = Checkpointer(
+        workdir / "checkpoints",
+        keep=config.checkpoint.keep,
+        async_save=config.checkpoint.async_save,
+    )
+    it = iter(dataset)
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, data_state = ckpt.restore(latest, abstract_like(state, shardings))
+        it.set_state(data_state)
+        start = int(latest)
+        log.info("resumed from %s at step %d", workdir / "checkpoints", start)
+    is_main = jax.process_index() == 0
+    metrics_log = MetricsLog(workdir / "metrics.jsonl", resume_step=start) if is_main else None
+    tb = TensorBoardWriter(workdir / "tensorboard") if is_main else None
+    progress = Progress(num_steps, start, enabled=bool(config.progress) and is_main)
+
+    last: dict[str, Any] = {}
+    t_last, tokens_since, steps_since = time.perf_counter(), 0.0, 0
+    t_start = t_last
+    pending: list[tuple[int, Any]] = []
+    try:
+        for step in range(start, num_steps):
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            data_state = it.get_state()
+            state, metrics = compiled(state, steps_lib.put_batch(reshape(batch), b_sh))
+            pending.append((step + 1, metrics))
+            done = step + 1
+            is_last = done == num_steps
+            if done % config.log_every == 0 or is_last:
+                host = [(s, jax.device_get(m)) for s, m in pending]
+                pending = []
+                now = time.perf_counter()
+                for _, m in host:
+                    tokens_since += float(m.get("tokens", 0.0))
+                    steps_since += 1
+                rate = tokens_since / max(now - t_last, 1e-9)
+                for s, m in host:
+                    record = summarize({k: float(v) for k, v in m.items()})
+                    record["tokens_per_s"] = rate
+                    record["elapsed_s"] = now - t_start
+                    if (
+                        s == done
+                        and evaluate is not None
+                        and (is_last or (eval_every and s % eval_every == 0))
+                    ):
+                        record.update(evaluate(graphdef, state))
+                    if metrics_log is not None:
+                        metrics_log.write(s, record)
+                        tb.scalars(s, record)
+                    last = {"step": s, **record}
+                progress.update(steps_since, loss=last.get("loss"), tok_s=round(rate))
+                t_last, tokens_since, steps_since = now, 0.0, 0
+            if done % config.checkpoint.every_steps == 0 or is_last:
+                ckpt.save(done, state, data_state)
+        ckpt.wait()
+    finally:
+        progress.close()
+        ckpt.close()
+        if metrics_log is not None:
+            metrics_log.close()
+            tb.close()
+    return LoopResult(graphdef=graphdef, state=state, num_steps=num_steps, last_metrics=last)
+
+
+def _count_steps(dataset: grain.IterDataset) -> int:
+    n = 0
+    for _ in dataset:
+        n += 1
+    return n

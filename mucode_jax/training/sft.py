@@ -1,0 +1,188 @@
+"""Generator SFT: chat conversations in, a fine-tuned Llama (and its HF export) out."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from mucode_jax.data import pipeline
+from mucode_jax.data.sft import describe_stats, sft_examples_from_conversations
+from mucode_jax.models.llama import Llama
+from mucode_jax.training import config as config_lib
+from mucode_jax.training import loop, optim, steps
+
+log = logging.getLogger("mucode_jax.training")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """``model``: the trained model (sharded); ``hf_path``: its HF export (or None);
+    ``num_steps``; ``last_metrics``; ``data_stats``: kept / skipped / truncated counts."""
+
+    model: nnx.Module
+    hf_path: Path | None
+    num_steps: int
+    last_metrics: dict[str, Any]
+    data_stats: dict[str, int]
+
+
+def build_model(
+    config: ml_collections.ConfigDict,
+    *,
+    vocab_size: int | None,
+    init_params_from: Any,
+    verifier: bool,
+):
+    """A model factory (random init) or a loaded model, on the config's mesh."""
+    from mucode_jax.models.verifier import Verifier
+
+    init = init_params_from if init_params_from is not None else (config.init_from or None)
+    if isinstance(init, nnx.Module):
+        return init
+    if init:
+        from mucode_jax.models import hf
+
+        mesh, rules = loop.mesh_and_rules(config)
+        model = hf.load_pretrained(
+            init,
+            dtype=config_lib.dtype_of(config.model.dtype),
+            param_dtype=config_lib.dtype_of(config.model.param_dtype),
+            mesh=mesh,
+            rules=rules,
+            remat=bool(config.model.remat),
+        )
+        if verifier and not isinstance(model, Verifier):
+            return verifier_from_base(model, seed=config.seed)
+        return model
+    mc = config_lib.model_config(config, vocab_size)
+    cls = Verifier if verifier else Llama
+    return lambda: cls(mc, rngs=nnx.Rngs(config.seed))
+
+
+def verifier_from_base(base: Llama, *, seed: int = 0) -> nnx.Module:
+    """A `Verifier` whose backbone is ``base`` (a causal LM) and whose score head is new.
+
+    μCode trains each verifier from the *base* model: the decoder weights carry over, the
+    LM head (if untied) is dropped, the scalar head starts from N(0, initializer_range).
+    """
+    import jax.numpy as jnp
+
+    from mucode_jax.models.verifier import Verifier
+
+    vcfg = base.config
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: Verifier(vcfg, rngs=nnx.Rngs(seed))))
+    backbone = nnx.to_pure_dict(nnx.state(base, nnx.Param))
+    backbone.pop("lm_head", None)
+    key = jax.random.PRNGKey(seed)
+    score = (vcfg.initializer_range * jax.random.normal(key, (vcfg.hidden_size,))).astype(
+        vcfg.param_dtype
+    )
+    return nnx.merge(graphdef, {"backbone": backbone, "score": jnp.asarray(score)})
+
+
+def train_sft(
+    config: ml_collections.ConfigDict,
+    conversations: Sequence[Any],
+    workdir: str | os.PathLike,
+    *,
+    tokenizer: Any,
+    init_params_from: str | os.PathLike | nnx.Module | None = None,
+) -> TrainResult:
+    """Fine-tunes the generator on chat conversations (μCode step 5).
+
+    Args:
+      config: `mucode_jax.training.config.sft_defaults()` or a variant.
+      conversations: message lists or ``{"messages": [...], ...}`` dicts.
+      workdir: checkpoints, metrics and the HF export (``workdir/hf``); an existing run there
+        is resumed from its latest checkpoint.
+      tokenizer: the HF tokenizer whose chat template renders the conversations.
+      init_params_from: an HF checkpoint directory or a `Llama`; default ``config.init_from``,
+        and when that is empty a random init of ``config.model``.
+
+    Returns:
+      A `TrainResult`.
+
+    Raises:
+      ValueError: for an empty dataset (after skips), a malformed row, or a batch that does not
+        divide over the mesh.
+    """
+    d = config.data
+    examples, stats = sft_examples_from_conversations(
+        conversations,
+        tokenizer,
+        prefix_expansion=d.prefix_expansion,
+        target=d.target,
+        max_length=d.max_length,
+        overflow=d.overflow,
+    )
+    log.info("SFT data: %s", describe_stats(stats))
+    if not examples:
+        raise ValueError(
+            f"No SFT examples are left from {stats['rows']} rows ({describe_stats(stats)}); "
+            "give conversations with an assistant turn that fits data.max_length."
+        )
+    rows = _rows_per_process(config)
+    dataset = pipeline.sft_dataset(
+        examples,
+        seq_len=d.max_length,
+        rows=rows,
+        pack=d.pack,
+        seed=config.seed,
+        num_epochs=config.num_epochs,
+        shuffle=d.shuffle,
+        shard=(jax.process_index(), jax.process_count()),
+    )
+    make_model = build_model(
+        config, vocab_size=len(tokenizer), init_params_from=init_params_from, verifier=False
+    )
+
+    def summarize(m):
+        return {
+            "loss": m["loss"],
+            "grad_norm": m["grad_norm"],
+            "lr": m.get("lr", float("nan")),
+            "target_tokens": m["count"],
+            "tokens": m["tokens"],
+        }
+
+    result = loop.run(
+        config,
+        workdir,
+        make_model=make_model,
+        make_loss=steps.sft_loss_fn,
+        make_optimizer=lambda n: optim.make_optimizer(config.optim, n),
+        dataset=dataset,
+        summarize=summarize,
+    )
+    model = result.model()
+    hf_path = export(model, workdir, tokenizer) if config.export_hf else None
+    return TrainResult(model, hf_path, result.num_steps, result.last_metrics, stats)
+
+
+def _rows_per_process(config: ml_collections.ConfigDict) -> int:
+    n = jax.process_count()
+    if config.batch_size % n:
+        raise ValueError(
+            f"batch_size={config.batch_size} does not divide over {n} processes; make it a multiple of {n}."
+        )
+    return config.batch_size // n
+
+
+def export(model: nnx.Module, workdir: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Writes ``workdir/hf``: HF safetensors + config.json (+ the tokenizer, if given)."""
+    from mucode_jax.models.hf import save_pretrained
+
+    path = Path(workdir) / "hf"
+    save_pretrained(model, path)
+    if tokenizer is not None and jax.process_index() == 0:
+        tokenizer.save_pretrained(str(path))
+    log.info("exported %s", path)
+    return path

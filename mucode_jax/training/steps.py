@@ -1,0 +1,224 @@
+"""Jitted train steps: gradient accumulation, clipping, AdamW, explicit shardings.
+
+A step is a pure function ``(state, batch) -> (state, metrics)`` jitted once with
+the train state's shardings in and out, the batch sharded over ("data", "fsdp")
+and the state donated. Every array of a batch has a leading micro-batch axis:
+``[A, B_micro, ...]`` with ``A = grad_accum``.
+
+Why an explicit `lax.scan` over micro-batches and not `optax.MultiSteps`:
+MultiSteps averages the *per-micro-batch mean* gradients, which weighs a
+micro-batch with 10 target tokens like one with 1,000; here each micro-batch
+returns the *sum* of its losses and its count, the scan adds sums, gradients and
+counts, and the step divides once. So the loss and gradient of an accumulated
+step are exactly those of the whole batch at once (sum of token CE over all target
+tokens of the accumulated batch / their number), whatever the packing or padding.
+It also keeps one optimizer update per step in the compiled program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from mucode_jax import sharding as sh
+from mucode_jax.training import losses
+from mucode_jax.training.state import TrainState
+
+# (params, micro_batch) -> (loss_sum, count, aux_sums)
+LossFn = Callable[[Any, dict[str, jax.Array]], tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
+
+
+def sft_loss_fn(graphdef: nnx.GraphDef) -> LossFn:
+    """Token cross-entropy of a causal LM on a (packed) micro-batch.
+
+    Micro-batch keys, each [B, T]: ``inputs`` tokens, ``targets`` the next tokens,
+    ``weights`` 1.0 on assistant target tokens, ``segment_ids`` (0 = padding) and
+    ``positions`` (restarting at 0 in each packed segment).
+    """
+
+    def fn(params, mb):
+        model = nnx.merge(graphdef, params)
+        logits = model(mb["inputs"], segment_ids=mb["segment_ids"], positions=mb["positions"])
+        total, count = losses.sft_loss_sums(logits, mb["targets"], mb["weights"])
+        aux = {"tokens": jnp.sum(mb["segment_ids"] != 0).astype(jnp.float32)}
+        return total, count, aux
+
+    return fn
+
+
+def verifier_loss_fn(graphdef: nnx.GraphDef, loss: str = "bt", l2: float = 0.0) -> LossFn:
+    """Bradley–Terry or pointwise BCE loss of the verifier on a micro-batch of pairs.
+
+    Micro-batch keys: ``tokens`` and ``mask`` [B, 2, T] (index 0 the correct program,
+    1 the incorrect one, right-padded), ``weights`` [B] (0.0 for padding pairs).
+    BCE treats the two members of each pair as samples labelled 1 and 0.
+    """
+    if loss not in ("bt", "bce"):
+        raise ValueError(f"verifier loss must be 'bt' or 'bce', got {loss!r}.")
+
+    def fn(params, mb):
+        model = nnx.merge(graphdef, params)
+        b, _, t = mb["tokens"].shape
+        scores = model(mb["tokens"].reshape(b * 2, t), attention_mask=mb["mask"].reshape(b * 2, t))
+        scores = scores.reshape(b, 2)
+        chosen, rejected = scores[:, 0], scores[:, 1]
+        w = mb["weights"]
+        if loss == "bt":
+            total, count, aux = losses.bt_loss_sums(chosen, rejected, w, l2)
+        else:
+            labels = jnp.tile(jnp.array([1.0, 0.0]), (b,))
+            total, count = losses.bce_loss_sums(scores.reshape(-1), labels, jnp.repeat(w, 2))
+            margin = chosen - rejected
+            aux = {"correct": jnp.sum(w * (margin > 0)), "margin": jnp.sum(w * margin)}
+        aux = dict(aux, pairs=jnp.sum(w), tokens=jnp.sum(mb["mask"]).astype(jnp.float32))
+        return total, count, aux
+
+    return fn
+
+
+def make_train_step(
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule | None = None
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
+    """The un-jitted step: accumulate sums over micro-batches, normalise once, update.
+
+    Metrics: ``loss`` (sum / count), ``grad_norm`` (of the normalised gradient, before
+    clipping), ``lr``, ``count`` (target tokens or pairs), and each aux sum (``_mean``
+    variants divided by ``count`` are left to the caller).
+    """
+    grad_fn = jax.value_and_grad(lambda p, mb: _split_aux(loss_fn(p, mb)), has_aux=True)
+
+    def step(state: TrainState, batch: dict[str, jax.Array]):
+        params = state.params
+        num_micro = jax.tree.leaves(batch)[0].shape[0]
+        if num_micro == 1:
+            (total, (count, aux)), grads = grad_fn(params, jax.tree.map(lambda x: x[0], batch))
+        else:
+
+            def body(carry, mb):
+                g_acc, t_acc, c_acc, a_acc = carry
+                (t, (c, a)), g = grad_fn(params, mb)
+                g_acc = jax.tree.map(jnp.add, g_acc, g)
+                a_acc = jax.tree.map(jnp.add, a_acc, a)
+                return (g_acc, t_acc + t, c_acc + c, a_acc), None
+
+            first = jax.tree.map(lambda x: x[0], batch)
+            (total, (count, aux)), grads = grad_fn(params, first)
+            rest = jax.tree.map(lambda x: x[1:], batch)
+            (grads, total, count, aux), _ = jax.lax.scan(body, (grads, total, count, aux), rest)
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        rng, _ = jax.random.split(state.rng)
+        metrics = {"loss": total / denom, "grad_norm": grad_norm, "count": count, **aux}
+        if schedule is not None:
+            metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
+        new_state = TrainState(step=state.step + 1, params=new_params, opt_state=opt_state, rng=rng)
+        return new_state, metrics
+
+    return step
+
+
+def _split_aux(out):
+    total, count, aux = out
+    return total, (count, aux)
+
+
+def batch_shardings(
+    batch_spec: dict[str, Any], mesh: Mesh, rules: sh.LogicalRules
+) -> dict[str, NamedSharding]:
+    """Shardings of a batch whose arrays are [A, B, ...]: B over ("data", "fsdp")."""
+
+    def one(x):
+        axes = ("accum", "batch") + ("length",) * (len(x.shape) - 2)
+        return sh.logical_to_sharding(axes, mesh, rules)
+
+    return {k: one(v) for k, v in batch_spec.items()}
+
+
+def check_batch_divides(micro_batch: int, mesh: Mesh, rules: sh.LogicalRules) -> None:
+    """Raises the one-sentence error when the micro-batch cannot be split over the mesh."""
+    spec = sh.logical_to_spec(("batch",), rules, mesh)
+    axes = spec[0] if len(spec) else None
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    ways = 1
+    for a in axes:
+        ways *= mesh.shape[a]
+    if micro_batch % ways:
+        raise ValueError(
+            f"The micro-batch of {micro_batch} rows (batch_size / grad_accum) does not divide over "
+            f"the {ways} data-parallel devices of mesh axes {axes}; make it a multiple of {ways}."
+        )
+
+
+def put_batch(batch: dict[str, Any], shardings: dict[str, NamedSharding]) -> dict[str, jax.Array]:
+    """Host numpy batch (this process's rows) -> global sharded arrays."""
+    out = {}
+    for k, x in batch.items():
+        s = shardings[k]
+        if jax.process_count() == 1:
+            out[k] = jax.device_put(x, s)
+        else:  # pragma: no cover - multi-host
+            out[k] = jax.make_array_from_process_local_data(s, x)
+    return out
+
+
+def compile_step(
+    step: Callable,
+    state_shardings: TrainState,
+    abstract_state: TrainState,
+    abstract_batch: dict[str, jax.ShapeDtypeStruct],
+    mesh: Mesh,
+    rules: sh.LogicalRules,
+    *,
+    log: Callable[[str], None] | None = print,
+):
+    """Jits ``step`` with explicit shardings and donation, compiles it ahead of time and
+    reports the memory it needs. Returns the compiled executable.
+    """
+    b_sh = batch_shardings(abstract_batch, mesh, rules)
+    replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
+    jitted = jax.jit(
+        step,
+        in_shardings=(state_shardings, b_sh),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+    abs_batch = {
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=b_sh[k])
+        for k, v in abstract_batch.items()
+    }
+    with sh.use_mesh(mesh, rules):
+        compiled = jitted.lower(abstract_state, abs_batch).compile()
+    if log is not None:
+        log(describe_memory(compiled))
+    return compiled
+
+
+def describe_memory(compiled: Any) -> str:
+    """One line with the per-device memory of a compiled step (from XLA's analysis)."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        m = None
+    if m is None:
+        return "train step memory: not reported by this backend"
+    gib = 1024**3
+    args = getattr(m, "argument_size_in_bytes", 0)
+    out = getattr(m, "output_size_in_bytes", 0)
+    temp = getattr(m, "temp_size_in_bytes", 0)
+    alias = getattr(m, "alias_size_in_bytes", 0)
+    code = getattr(m, "generated_code_size_in_bytes", 0)
+    total = args + out + temp - alias + code
+    return (
+        f"train step memory per device: {total / gib:.3f} GiB "
+        f"(arguments {args / gib:.3f}, outputs {out / gib:.3f}, temporaries {temp / gib:.3f}, "
+        f"donated/aliased {alias / gib:.3f}, code {code / gib:.3f})"
+    )
