@@ -440,19 +440,20 @@ _OPEN_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\r?\n")
 # The closing fence: the next ``` (the official lazy regex), also right after code on the same
 # line ("...return x```", which small models write).
 _CLOSE_FENCE = re.compile(r"```")
-_PYTHON_TAGS = ("", "python", "python3", "py", "py3")
+_PYTHON_TAGS = ("python", "python3", "py", "py3")
 
 
 def extract_code(completion: str) -> str | None:
     """The program in a model completion, or ``None`` when it contains no fenced code.
 
-    Rule (the official μCode one, made explicit): take the **first** fenced block whose language
-    tag is ``python`` (or ``py`` / ``python3`` / no tag), i.e. ```` ```python\\n ... ``` ````,
-    and strip it. The official environment also falls back to an unterminated
-    ```` ```python ```` fence; we take everything after such a fence. A block tagged with
-    another language (```` ```text ````) is skipped. No usable fence → ``None``, which the
-    executor reports as ``no_code`` (the official code would execute the raw text instead; RLEF
-    penalises a turn without code, so we keep the distinction).
+    Rule (the official μCode one, made explicit): take the **first** fenced block tagged
+    ``python`` (or ``py`` / ``python3``), i.e. ```` ```python\\n ... ``` ````, and strip it. The
+    official environment also falls back to an unterminated ```` ```python ```` fence; we take
+    everything after such a fence. Only when there is no Python-tagged block do we take the
+    first block without a tag (```` ```\\n ... ``` ````); blocks tagged with another language
+    (```` ```text ````) are skipped. No usable fence → ``None``, which the executor reports as
+    ``no_code`` (the official code would execute the raw text instead; RLEF penalises a turn
+    without code, so we keep the distinction).
 
     Args:
       completion: the assistant message's text.
@@ -462,15 +463,16 @@ def extract_code(completion: str) -> str | None:
     """
     if not isinstance(completion, str):
         raise TypeError(f"extract_code takes the completion text, got {type(completion).__name__}.")
-    pos = 0
-    while True:
-        opening = _OPEN_FENCE.search(completion, pos)
-        if opening is None:
-            return None
+    pos, untagged = 0, None
+    while (opening := _OPEN_FENCE.search(completion, pos)) is not None:
         closing = _CLOSE_FENCE.search(completion, opening.end())
-        body_end = len(completion) if closing is None else closing.start()
-        if opening.group(1).lower() in _PYTHON_TAGS:
-            return completion[opening.end() : body_end].strip()
+        body = completion[opening.end() : len(completion) if closing is None else closing.start()]
+        tag = opening.group(1).lower()
+        if tag in _PYTHON_TAGS:
+            return body.strip()
+        if not tag and untagged is None:
+            untagged = body.strip()
         if closing is None:
-            return None
+            break
         pos = closing.end()
+    return untagged

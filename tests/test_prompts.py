@@ -235,6 +235,8 @@ def test_mask_bad_input(tok):
         ("```python\nx = 1\nprint(x)", "x = 1\nprint(x)"),  # unterminated fence
         ("```text\nnot code\n```\n```python\nx = 3\n```", "x = 3"),  # other languages skipped
         ("```python\n```", ""),  # empty block: code, but empty
+        ("```\n$ run\n```\n```python\nx = 4\n```", "x = 4"),  # python tag beats no tag
+        ("```\nx = 5\n```\n```\nx = 6\n```", "x = 5"),
         ("def f():\n    return 1", None),  # no fence at all -> no_code
         ("```text\nonly prose\n```", None),
         ("```python x = 1```", None),  # tag must end the fence line
