@@ -113,7 +113,7 @@ def make_train_step(
             (grads, total, count, aux), _ = jax.lax.scan(body, (grads, total, count, aux), rest)
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         new_params = optax.apply_updates(params, updates)
         rng, _ = jax.random.split(state.rng)
