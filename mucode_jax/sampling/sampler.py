@@ -248,8 +248,8 @@ class Sampler:
         decode = functools.partial(_decode, self)
         if self.mesh is None:
             self._param_shardings = None
-            self._prefill = jax.jit(prefill, static_argnames=("method",))
-            self._decode = jax.jit(decode, static_argnames=("method",), donate_argnums=(1,))
+            self._prefill = jax.jit(prefill, static_argnums=0)
+            self._decode = jax.jit(decode, static_argnums=0, donate_argnums=2)
             return
         mesh, rules = self.mesh, self.rules
 
@@ -277,18 +277,19 @@ class Sampler:
             cache=cache_sh,
             rng=repl,
         )
+        # Argument 0 (the sampling method) is static; shardings are for the others.
         self._prefill = jax.jit(
             prefill,
-            static_argnames=("method",),
+            static_argnums=0,
             in_shardings=(self._param_shardings, rows, rows, row, row, repl),
             out_shardings=state_sh,
         )
         self._decode = jax.jit(
             decode,
-            static_argnames=("method",),
+            static_argnums=0,
             in_shardings=(self._param_shardings, state_sh),
             out_shardings=state_sh,
-            donate_argnums=(1,),
+            donate_argnums=2,
         )
 
     def update_params(self, params: Any) -> None:
@@ -353,8 +354,8 @@ class Sampler:
         with sh.use_mesh(self.mesh, self.rules):
             for idx in pieces:
                 arrays = self._prepare([prompts[i] for i in idx], limits[idx], idx)
-                state = self._prefill(self._params, *arrays, np.uint32(seed % 2**32), method=method)
-                state = self._decode(self._params, state, method=method)
+                state = self._prefill(method, self._params, *arrays, np.uint32(seed % 2**32))
+                state = self._decode(method, self._params, state)
                 out = (state.tokens, state.logprobs, state.sampling_logprobs, state.lengths)
                 del state  # frees the cache once decode is done
                 if pending is not None:
@@ -497,14 +498,13 @@ def _constrain_cache(sampler: Sampler, cache: Cache) -> Cache:
 
 def _prefill(
     sampler: Sampler,
+    method: SamplingMethod,
     params: Any,
     tokens: Array,
     mask: Array,
     limits: Array,
     row_ids: Array,
     seed: Array,
-    *,
-    method: SamplingMethod,
 ) -> SamplingState:
     """Prefills tokens / mask [B, P] (left-padded) and draws the first new token."""
     sampler.num_traces += 1
@@ -544,7 +544,7 @@ def _prefill(
 
 
 def _decode(
-    sampler: Sampler, params: Any, state: SamplingState, *, method: SamplingMethod
+    sampler: Sampler, method: SamplingMethod, params: Any, state: SamplingState
 ) -> SamplingState:
     """Runs the decode loop until every row is done or the buffer is full."""
     sampler.num_traces += 1
