@@ -1,0 +1,260 @@
+"""The client API: a context-managed `Executor` that runs programs in the executor service.
+
+    with Executor(workers=8) as ex:
+        futures = [ex.submit(code, problem.public_tests) for code in programs]  # non-blocking
+        ...                                                                     # generate more
+        results = [f.result() for f in futures]                                 # ExecResult
+
+`submit` returns a `concurrent.futures.Future` at once, so execution overlaps generation; it
+blocks only when `max_pending` jobs are already in flight (back-pressure). The service is a
+separate process started with fork+exec (``subprocess``), never a bare ``fork`` of this process,
+so it is safe to create an `Executor` after JAX has been imported; creating it *before* JAX
+keeps this process's memory out of the picture altogether.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import logging
+import os
+import subprocess
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mucode_jax.execution import protocol, sandbox, suites
+from mucode_jax.execution.limits import Limits
+from mucode_jax.execution.results import ExecResult
+
+log = logging.getLogger(__name__)
+_warned_fallback = False
+
+
+class ExecutorError(RuntimeError):
+    """The executor service failed or was closed."""
+
+
+class Executor:
+    """A pool of sandboxed warm workers behind a futures API.
+
+    Args:
+      workers: candidate workers (parallel runs); default: the number of CPUs.
+      limits: default `Limits` for every submission (overridable per call).
+      sandbox: ``"auto"`` (bubblewrap if it works here, else the fallback with a warning),
+        ``"bwrap"`` (fail if bubblewrap does not work), or ``"none"`` (the fallback, no warning).
+      max_pending: jobs in flight before `submit` blocks; default ``64 x workers``.
+      python: the interpreter for the service and the sandboxed programs (default: this one).
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        limits: Limits | None = None,
+        sandbox: str = "auto",
+        max_pending: int | None = None,
+        python: str | None = None,
+        startup_timeout: float = 120.0,
+    ):
+        if sandbox not in ("auto", "bwrap", "none"):
+            raise ValueError(f"sandbox={sandbox!r} is unknown; use 'auto', 'bwrap' or 'none'.")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers={workers!r} is invalid; give a positive integer.")
+        self.workers = workers or os.cpu_count() or 1
+        self.limits = limits or Limits()
+        self._slots = threading.BoundedSemaphore(max_pending or 64 * self.workers)
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._pending: dict[int, concurrent.futures.Future] = {}
+        self._closed = False
+        self._ready = threading.Event()
+        self.info: dict[str, Any] = {}
+        python = python or sandbox_python()
+        config = json.dumps({"workers": self.workers, "sandbox": sandbox, "python": python})
+        self._proc = subprocess.Popen(
+            [python, "-I", "-B", "-c", sandbox_boot(), package_root(), "service", config],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=sandbox_env(),
+            close_fds=True,
+            start_new_session=True,
+        )
+        self._in_fd = self._proc.stdin.fileno()
+        self._reader = threading.Thread(target=self._read_loop, name="executor-reader", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(startup_timeout) or not self.info:
+            self.close()
+            raise ExecutorError("the executor service did not start; see its messages on stderr.")
+        if self.info.get("sandbox") == "fallback" and sandbox == "auto":
+            global _warned_fallback
+            if not _warned_fallback:
+                _warned_fallback = True
+                warnings.warn(
+                    "mucode_jax.execution: running programs WITHOUT bubblewrap namespaces "
+                    f"({self.info.get('reason')}); rlimits, uid switch and process-group kills "
+                    "still apply, but programs can read world-readable files and use the network.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    # -- API -----------------------------------------------------------------------------------
+
+    @property
+    def sandbox(self) -> str:
+        """``"bwrap"`` or ``"fallback"``."""
+        return self.info.get("sandbox", "")
+
+    def submit(
+        self,
+        code: str | None,
+        tests: dict[str, Any],
+        *,
+        limits: Limits | dict[str, Any] | None = None,
+        trace: bool = False,
+        id: str | None = None,  # noqa: A002 - the CLI's id, echoed in the result
+    ) -> concurrent.futures.Future:
+        """Queue one program against one test suite; returns a Future of `ExecResult`.
+
+        Args:
+          code: the program (``None`` or blank gives ``no_code``).
+          tests: a suite dict (see `mucode_jax.execution.suites`).
+          limits: `Limits` or a dict of overrides on top of the executor's defaults.
+          trace: also collect an LDB-style trace of the first failed test (one more run).
+          id: echoed as ``ExecResult.id``.
+
+        Raises:
+          ValueError: for a malformed suite or limit (one sentence naming the fix).
+          ExecutorError: when the executor is closed or its service died.
+        """
+        suites.validate_suite(tests)
+        if isinstance(limits, dict):
+            limits = Limits.from_json(limits, self.limits)
+        limits = limits or self.limits
+        if code is not None and not isinstance(code, str):
+            raise ValueError(f"code must be a string or None, got {type(code).__name__}.")
+        self._slots.acquire()
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                self._slots.release()
+                raise ExecutorError("the executor is closed")
+            jid = next(self._ids)
+            self._pending[jid] = fut
+            fut._mucode_id = id  # type: ignore[attr-defined]
+            header = {"op": "run", "id": jid, "code": code, "suite": tests, "trace": trace}
+            header["limits"] = limits.to_json()
+            try:
+                protocol.write_frame(self._in_fd, header)
+            except OSError as e:
+                del self._pending[jid]
+                self._slots.release()
+                raise ExecutorError(f"the executor service is gone ({e})") from None
+        return fut
+
+    def run(self, code: str | None, tests: dict[str, Any], **kwargs) -> ExecResult:
+        """`submit` and wait."""
+        return self.submit(code, tests, **kwargs).result()
+
+    def map(
+        self,
+        codes: Sequence[str | None],
+        tests: dict[str, Any] | Sequence[dict[str, Any]],
+        **kwargs,
+    ) -> list[ExecResult]:
+        """Run many programs (against one suite, or one suite each); results in input order."""
+        suites_ = [tests] * len(codes) if isinstance(tests, dict) else list(tests)
+        if len(suites_) != len(codes):
+            raise ValueError(f"map got {len(codes)} programs but {len(suites_)} test suites.")
+        futures = [self.submit(c, t, **kwargs) for c, t in zip(codes, suites_)]
+        return [f.result() for f in futures]
+
+    def as_completed(self, futures: Iterable[concurrent.futures.Future]):
+        return concurrent.futures.as_completed(list(futures))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the jobs in flight, stop the service and its sandboxes."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                protocol.write_frame(self._in_fd, {"op": "shutdown"})
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=5)
+        self._fail_pending(ExecutorError("the executor was closed"))
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _fail_pending(self, error: Exception) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+                self._slots.release()
+
+    def _read_loop(self) -> None:
+        fd = self._proc.stdout.fileno()
+        try:
+            while True:
+                frame = protocol.read_frame(fd)
+                if frame is None:
+                    break
+                header = frame[0]
+                if "hello" in header:
+                    self.info = header["hello"]
+                    self._ready.set()
+                    continue
+                with self._lock:
+                    fut = self._pending.pop(header.get("id"), None)
+                if fut is None:
+                    continue
+                if "error" in header:
+                    fut.set_exception(ValueError(header["error"]))
+                else:
+                    result = ExecResult.from_json(header["result"])
+                    mid = getattr(fut, "_mucode_id", None)
+                    if mid is not None:
+                        result = ExecResult(**{**result.__dict__, "id": mid})
+                    fut.set_result(result)
+                self._slots.release()
+        except Exception as e:  # noqa: BLE001
+            log.exception("executor reader failed")
+            self._fail_pending(ExecutorError(f"the executor reader failed: {e}"))
+        finally:
+            self._ready.set()
+            self._fail_pending(ExecutorError("the executor service exited"))
+
+
+def sandbox_python() -> str:
+    return sandbox.python_executable()
+
+
+def sandbox_boot() -> str:
+    return sandbox.BOOT
+
+
+def sandbox_env() -> dict[str, str]:
+    env = sandbox.sandbox_env()
+    env["PATH"] = os.environ.get("PATH", env["PATH"])
+    return env
+
+
+def package_root() -> str:
+    return sandbox.package_root()

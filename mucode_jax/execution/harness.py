@@ -1,0 +1,304 @@
+"""The code that runs inside the sandboxed child, after the worker has forked and locked it down.
+
+Nothing here is trusted by the service. The child loads the program, evaluates each test's
+*holes* (assert suites) or calls the entry point (function/check suites) or runs the program on
+stdin (stdio suites), and writes one JSON record per line to the result fd (3):
+
+* ``{"loaded": 1}`` after setup + program ran; ``{"syntax": err}``; ``{"load_err": err}``;
+* ``{"i": k, "v": [value, ...]}`` — test k's raw values, in `serial`'s tagged encoding;
+* ``{"i": k, "x": err}`` — test k raised; ``{"trace": [...]}`` — an LDB-style trace;
+* ``{"rec": {"a": args, "k": kwargs, "v"|"x": ...}}`` — one recorded call (reference runs);
+* ``{"done": 1}`` (stdio: ``{"done": 1, "exit": code}``).
+
+The program can write to fd 3 too, or patch anything in this module: that only changes what
+*it* reports, never what it is compared against (the expected values are not in this process),
+and the service rejects duplicated or missing test records.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import linecache
+import os
+import reprlib
+import sys
+import traceback
+
+from mucode_jax.execution import serial
+
+RESULT_FD = 3
+SOLUTION = "<solution>"
+EXIT_MEMORY = 75  # a MemoryError escaped the harness itself
+EXIT_HARNESS = 76  # the harness broke (typically: the program broke it)
+
+_write_fd = os.write
+_dumps = json.dumps
+
+
+def _emit(record: dict) -> None:
+    data = (_dumps(record, separators=(",", ":"), allow_nan=True) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        n = _write_fd(RESULT_FD, view)
+        view = view[n:]
+
+
+def _error(exc: BaseException) -> dict:
+    """Exception type, message, and a traceback trimmed to the program's own frames."""
+    try:
+        frames = [
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if f.filename == SOLUTION or f.filename.startswith("<test")
+        ]
+        lines = ["Traceback (most recent call last):\n"] if frames else []
+        lines += traceback.format_list(frames[-12:])
+        lines += traceback.format_exception_only(type(exc), exc)
+        tb = "".join(lines)
+        msg = str(exc)
+        line = next((f.lineno for f in reversed(frames) if f.filename == SOLUTION), None)
+        if isinstance(exc, SyntaxError) and exc.filename == SOLUTION:
+            line = exc.lineno
+        return {"type": type(exc).__name__, "msg": msg[:2000], "tb": tb[-6000:], "line": line}
+    except Exception:  # noqa: BLE001 - hostile __str__ etc.
+        return {"type": "Exception", "msg": "(unprintable exception)", "tb": "", "line": None}
+
+
+def _value_record(i: int, values: list) -> dict:
+    try:
+        return {"i": i, "v": [serial.to_jsonable(v) for v in values]}
+    except serial.EncodeError as e:
+        return {"i": i, "x": {"type": "ResultTooLarge", "msg": str(e), "tb": "", "line": None}}
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - the program closed or replaced it
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# LDB-style tracing of one test.
+# ---------------------------------------------------------------------------------------------
+
+_repr = reprlib.Repr()
+_repr.maxstring = 40
+_repr.maxother = 40
+_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 6
+
+
+class _Tracer:
+    """Line events in the program's own frames, with the local variables after each line."""
+
+    def __init__(self, head: int = 40, tail: int = 20):
+        self.events: list[str] = []
+        self.head, self.tail = head, tail
+        self.dropped = 0
+
+    def _add(self, text: str) -> None:
+        self.events.append(text)
+        if len(self.events) > self.head + self.tail:
+            del self.events[self.head]
+            self.dropped += 1
+
+    @staticmethod
+    def _locals(frame) -> str:
+        parts = []
+        for k, v in list(frame.f_locals.items())[:8]:
+            if k.startswith("__"):
+                continue
+            try:
+                parts.append(f"{k}={_repr.repr(v)}")
+            except Exception:  # noqa: BLE001
+                parts.append(f"{k}=?")
+        return ", ".join(parts)
+
+    def __call__(self, frame, event, arg):
+        if frame.f_code.co_filename != SOLUTION:
+            return None
+        name = frame.f_code.co_name
+        if event == "call":
+            self._add(f"call {name}({self._locals(frame)})")
+        elif event == "line":
+            self._add(f"line {frame.f_lineno} in {name}: {self._locals(frame)}")
+        elif event == "return":
+            self._add(f"return from {name}: {_repr.repr(arg)}")
+        elif event == "exception":
+            self._add(f"exception in {name} at line {frame.f_lineno}: {arg[0].__name__}")
+        return self
+
+    def record(self) -> dict:
+        events = list(self.events)
+        if self.dropped:
+            events.insert(self.head, f"... {self.dropped} events omitted ...")
+        return {"trace": events}
+
+
+# ---------------------------------------------------------------------------------------------
+# Modes.
+# ---------------------------------------------------------------------------------------------
+
+
+def _load(spec: dict, main: bool) -> dict | None:
+    """Run setup + program in a fresh namespace; the namespace, or None after reporting."""
+    code = spec["code"]
+    linecache.cache[SOLUTION] = (len(code), None, code.splitlines(True), SOLUTION)
+    try:
+        compiled = compile(code, SOLUTION, "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        _emit({"syntax": _error(e)})
+        return None
+    g = {"__name__": "__main__" if main else "solution", "__builtins__": builtins}
+    try:
+        if spec.get("setup"):
+            exec(compile(spec["setup"], "<setup>", "exec"), g)  # noqa: S102
+        exec(compiled, g)  # noqa: S102
+    except BaseException as e:  # noqa: BLE001 - SystemExit included: an early exit fails
+        _emit({"load_err": _error(e)})
+        return None
+    _emit({"loaded": 1})
+    return g
+
+
+def _run_tests(spec: dict, g: dict, thunks) -> None:
+    trace_index = spec.get("trace", -1)
+    for i in range(spec.get("start", 0), len(thunks)):
+        tracer = _Tracer() if i == trace_index else None
+        if tracer is not None:
+            sys.settrace(tracer)
+        try:
+            record = _value_record(i, thunks[i]())
+        except BaseException as e:  # noqa: BLE001
+            record = {"i": i, "x": _error(e)}
+        finally:
+            if tracer is not None:
+                sys.settrace(None)
+        _emit(record)
+        if tracer is not None:
+            _emit(tracer.record())
+            break
+
+
+def run_assert(spec: dict) -> None:
+    compiled = [
+        [compile(src, f"<test {i}>", "eval") for src in holes]
+        for i, holes in enumerate(spec["holes"])
+    ]
+    g = _load(spec, main=False)
+    if g is None:
+        return
+
+    def thunk(codes):
+        return lambda: [eval(c, g) for c in codes]  # noqa: S307
+
+    _run_tests(spec, g, [thunk(c) for c in compiled])
+
+
+def _decode_args(spec: dict, raw):
+    if spec.get("args_format") == "tagged":
+        args, kwargs = serial.from_jsonable(raw)
+        return args, kwargs
+    return json.loads(raw) if isinstance(raw, str) else raw, {}
+
+
+def run_calls(spec: dict) -> None:
+    calls = spec["calls"]
+    entry = spec["entry_point"]
+    g = _load(spec, main=False)
+    if g is None:
+        return
+
+    def thunk(raw):
+        def call():
+            args, kwargs = _decode_args(spec, raw)  # fresh copies: the program may mutate them
+            return [g[entry](*args, **kwargs)]
+
+        return call
+
+    _run_tests(spec, g, [thunk(raw) for raw in calls])
+
+
+def run_record(spec: dict) -> None:
+    """Reference runs of 'check' suites: record every call of `candidate` inside check()."""
+    g = _load(spec, main=False)
+    if g is None:
+        return
+    entry = g[spec["entry_point"]]
+
+    def candidate(*args, **kwargs):
+        rec = {"a": serial.to_jsonable([list(args), kwargs])}
+        try:
+            out = entry(*args, **kwargs)
+        except BaseException as e:
+            rec["x"] = type(e).__name__
+            _emit({"rec": rec})
+            raise
+        rec["v"] = serial.to_jsonable(out)
+        _emit({"rec": rec})
+        return out
+
+    try:
+        exec(compile(spec["check"], "<check>", "exec"), g)  # noqa: S102
+        g["check"](candidate)
+    except BaseException as e:  # noqa: BLE001
+        _emit({"check_err": _error(e)})
+
+
+def run_stdio(spec: dict) -> None:
+    tracer = _Tracer() if spec.get("trace", -1) >= 0 else None
+    code = spec["code"]
+    linecache.cache[SOLUTION] = (len(code), None, code.splitlines(True), SOLUTION)
+    try:
+        compiled = compile(code, SOLUTION, "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        _emit({"syntax": _error(e)})
+        return
+    g = {"__name__": "__main__", "__builtins__": builtins}
+    status = 0
+    if tracer is not None:
+        sys.settrace(tracer)
+    try:
+        exec(compiled, g)  # noqa: S102
+    except SystemExit as e:
+        code_ = e.code
+        status = 0 if code_ is None else code_ if isinstance(code_, int) else 1
+        if status:
+            _emit({"x": _error(e)})
+    except BaseException as e:  # noqa: BLE001
+        _flush_std()
+        _emit({"x": _error(e)})
+        status = 1
+    finally:
+        sys.settrace(None)
+    _flush_std()
+    if tracer is not None:
+        _emit(tracer.record())
+    _emit({"done": 1, "exit": status})
+
+
+MODES = {"assert": run_assert, "calls": run_calls, "record": run_record, "stdio": run_stdio}
+
+
+def child_main(spec: dict) -> None:
+    """Entry point in the forked child; never returns."""
+    status = 0
+    try:
+        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)))
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)))
+        sys.stderr = io.TextIOWrapper(
+            io.BufferedWriter(io.FileIO(2, "w", closefd=False)), line_buffering=True
+        )
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+        MODES[spec["mode"]](spec)
+        if spec["mode"] != "stdio":
+            _flush_std()
+            _emit({"done": 1})
+    except MemoryError:
+        status = EXIT_MEMORY
+    except BaseException:  # noqa: BLE001
+        status = EXIT_HARNESS
+    os._exit(status)

@@ -1,0 +1,97 @@
+"""Resource limits of one sandboxed run, and how the CPU limit is derived from a reference.
+
+Every run of a program (one per assert/function suite, one per stdin/stdout case) gets:
+
+* CPU time ``cpu_seconds`` (RLIMIT_CPU rounded up, plus a /proc poll for fractional limits):
+  scores must not depend on machine speed or load, so the primary limit is CPU time. When the
+  suite carries a reference solution, the limit becomes ``max(cpu_seconds, cpu_factor x ref)``
+  where ``ref`` is the reference's CPU time on the same run (the evalplus rule).
+* wall time ``wall_seconds`` (default ``3 x cpu + 2``): a backstop for programs that sleep or
+  block; the whole process group (and every leftover descendant) is killed.
+* address space ``memory_mb`` (RLIMIT_AS), file size ``file_size_mb`` (RLIMIT_FSIZE), open files
+  ``open_files`` (RLIMIT_NOFILE), processes+threads ``processes`` (RLIMIT_NPROC; enforced only
+  where the run gets its own uid), and ``output_bytes`` for each of stdout and stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+_INT_FIELDS = ("memory_mb", "output_bytes", "file_size_mb", "open_files", "processes")
+_FLOAT_FIELDS = ("cpu_seconds", "wall_seconds", "cpu_factor")
+_MINIMUM = {
+    "cpu_seconds": 0.05,
+    "wall_seconds": 0.1,
+    "cpu_factor": 1.0,
+    "memory_mb": 64,
+    "output_bytes": 1024,
+    "file_size_mb": 1,
+    "open_files": 16,
+    "processes": 1,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per-run limits; see the module docstring. Defaults suit MBPP/HumanEval/CodeContests."""
+
+    cpu_seconds: float = 4.0
+    wall_seconds: float | None = None
+    memory_mb: int = 1024
+    output_bytes: int = 1 << 20
+    file_size_mb: int = 16
+    open_files: int = 64
+    processes: int = 16
+    cpu_factor: float = 4.0
+
+    def __post_init__(self):
+        for name in _INT_FIELDS + _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is None and name == "wall_seconds":
+                continue
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if name in _INT_FIELDS:
+                ok = ok and float(value).is_integer()
+            if not ok or not math.isfinite(value) or value < _MINIMUM[name]:
+                kind = "an integer" if name in _INT_FIELDS else "a number"
+                raise ValueError(
+                    f"Limit {name}={value!r} is invalid; give {kind} >= {_MINIMUM[name]}."
+                )
+            if name in _INT_FIELDS:
+                object.__setattr__(self, name, int(value))
+
+    @property
+    def wall(self) -> float:
+        """The wall-clock backstop in seconds."""
+        return self.wall_seconds if self.wall_seconds is not None else 3 * self.cpu_seconds + 2
+
+    def with_reference(self, reference_cpu: float | None) -> Limits:
+        """The limits for a suite whose reference used `reference_cpu` CPU seconds per run."""
+        if reference_cpu is None:
+            return self
+        cpu = max(self.cpu_seconds, self.cpu_factor * reference_cpu)
+        if cpu == self.cpu_seconds:
+            return self
+        wall = None if self.wall_seconds is None else max(self.wall_seconds, 3 * cpu + 2)
+        return dataclasses.replace(self, cpu_seconds=round(cpu, 3), wall_seconds=wall)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None, base: Limits | None = None) -> Limits:
+        """Limits from a JSON dict (unknown keys are an error), on top of `base`."""
+        base = base or cls()
+        if d is None:
+            return base
+        if not isinstance(d, dict):
+            raise ValueError(
+                f"'limits' must be an object like {{\"cpu_seconds\": 2}}, got {type(d).__name__}."
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"Unknown limit {unknown[0]!r}; known limits are {sorted(names)}.")
+        return dataclasses.replace(base, **d)

@@ -1,0 +1,345 @@
+"""Test-suite schema, validation, and the trusted/untrusted split of assert tests.
+
+Suites are JSON-compatible dicts (`mucode_jax.types.TestSuite`):
+
+* ``{"kind": "assert", "setup": str, "tests": ["assert f(1) == 2", ...], "reference"?: str}``
+  MBPP / HumanEval-public style. Each test is one ``assert`` statement.
+* ``{"kind": "stdio", "cases": [{"input": str, "output": str}, ...], "reference"?: str}``
+  CodeContests style: the program reads stdin; stdout is compared token by token.
+* ``{"kind": "function", "entry_point": str, "inputs": [[arg, ...], ...], "outputs"?: [...],
+  "reference"?: str, "atol"?: float, "compare"?: "exact" | "set" | "not_none", "setup"?: str}``
+  MBPP+ style: ``entry_point(*args)`` for each input, compared with the reference's outputs
+  (computed in the sandbox, or given as ``outputs`` in `serial`'s tagged encoding).
+* ``{"kind": "check", "entry_point": str, "check": "def check(candidate): ...",
+  "reference": str, "setup"?: str}``
+  HumanEval style: the reference's ``check(candidate)`` run is recorded once (each call of
+  ``candidate``: its arguments and the reference's result); the candidate is then judged on
+  those calls like a ``function`` suite.
+
+A ``reference`` on an ``assert``/``stdio`` suite only sets the CPU limit (`Limits.with_reference`).
+
+Assert splitting: an ``assert`` is cut into *holes* — maximal subexpressions that mention a name
+the trusted side does not know (the program's functions, the setup's variables) — which the
+sandboxed child evaluates and reports as raw values, and a *skeleton* the service evaluates
+over those values with real built-ins (``==``, ``set``, ``sorted``, ``math.isclose``, ``not``,
+...). ``assert f(x) == [1, 2]`` sends only ``f(x)`` to the child; ``[1, 2]`` never leaves the
+service. Known gaps: both operands of ``and``/``or`` are evaluated (no short-circuit), and a
+hole that mentions only setup names is still evaluated in the child (no shipped dataset has one).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import cmath
+import dataclasses
+import functools
+import math
+import sys
+import types
+from typing import Any
+
+from mucode_jax.execution import serial
+
+KINDS = ("assert", "stdio", "function", "check")
+COMPARE_MODES = ("exact", "set", "not_none")
+
+_SAFE_BUILTIN_NAMES = (
+    "abs all any ascii bin bool bytes chr complex dict divmod enumerate filter float format "
+    "frozenset hex int isinstance issubclass len list map max min oct ord range repr reversed "
+    "round set slice sorted str sum tuple type zip"
+).split()
+_SAFE_SYS = types.SimpleNamespace(getsizeof=sys.getsizeof, maxsize=sys.maxsize)
+_MODULE_ATTRS = {"math": None, "cmath": None, "sys": {"getsizeof", "maxsize"}}
+_HOST_NAMESPACE: dict[str, Any] = {
+    "__builtins__": {name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES},
+    "math": math,
+    "cmath": cmath,
+    "sys": _SAFE_SYS,
+}
+_TRUSTED_NAMES = frozenset(_SAFE_BUILTIN_NAMES) | frozenset(_MODULE_ATTRS)
+_HOLES = "__h"
+
+
+def _trusted_attribute(node: ast.Attribute) -> bool:
+    if not (isinstance(node.value, ast.Name) and node.value.id in _MODULE_ATTRS):
+        return False
+    allowed = _MODULE_ATTRS[node.value.id]
+    if node.attr.startswith("_"):
+        return False
+    return allowed is None or node.attr in allowed
+
+
+def _untrusted(node: ast.AST) -> bool:
+    """Does `node` mention anything the trusted side cannot evaluate by itself?"""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and sub.id not in _TRUSTED_NAMES:
+            return True
+        if isinstance(sub, ast.Attribute):
+            if isinstance(sub.value, ast.Name) and sub.value.id in _MODULE_ATTRS:
+                if not _trusted_attribute(sub):
+                    return True
+            elif not isinstance(sub.value, ast.Attribute):
+                # attribute of a computed value, e.g. f(x).real: only the child can do that
+                if _untrusted(sub.value):
+                    return True
+        if isinstance(sub, ast.Lambda | ast.NamedExpr | ast.Await | ast.Yield | ast.YieldFrom):
+            return True
+    return False
+
+
+_TRANSPARENT = (
+    ast.Compare,
+    ast.BoolOp,
+    ast.UnaryOp,
+    ast.BinOp,
+    ast.IfExp,
+    ast.Tuple,
+    ast.List,
+    ast.Set,
+    ast.Dict,
+    ast.Subscript,
+    ast.Starred,
+    ast.keyword,
+    ast.Slice,
+)
+
+
+def _trusted_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func
+    if isinstance(f, ast.Name):
+        return f.id in _SAFE_BUILTIN_NAMES
+    return isinstance(f, ast.Attribute) and _trusted_attribute(f)
+
+
+class _Splitter(ast.NodeTransformer):
+    def __init__(self):
+        self.holes: list[str] = []
+
+    def visit(self, node):
+        if not isinstance(node, ast.expr | ast.keyword) or not _untrusted(node):
+            return node
+        if isinstance(node, _TRANSPARENT) or _trusted_call(node):
+            return self.generic_visit(node)
+        if isinstance(node, ast.GeneratorExp):  # report the items, not a generator object
+            node = ast.ListComp(elt=node.elt, generators=node.generators)
+        self.holes.append(ast.unparse(node))
+        hole = ast.Subscript(
+            value=ast.Name(id=_HOLES, ctx=ast.Load()),
+            slice=ast.Constant(value=len(self.holes) - 1),
+            ctx=ast.Load(),
+        )
+        return ast.copy_location(hole, node)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitAssert:
+    """One assert, split: `holes` run in the child, `skeleton` runs on the trusted side."""
+
+    source: str
+    holes: tuple[str, ...]
+    skeleton: types.CodeType
+    shown_input: str
+    shown_expected: str | None
+
+    def judge(self, values: list) -> tuple[bool, str | None]:
+        """Evaluate the skeleton over the decoded hole values: (held, error text)."""
+        namespace = dict(_HOST_NAMESPACE)
+        namespace[_HOLES] = values
+        try:
+            return bool(eval(self.skeleton, namespace)), None  # noqa: S307 - trusted skeleton
+        except Exception as e:  # noqa: BLE001 - e.g. comparing incomparable values
+            return False, f"{type(e).__name__}: {e}"[:300]
+
+
+def _shown(test: ast.expr) -> tuple[str, str | None]:
+    """How feedback names the test: (input expression, expected text)."""
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        left, right = test.left, test.comparators[0]
+        if _untrusted(left) and not _untrusted(right):
+            return ast.unparse(left), ast.unparse(right)
+        if _untrusted(right) and not _untrusted(left):
+            return ast.unparse(right), ast.unparse(left)
+    if _trusted_call(test) and len(test.args) >= 2:
+        a, b = test.args[0], test.args[1]
+        if _untrusted(a) and not _untrusted(b):
+            return ast.unparse(a), ast.unparse(b)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return ast.unparse(test.operand), "a falsy value"
+    return ast.unparse(test), "a truthy value" if _untrusted(test) else None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def split_assert(source: str) -> SplitAssert:
+    """Split one ``assert`` statement; raises ValueError naming the problem."""
+    try:
+        module = ast.parse(source.strip())
+    except SyntaxError as e:
+        raise ValueError(f"the test {source[:80]!r} is not valid Python ({e.msg})") from None
+    if len(module.body) != 1 or not isinstance(module.body[0], ast.Assert):
+        raise ValueError(
+            f"the test {source[:80]!r} is not a single assert statement; "
+            "write one `assert ...` per test, or use a 'check' suite"
+        )
+    test = module.body[0].test
+    splitter = _Splitter()
+    skeleton = splitter.visit(ast.parse(ast.unparse(test), mode="eval").body)
+    expr = ast.fix_missing_locations(ast.Expression(body=skeleton))
+    shown_input, shown_expected = _shown(test)
+    return SplitAssert(
+        source=ast.unparse(module.body[0]),
+        holes=tuple(splitter.holes),
+        skeleton=compile(expr, "<assert>", "eval"),
+        shown_input=shown_input,
+        shown_expected=shown_expected,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation.
+# ---------------------------------------------------------------------------------------------
+
+
+def _require(cond: bool, message: str):
+    if not cond:
+        raise ValueError(message)
+
+
+def _opt_str(suite: dict, key: str, kind: str) -> str:
+    value = suite.get(key, "")
+    _require(
+        isinstance(value, str),
+        f"Field {key!r} of a {kind!r} suite must be a string of Python code, "
+        f"got {type(value).__name__}.",
+    )
+    return value
+
+
+def _identifier(suite: dict, kind: str) -> str:
+    name = suite.get("entry_point")
+    _require(
+        isinstance(name, str) and name.isidentifier(),
+        f"A {kind!r} suite needs 'entry_point': the name of the function to call "
+        f"(got {name!r}).",
+    )
+    return name
+
+
+def validate_suite(suite: Any) -> dict[str, Any]:
+    """Check a suite dict and return it normalized; raises ValueError with one clear sentence."""
+    _require(
+        isinstance(suite, dict),
+        f"A test suite must be an object with a 'kind', got {type(suite).__name__}.",
+    )
+    kind = suite.get("kind")
+    _require(
+        kind in KINDS,
+        f"Test suite kind {kind!r} is unknown; use one of {', '.join(map(repr, KINDS))}.",
+    )
+    out: dict[str, Any] = {"kind": kind}
+    if "reference" in suite and suite["reference"] is not None:
+        out["reference"] = _opt_str(suite, "reference", kind)
+    if kind == "assert":
+        tests = suite.get("tests")
+        _require(
+            isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests),
+            "An 'assert' suite needs 'tests': a non-empty list of assert statements (strings).",
+        )
+        for i, t in enumerate(tests):
+            try:
+                split_assert(t)
+            except ValueError as e:
+                raise ValueError(f"Test {i} of the 'assert' suite is unusable: {e}.") from None
+        out.update(setup=_opt_str(suite, "setup", kind), tests=list(tests))
+    elif kind == "stdio":
+        cases = suite.get("cases")
+        _require(
+            isinstance(cases, list)
+            and cases
+            and all(
+                isinstance(c, dict)
+                and isinstance(c.get("input"), str)
+                and isinstance(c.get("output"), str)
+                for c in cases
+            ),
+            "A 'stdio' suite needs 'cases': a non-empty list of "
+            '{"input": str, "output": str} objects.',
+        )
+        out["cases"] = [{"input": c["input"], "output": c["output"]} for c in cases]
+    elif kind == "function":
+        out["entry_point"] = _identifier(suite, kind)
+        inputs = suite.get("inputs")
+        _require(
+            isinstance(inputs, list) and inputs and all(isinstance(a, list) for a in inputs),
+            "A 'function' suite needs 'inputs': a non-empty list of argument lists.",
+        )
+        out["inputs"] = inputs
+        outputs = suite.get("outputs")
+        if outputs is not None:
+            _require(
+                isinstance(outputs, list) and len(outputs) == len(inputs),
+                "'outputs' of a 'function' suite must be a list as long as 'inputs' "
+                "(tagged encoding of mucode_jax.execution.serial).",
+            )
+            try:
+                out["outputs"] = [serial.from_jsonable(o) for o in outputs]
+            except serial.DecodeError as e:
+                raise ValueError(
+                    f"'outputs' of a 'function' suite are not in the tagged encoding ({e}); "
+                    "see mucode_jax.execution.serial."
+                ) from None
+        else:
+            _require(
+                "reference" in out,
+                "A 'function' suite needs 'outputs' or a 'reference' solution to compute them.",
+            )
+        atol = suite.get("atol", 0)
+        _require(
+            isinstance(atol, int | float) and not isinstance(atol, bool) and atol >= 0,
+            f"'atol' of a 'function' suite must be a number >= 0, got {atol!r}.",
+        )
+        compare = suite.get("compare", "exact")
+        _require(
+            compare in COMPARE_MODES,
+            f"'compare' of a 'function' suite is {compare!r}; use one of {COMPARE_MODES}.",
+        )
+        out.update(atol=float(atol), compare=compare, setup=_opt_str(suite, "setup", kind))
+    else:  # check
+        out["entry_point"] = _identifier(suite, kind)
+        check = _opt_str(suite, "check", kind)
+        try:
+            tree = ast.parse(check)
+        except SyntaxError as e:
+            raise ValueError(f"The 'check' code of a 'check' suite does not parse ({e.msg}).")
+        _require(
+            any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body),
+            "The 'check' field of a 'check' suite must define `def check(candidate): ...`.",
+        )
+        _require(
+            "reference" in out,
+            "A 'check' suite needs a 'reference' solution (its calls of `candidate` are recorded).",
+        )
+        out.update(check=check, setup=_opt_str(suite, "setup", kind))
+    return out
+
+
+def num_tests(suite: dict[str, Any]) -> int | None:
+    """Number of tests of a validated suite (None for 'check': known after recording)."""
+    kind = suite["kind"]
+    if kind == "assert":
+        return len(suite["tests"])
+    if kind == "stdio":
+        return len(suite["cases"])
+    if kind == "function":
+        return len(suite["inputs"])
+    return None
+
+
+def call_text(entry_point: str, args: list, kwargs: dict | None = None, limit: int = 300) -> str:
+    """``f(1, [2])`` for feedback, truncated."""
+    parts = [serial.short_repr(a, limit) for a in args]
+    parts += [f"{k}={serial.short_repr(v, limit)}" for k, v in (kwargs or {}).items()]
+    text = f"{entry_point}({', '.join(parts)})"
+    return text if len(text) <= limit else text[: limit - 15] + "... [truncated]"

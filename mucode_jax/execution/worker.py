@@ -1,0 +1,326 @@
+"""A warm worker: one long-lived process (inside its own sandbox) that forks a child per run.
+
+The worker pre-imports the harness and common standard-library modules, freezes the GC, then
+serves run requests from the service on stdin. Per run it:
+
+1. makes a fresh scratch directory owned by the run's uid (mode 0700);
+2. forks a child that calls `os.setsid` (own session and process group), moves stdin (a memfd or
+   /dev/null), stdout, stderr and the result pipe to fds 0-3, closes every other fd, sets
+   rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE=0) and no_new_privs, drops to the unprivileged
+   uid/gid with no supplementary groups, clears the environment, resets signal dispositions and
+   runs `harness.child_main`;
+3. reads stdout/stderr (capped) and result records while watching the wall clock, the CPU time
+   (/proc) and the child's exit (pidfd); kills the whole process group on a limit;
+4. removes every process the run left behind — the worker is a child subreaper, so detached
+   grandchildren are re-parented to it and killed (with a ``kill(-1)`` issued *as the run's uid*
+   for fork bombs) — reaps all zombies, and wipes the scratch directory;
+5. replies with the raw outputs and how the child ended. Judging happens in the service.
+
+The worker never sees expected values; it holds nothing a later child could steal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import json
+import math
+import os
+import resource
+import select
+import shutil
+import signal
+import stat
+import sys
+import time
+
+from mucode_jax.execution import harness, protocol
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+RESULT_CAP = 64 << 20
+PREIMPORT = (
+    "abc array bisect calendar cmath collections collections.abc contextlib copy dataclasses "
+    "datetime decimal enum fractions functools hashlib heapq io itertools json math numbers "
+    "operator pprint queue random re statistics string struct textwrap time typing unicodedata"
+).split()
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _prctl(option: int, arg: int) -> None:
+    _libc.prctl(option, arg, 0, 0, 0)
+
+
+def _child(spec, scratch, fds, uid, lim) -> None:
+    """In the forked child: lock down, then run the harness. Never returns."""
+    try:
+        os.setsid()
+        stdin_fd, out_w, err_w, res_w = fds
+        os.dup2(stdin_fd, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.dup2(res_w, 3)
+        os.closerange(4, 1 << 20)
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+        cpu = max(1, math.ceil(lim["cpu"]))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        mem = lim["memory_mb"] << 20
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        fsize = lim["file_size_mb"] << 20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"], lim["open_files"]))
+        if uid is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (lim["processes"], lim["processes"]))
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        os.chdir(scratch)
+        os.environ.clear()
+        os.environ.update(
+            PATH="/usr/local/bin:/usr/bin:/bin",
+            HOME=scratch,
+            TMPDIR=scratch,
+            LANG="C.UTF-8",
+            PYTHONHASHSEED="0",
+        )
+        import tempfile
+
+        tempfile.tempdir = None
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        harness.child_main(spec)
+    finally:
+        os._exit(harness.EXIT_HARNESS)
+
+
+class Worker:
+    def __init__(self, config: dict):
+        self.uid = config.get("uid")
+        self.scratch_root = config["scratch"]
+        self.sandboxed = config["sandboxed"]
+        self.runs = 0
+        os.makedirs(self.scratch_root, mode=0o711, exist_ok=True)
+        os.chmod(self.scratch_root, 0o711)
+
+    # -- one run -----------------------------------------------------------------------------
+
+    def run(self, spec: dict) -> tuple[dict, tuple[bytes, ...]]:
+        lim = spec["limits"]
+        self.runs += 1
+        scratch = os.path.join(self.scratch_root, f"r{self.runs}")
+        os.mkdir(scratch, 0o700)
+        if self.uid is not None:
+            os.chown(scratch, self.uid, self.uid)
+        stdin_fd = self._stdin(spec.get("stdin"))
+        r_out, w_out = os.pipe()
+        r_err, w_err = os.pipe()
+        r_res, w_res = os.pipe()
+        t0 = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            _child(spec, scratch, (stdin_fd, w_out, w_err, w_res), self.uid, lim)
+        for fd in (stdin_fd, w_out, w_err, w_res):
+            os.close(fd)
+        try:
+            header, blobs = self._monitor(pid, (r_out, r_err, r_res), lim, t0)
+        finally:
+            for fd in (r_out, r_err, r_res):
+                os.close(fd)
+            header_leftovers = self._sweep()
+            self._wipe(scratch)
+        header["leftovers"] = header_leftovers
+        return header, blobs
+
+    @staticmethod
+    def _stdin(data: str | None) -> int:
+        if data is None:
+            return os.open("/dev/null", os.O_RDONLY)
+        fd = os.memfd_create("stdin", 0)
+        raw = data.encode("utf-8", "surrogateescape")
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    @staticmethod
+    def _cpu_of(pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return sum(int(x) for x in fields[11:15]) / _CLK_TCK
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def _monitor(self, pid, fds, lim, t0):
+        r_out, r_err, r_res = fds
+        caps = {r_out: lim["output_bytes"], r_err: lim["output_bytes"], r_res: RESULT_CAP}
+        bufs = {fd: bytearray() for fd in fds}
+        poller = select.poll()
+        for fd in fds:
+            os.set_blocking(fd, False)
+            poller.register(fd, select.POLLIN)
+        pidfd = os.pidfd_open(pid)
+        poller.register(pidfd, select.POLLIN)
+        open_fds = set(fds)
+        killed = None
+        cpu_limit, wall_deadline = lim["cpu"], t0 + lim["wall"]
+
+        def read(fd) -> bool:
+            """Read what is there; False when a cap is exceeded."""
+            while True:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    return True
+                if not data:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+                    return True
+                bufs[fd] += data
+                if len(bufs[fd]) > caps[fd]:
+                    del bufs[fd][caps[fd] :]
+                    return False
+
+        try:
+            exited = False
+            while not exited and killed is None:
+                now = time.monotonic()
+                if now >= wall_deadline:
+                    killed = "wall"
+                    break
+                wait = wall_deadline - now
+                if now - t0 >= cpu_limit:
+                    if self._cpu_of(pid) > cpu_limit:
+                        killed = "cpu"
+                        break
+                    wait = min(wait, 0.02)
+                else:
+                    wait = min(wait, cpu_limit - (now - t0) + 0.005)
+                for fd, _ in poller.poll(wait * 1000):
+                    if fd == pidfd:
+                        exited = True
+                    elif fd in open_fds and not read(fd):
+                        killed = "output"
+                        break
+            if killed is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            wall = time.monotonic() - t0
+            for fd in list(open_fds):  # what the child wrote before it ended
+                if not read(fd) and killed is None:
+                    killed = "output"
+        finally:
+            os.close(pidfd)
+        header = {
+            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "killed": killed,
+            "cpu": usage.ru_utime + usage.ru_stime,
+            "wall": wall,
+            "maxrss_kb": usage.ru_maxrss,
+        }
+        return header, (bytes(bufs[r_out]), bytes(bufs[r_err]), bytes(bufs[r_res]))
+
+    # -- cleanup -----------------------------------------------------------------------------
+
+    def _children(self) -> list[int]:
+        me = str(os.getpid()).encode()
+        out = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                out.append(int(name))
+        return out
+
+    def _kill_uid(self) -> None:
+        """kill(-1, SIGKILL) as the run's uid: every process of that uid, atomically."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setresuid(self.uid, self.uid, self.uid)
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def _sweep(self) -> int:
+        """Kill and reap every process the run left behind; returns how many were found."""
+        found = 0
+        for attempt in range(500):
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                return found  # no children at all: nothing left behind
+            if self.uid is not None:
+                self._kill_uid()
+            children = self._children()
+            found += len(children)
+            for p in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            time.sleep(min(0.001 * (attempt + 1), 0.02))
+        return found
+
+    @staticmethod
+    def _wipe(path: str) -> None:
+        def retry(func, p, _exc):
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.dirname(p), stat.S_IRWXU)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    os.chmod(p, stat.S_IRWXU)
+                func(p)
+
+        shutil.rmtree(path, onerror=retry)
+        if os.path.exists(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _preimport() -> None:
+    import importlib
+
+    for name in PREIMPORT:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def main(config_json: str) -> None:
+    config = json.loads(config_json)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if not config["sandboxed"]:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # stray prints must not corrupt the protocol
+    worker = Worker(config)
+    _preimport()
+    gc.collect()
+    gc.freeze()
+    while True:
+        frame = protocol.read_frame(in_fd)
+        if frame is None or frame[0].get("op") == "exit":
+            return
+        try:
+            header, blobs = worker.run(frame[0]["spec"])
+        except Exception as e:  # noqa: BLE001 - report, keep serving
+            header, blobs = {"error": f"{type(e).__name__}: {e}"}, ()
+        protocol.write_frame(out_fd, header, blobs)
+        del frame
