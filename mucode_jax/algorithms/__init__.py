@@ -1,0 +1,1 @@
+"""Expert-iteration algorithms (μCode and its baselines): data modes and drivers."""
