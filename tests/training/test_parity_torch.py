@@ -71,7 +71,9 @@ def _torch_loss_and_grad_norm(hf, examples, seq_len):
     hf.zero_grad()
     out = hf(input_ids=ids, attention_mask=attn, labels=labels)
     out.loss.backward()
-    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in hf.parameters() if p.grad is not None))
+    norm = torch.sqrt(
+        sum((p.grad.double() ** 2).sum() for p in hf.parameters() if p.grad is not None)
+    )
     return float(out.loss.detach()), float(norm)
 
 
@@ -82,7 +84,9 @@ def test_sft_loss_and_grad_norm_match_torch_packed_unpacked_accumulated(causal_p
     seq_len = 48
     t_loss, t_norm = _torch_loss_and_grad_norm(hf, examples, seq_len)
 
-    unpacked = next(iter(pipeline.sft_dataset(examples, seq_len=seq_len, rows=8, pack=False, shuffle=False)))
+    unpacked = next(
+        iter(pipeline.sft_dataset(examples, seq_len=seq_len, rows=8, pack=False, shuffle=False))
+    )
     m = _run_step(ours, unpacked, accum=1)
     np.testing.assert_allclose(m["loss"], t_loss, rtol=RTOL)
     np.testing.assert_allclose(m["grad_norm"], t_norm, rtol=RTOL)
@@ -126,7 +130,9 @@ def test_verifier_losses_match_torch(verifier_pair, loss, l2):
          "rejected": rng.integers(6, cfg.vocab_size, int(rng.integers(4, 30))).astype(np.int32)}
         for _ in range(6)
     ]  # fmt: skip
-    rows = next(iter(pipeline.verifier_pair_dataset(pairs, seq_len=32, rows=8, shuffle=False, pad_id=5)))
+    rows = next(
+        iter(pipeline.verifier_pair_dataset(pairs, seq_len=32, rows=8, shuffle=False, pad_id=5))
+    )
     assert rows["weights"].tolist() == [1] * 6 + [0, 0]  # padded to the batch
 
     mesh = sh.make_mesh()
@@ -161,7 +167,9 @@ def test_schedules_match_transformers():
         sched = hf_fn(opt, num_warmup_steps=3, num_training_steps=20)
         ours = make_schedule(2e-3, name, 20, warmup_steps=3, final_lr_fraction=frac)
         for s in range(20):
-            np.testing.assert_allclose(float(ours(s)), opt.param_groups[0]["lr"], rtol=1e-5, atol=1e-12)
+            np.testing.assert_allclose(
+                float(ours(s)), opt.param_groups[0]["lr"], rtol=1e-5, atol=1e-12
+            )
             opt.step()
             sched.step()
     cos = make_schedule(1.0, "cosine", 10, warmup_steps=0, final_lr_fraction=0.1)

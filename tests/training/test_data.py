@@ -1,0 +1,176 @@
+"""SFT examples, verifier pairs, pipelines, bad input, metrics and writers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mucode_jax.data import pipeline
+from mucode_jax.data import verifier_data as vd
+from mucode_jax.data.sft import sft_examples_from_conversations, toy_trajectories
+from mucode_jax.training import losses, writers
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from mucode_jax.data import tokenizer as tk
+    from mucode_jax.data import toy
+
+    return tk.build_tokenizer(toy.toy_corpus(n=64), 512, cache_dir=tmp_path_factory.mktemp("tok"))
+
+
+def _conv(n_turns):
+    msgs = [{"role": "user", "content": "write f"}]
+    for t in range(n_turns):
+        msgs.append({"role": "assistant", "content": f"def f(): return {t}"})
+        if t < n_turns - 1:
+            msgs.append({"role": "user", "content": "Feedback: wrong"})
+    return msgs
+
+
+def test_prefix_expansion_and_targets(tokenizer):
+    convs = [
+        _conv(3),
+        {"messages": _conv(1), "problem_id": "p"},
+        [{"role": "user", "content": "hi"}],
+    ]
+    ex, stats = sft_examples_from_conversations(
+        convs, tokenizer, prefix_expansion=True, target="final"
+    )
+    assert stats["examples"] == 4 and stats["skipped_no_assistant"] == 1
+    # Each prefix example trains on exactly one assistant span (content + <|eot_id|>).
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    for e in ex:
+        assert e["weights"][-1] == 1 and e["targets"][-1] == eot
+        assert np.array_equal(e["inputs"][1:], e["targets"][:-1])
+        runs = np.diff(np.concatenate([[0], e["weights"], [0]]))
+        assert (runs == 1).sum() == 1
+    full, _ = sft_examples_from_conversations(
+        [_conv(3)], tokenizer, prefix_expansion=False, target="all"
+    )
+    runs = np.diff(np.concatenate([[0], full[0]["weights"], [0]]))
+    assert len(full) == 1 and (runs == 1).sum() == 3
+
+
+def test_overflow_is_counted(tokenizer):
+    long = [{"role": "user", "content": "x " * 200}, {"role": "assistant", "content": "y " * 50}]
+    short = _conv(1)
+    ex, stats = sft_examples_from_conversations(
+        [long, short], tokenizer, max_length=40, overflow="drop"
+    )
+    assert stats["dropped_too_long"] == 1 and len(ex) == 1
+    # Truncation that leaves no target token drops the example too; otherwise it is cut.
+    ex, stats = sft_examples_from_conversations(
+        [long, short], tokenizer, max_length=40, overflow="truncate"
+    )
+    assert stats["dropped_too_long"] == 1 and stats["truncated"] == 0
+    medium = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y " * 100}]
+    ex, stats = sft_examples_from_conversations([medium], tokenizer, max_length=30)
+    assert stats["truncated"] == 1 and len(ex[0]["inputs"]) == 30
+
+
+def test_malformed_rows_and_empty_dataset(tokenizer):
+    with pytest.raises(ValueError, match="SFT row 1, message 0"):
+        sft_examples_from_conversations([_conv(1), [{"text": "x"}]], tokenizer)
+    with pytest.raises(ValueError, match="dataset is empty"):
+        pipeline.sft_dataset([], seq_len=8, rows=2)
+
+
+def test_empty_after_skips_is_one_sentence(tokenizer, tmp_path):
+    from mucode_jax.training.config import sft_defaults
+    from mucode_jax.training.sft import train_sft
+
+    with pytest.raises(ValueError, match="No SFT examples are left"):
+        train_sft(
+            sft_defaults(), [[{"role": "user", "content": "hi"}]], tmp_path, tokenizer=tokenizer
+        )
+
+
+def test_pipeline_is_deterministic_resumable_and_reshuffles_epochs():
+    rng = np.random.default_rng(0)
+    ex = []
+    for i in range(20):
+        n = int(rng.integers(3, 12))
+        ex.append({"inputs": np.full(n, i + 1, np.int32), "targets": np.full(n, i + 1, np.int32),
+                   "weights": np.ones(n, np.float32)})  # fmt: skip
+    ds = pipeline.sft_dataset(ex, seq_len=16, rows=3, pack=True, seed=1, num_epochs=2)
+    batches = list(ds)
+    again = list(pipeline.sft_dataset(ex, seq_len=16, rows=3, pack=True, seed=1, num_epochs=2))
+    assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(batches, again))
+    # Every example appears once per epoch, none lost to packing or the last partial batch.
+    seen = np.concatenate([b["inputs"][b["segment_ids"] > 0] for b in batches])
+    assert sum(len(e["inputs"]) for e in ex) * 2 == len(seen)
+    for b in batches:
+        assert b["inputs"].shape == (3, 16)
+        # Positions restart at 0 in each segment.
+        for row_seg, row_pos in zip(b["segment_ids"], b["positions"]):
+            for s in set(row_seg[row_seg > 0].tolist()):
+                assert row_pos[row_seg == s].tolist() == list(range((row_seg == s).sum()))
+    it = iter(ds)
+    next(it), next(it)
+    state = json.loads(json.dumps(it.get_state()))
+    rest = list(it)
+    it2 = iter(ds)
+    it2.set_state(state)
+    assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(rest, list(it2)))
+
+
+def test_build_verifier_pairs():
+    samples = vd.verifier_samples_from_trajectories(toy_trajectories(12, seed=0, per_problem=4))
+    assert all(
+        s["prompt"].startswith("Write") for s in samples
+    )  # conditioned on the first prompt only
+    pairs, stats = vd.build_verifier_pairs(samples, pairs_per_problem=32, seed=0)
+    by_problem = {}
+    for p in pairs:
+        by_problem.setdefault(p["problem_id"], []).append(p)
+    assert all(len(v) == 32 for v in by_problem.values())
+    assert stats["problems"] == 12 and stats["dropped_one_sided"] == 12 - len(by_problem)
+    labels = {(s["problem_id"], s["response"]): (s["label"], s["final"]) for s in samples}
+    for p in pairs:
+        assert labels[(p["problem_id"], p["chosen"])] == (1, True)
+    # Non-final correct turns count as negatives only with the switch on.
+    s = [
+        {"problem_id": "a", "prompt": "x", "response": "good-early", "label": 1, "final": False},
+        {"problem_id": "a", "prompt": "x", "response": "good", "label": 1, "final": True},
+    ]
+    assert vd.build_verifier_pairs(s, seed=0)[1]["pairs"] == 32
+    assert (
+        vd.build_verifier_pairs(s, seed=0, label_non_final_negative=False)[1]["dropped_one_sided"]
+        == 1
+    )
+    # Aggregation across iterations keeps each iteration's pairs.
+    p1, _ = vd.build_verifier_pairs([dict(x, iteration=1) for x in samples], seed=1)
+    assert len(vd.aggregate_verifier_pairs(pairs, p1)) == len(pairs) + len(p1)
+
+
+def test_metrics():
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    y = np.array([0, 0, 1, 1])
+    assert losses.auc(s, y) == pytest.approx(0.75)
+    assert losses.pairwise_accuracy(
+        np.array([1.0, 0.0, 2.0]), np.array([0.0, 1.0, 2.0])
+    ) == pytest.approx(0.5)
+    cal = losses.calibration(np.array([10.0, -10.0]), np.array([1, 0]))
+    assert cal["ece"] < 1e-3 and cal["brier"] < 1e-6
+
+
+def test_metrics_log_truncates_on_resume_and_tensorboard_roundtrip(tmp_path):
+    log = writers.MetricsLog(tmp_path / "metrics.jsonl")
+    for s in range(1, 6):
+        log.write(s, {"loss": float(s)})
+    log.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "lo')  # a line cut by SIGKILL
+    log = writers.MetricsLog(tmp_path / "metrics.jsonl", resume_step=3)
+    log.write(4, {"loss": 40.0})
+    log.close()
+    assert [(r["step"], r["loss"]) for r in writers.read_metrics(tmp_path / "metrics.jsonl")] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)
+    ]  # fmt: skip
+    tb = writers.TensorBoardWriter(tmp_path / "tb")
+    tb.scalars(7, {"loss": 1.5, "lr": np.float32(0.25), "skip": "text"})
+    tb.close()
+    (f,) = (tmp_path / "tb").glob("events.out.tfevents.*")
+    assert writers.read_tensorboard_scalars(f) == [(7, "loss", 1.5), (7, "lr", 0.25)]
+    assert writers.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
