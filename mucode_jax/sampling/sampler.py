@@ -354,7 +354,8 @@ class Sampler:
         with sh.use_mesh(self.mesh, self.rules):
             for idx in pieces:
                 arrays = self._prepare([prompts[i] for i in idx], limits[idx], idx)
-                state = self._prefill(method, self._params, *arrays, np.uint32(seed % 2**32))
+                arrays = self._place(*arrays, np.uint32(seed % 2**32))
+                state = self._prefill(method, self._params, *arrays)
                 state = self._decode(method, self._params, state)
                 out = (state.tokens, state.logprobs, state.sampling_logprobs, state.lengths)
                 del state  # frees the cache once decode is done
@@ -449,8 +450,19 @@ class Sampler:
         ids[:n] = row_ids  # dummy rows keep 0: their draws are discarded
         return tokens, mask, lim, ids
 
+    def _place(self, *arrays: np.ndarray) -> tuple:
+        """Host inputs -> global arrays on their shardings (every host passes the same)."""
+        if self.mesh is None:
+            return arrays
+        out = []
+        for a in arrays:
+            axes = ("batch", "length")[: a.ndim]
+            sharding = sh.logical_to_sharding(axes, self.mesh, self.rules)
+            out.append(jax.make_array_from_callback(a.shape, sharding, lambda i, a=a: a[i]))
+        return tuple(out)
+
     def _collect(self, idx: np.ndarray, out, results: dict) -> None:
-        tokens, logprobs, slogprobs, lengths = jax.device_get(out)
+        tokens, logprobs, slogprobs, lengths = (_to_host(x) for x in out)
         for j, i in enumerate(idx):
             k = int(lengths[j])
             results[int(i)] = (
@@ -458,6 +470,14 @@ class Sampler:
                 logprobs[j, :k].tolist(),
                 slogprobs[j, :k].tolist(),
             )
+
+
+def _to_host(x: Array) -> np.ndarray:
+    if not x.is_fully_addressable:  # multi-host: every host gets the whole batch
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
 
 
 # ---------------------------------------------------------------------------------------
