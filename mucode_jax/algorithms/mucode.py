@@ -1,0 +1,450 @@
+"""The μCode expert-iteration driver (SPEC §2), with the baselines as data modes.
+
+Iteration i = 1..I of data mode ``m``, starting from the base generator π_0:
+
+  rollouts(π_{i-1}) -> verifier data (aggregated over iterations) -> verifier R_i trained
+  from the base -> scores of every rollout program under R_i -> relabeled SFT data (mode m,
+  merged over iterations) -> generator π_i trained from the base -> evaluation of π_i with
+  R_i (multi-turn BoN under each selection mode).
+
+Every stage is an artifact in ``WORKDIR/artifacts`` keyed by a hash of its inputs
+(`artifacts.Store`): a killed run resumes at the first unfinished stage, a changed setting
+redoes only the stages it reaches, and data modes share what they have in common (all modes
+share the first iteration's rollouts and verifier, since both come from the base).
+
+The result is ``WORKDIR/summary.json`` (for every evaluated model and selection mode,
+BoN@t for t = 1..T with its interval, and pass@k) and ``WORKDIR/summary.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from mucode_jax import evaluation, rollout
+from mucode_jax.algorithms.artifacts import Artifact, Store, content_key
+from mucode_jax.types import Problem
+
+log = logging.getLogger("mucode_jax.mucode")
+
+MODES = ("mucode", "multi_star", "multi_star2", "mucode_r", "rft_lv")
+
+
+def _jsonl_write(path: Path, rows: Sequence[Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonl_read(path: Path) -> list[Any]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------
+# Problems and tokenizer from the config.
+
+
+def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
+    """Problems from ``cfg.name`` (``toy`` or a dataset name), ``cfg.split``, ``cfg.limit``."""
+    if cfg.name == "toy":
+        from mucode_jax.data import toy
+
+        return toy.toy_problems(cfg.split, cfg.limit or None, seed=cfg.get("seed", 0))
+    from mucode_jax.data import problems as loaders
+
+    probs = loaders.load_problems(
+        cfg.name, path=cfg.get("path") or None, split=cfg.get("split") or None
+    )
+    return list(probs)[: cfg.limit] if cfg.get("limit") else list(probs)
+
+
+def load_tokenizer(spec: str) -> Any:
+    """``"toy"`` builds the demo's local BPE tokenizer; anything else is a tokenizer directory."""
+    if spec == "toy":
+        from mucode_jax.data import tokenizer as tk
+        from mucode_jax.data import toy
+        from mucode_jax.training.inputs import cache_dir
+
+        return tk.build_tokenizer(toy.toy_corpus(), vocab_size=1024, cache_dir=cache_dir())
+    from mucode_jax.data.tokenizer import load_tokenizer as _load
+
+    return _load(spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# Heavy objects kept across stages (compiled once, weights swapped).
+
+
+class _Models:
+    """One sampler and one scorer for the whole run; new weights are swapped in."""
+
+    def __init__(self, config: ml_collections.ConfigDict, tokenizer: Any):
+        self.config = config
+        self.tokenizer = tokenizer
+        self._sampler = None
+        self._scorer = None
+        self._mesh = None
+
+    @property
+    def mesh(self):
+        if self._mesh is None:
+            from mucode_jax import sharding as sh
+
+            self._mesh = sh.make_mesh(tuple(tuple(a) for a in self.config.mesh))
+        return self._mesh
+
+    def policy(self, hf_dir: Path, *, temperature: float, top_p: float, top_k: int = 0):
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from mucode_jax.data.tokenizer import eos_token_ids
+        from mucode_jax.models.hf import load_pretrained
+        from mucode_jax.sampling import Sampler
+        from mucode_jax.sampling.methods import make_method
+
+        s = self.config.sampling
+        model = load_pretrained(hf_dir, dtype=getattr(jnp, s.dtype))
+        if self._sampler is None:
+            self._sampler = Sampler(
+                model,
+                max_new_tokens=s.max_new_tokens,
+                max_prompt_length=s.max_prompt_length,
+                eos_ids=eos_token_ids(self.tokenizer),
+                max_batch_size=s.max_batch_size,
+                pad_id=self.tokenizer.pad_token_id or 0,
+            )
+        else:
+            self._sampler.update_params(nnx.state(model))
+        method = make_method(temperature=temperature, top_p=top_p, top_k=top_k)
+        return rollout.ModelPolicy(self._sampler, self.tokenizer, method=method)
+
+    def scorer(self, hf_dir: Path):
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from mucode_jax.models.hf import load_pretrained
+        from mucode_jax.scoring import VerifierScorer
+
+        verifier = load_pretrained(hf_dir, dtype=getattr(jnp, self.config.sampling.dtype))
+        if self._scorer is None:
+            self._scorer = VerifierScorer(
+                verifier,
+                self.tokenizer,
+                max_length=self.config.verifier.data.max_length,
+                max_batch_size=self.config.sampling.max_batch_size,
+            )
+        else:
+            self._scorer.update_params(nnx.state(verifier))
+        return self._scorer
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver.
+
+
+@dataclasses.dataclass
+class Driver:
+    config: ml_collections.ConfigDict
+    workdir: Path
+    executor: Any
+    tokenizer: Any
+    train: list[Problem]
+    test: list[Problem]
+
+    def __post_init__(self):
+        self.workdir = Path(self.workdir)
+        self.store = Store(self.workdir / "artifacts")
+        self.models = _Models(self.config, self.tokenizer)
+        self.train_key = content_key([p.id for p in self.train], self.config.data.train)
+        self.test_key = content_key([p.id for p in self.test], self.config.data.test)
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def base(self) -> Artifact:
+        """The base generator π_0: an HF directory, or the demo's warm start (SFT on noisy data)."""
+        c = self.config
+        if not c.warm_start.enabled:
+            path = Path(c.base)
+            if not (path / "config.json").is_file():
+                raise ValueError(
+                    f"config.base={c.base!r} is not an HF checkpoint directory; point it at a "
+                    "Llama checkpoint or enable config.warm_start."
+                )
+            return Artifact("base", content_key(str(path.resolve())), path, reused=True)
+
+        def fn(out: Path):
+            import random
+
+            from mucode_jax.data import toy
+            from mucode_jax.training import train_sft
+
+            ws = c.warm_start
+            rng = random.Random(f"warm-start/{c.seed}")
+            convs = []
+            for problem in self.train:
+                first = rollout.P.first_turn_messages(problem)
+                for _ in range(ws.samples_per_problem):
+                    code, _, _ = toy.noisy_solution(problem, rng, ws.p_correct)
+                    convs.append(
+                        [*first, {"role": "assistant", "content": f"```python\n{code}\n```"}]
+                    )
+            res = train_sft(ws.sft, convs, out / "train", tokenizer=self.tokenizer)
+            os.replace(res.hf_path, out / "hf")
+
+        art = self.store.run("warm_start", {"train": self.train_key, "cfg": c.warm_start}, fn)
+        return Artifact(art.name, art.key, art.path / "hf", art.reused)
+
+    def rollouts(self, gen: Artifact) -> Artifact:
+        c = self.config
+        search = rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed)
+
+        def fn(out: Path):
+            policy = self.models.policy(
+                gen.path, temperature=c.rollout.temperature, top_p=c.rollout.top_p
+            )
+            rollout.run_search(
+                self.train,
+                policy,
+                self.executor,
+                search,
+                out / "rollouts.jsonl",
+                progress=_progress("rollouts"),
+            )
+
+        return self.store.run(
+            "rollouts", {"gen": gen, "train": self.train_key, "cfg": c.rollout, "seed": c.seed}, fn
+        )
+
+    def verifier_data(self, rolls: Artifact, previous: Artifact | None, iteration: int) -> Artifact:
+        c = self.config
+
+        def fn(out: Path):
+            from mucode_jax.data import verifier_data as vd
+
+            records = _jsonl_read(rolls.path / "rollouts.jsonl")
+            samples = vd.verifier_samples_from_trajectories(records, iteration=iteration)
+            pairs, stats = vd.build_verifier_pairs(
+                samples,
+                pairs_per_problem=c.verifier.data.pairs_per_problem,
+                seed=c.seed + iteration,
+                label_non_final_negative=c.verifier.data.label_non_final_negative,
+            )
+            old = _jsonl_read(previous.path / "pairs.jsonl") if previous is not None else []
+            _jsonl_write(out / "pairs.jsonl", vd.aggregate_verifier_pairs(old, pairs))
+            (out / "stats.json").write_text(json.dumps(stats, indent=2))
+
+        inputs = {
+            "rollouts": rolls,
+            "previous": previous,
+            "iteration": iteration,
+            "cfg": c.verifier.data,
+        }
+        return self.store.run("verifier_data", inputs, fn)
+
+    def verifier(self, base: Artifact, data: Artifact) -> Artifact:
+        c = self.config
+
+        def fn(out: Path):
+            from mucode_jax.training import train_verifier
+
+            pairs = _jsonl_read(data.path / "pairs.jsonl")
+            res = train_verifier(
+                c.verifier,
+                pairs,
+                out / "train",
+                tokenizer=self.tokenizer,
+                init_params_from=str(base.path),
+            )
+            (out / "metrics.json").write_text(json.dumps(_floats(res.last_metrics), indent=2))
+            os.replace(res.hf_path, out / "hf")
+
+        art = self.store.run("verifier", {"base": base, "data": data, "cfg": c.verifier}, fn)
+        return Artifact(art.name, art.key, art.path / "hf", art.reused)
+
+    def scores(self, ver: Artifact, rolls: Artifact) -> Artifact:
+        """Every candidate of every turn of the rollouts, with ``score`` = R(x, y)."""
+
+        def fn(out: Path):
+            scorer = self.models.scorer(ver.path)
+            records = _jsonl_read(rolls.path / "rollouts.jsonl")
+            xs, ys, where = [], [], []
+            for r in records:
+                x = r["messages"][0]["content"]
+                for turn in r["turns"]:
+                    for cand in turn["candidates"]:
+                        xs.append(x)
+                        ys.append(cand["completion"])
+                        where.append(cand)
+            for cand, s in zip(where, scorer.score(xs, ys)):
+                cand["score"] = float(s)
+            _jsonl_write(out / "rollouts.jsonl", records)
+
+        return self.store.run("scores", {"verifier": ver, "rollouts": rolls}, fn)
+
+    def sft_data(
+        self, mode: str, scored: Artifact, previous: Artifact | None, iteration: int
+    ) -> Artifact:
+        c = self.config
+
+        def fn(out: Path):
+            from mucode_jax.algorithms import relabel
+
+            records = _jsonl_read(scored.path / "rollouts.jsonl")
+            convs, stats = relabel.build_sft_data(
+                mode,
+                records,
+                config=relabel.RelabelConfig(**c.relabel.to_dict()),
+                seed=c.seed + iteration,
+            )
+            old = _jsonl_read(previous.path / "sft.jsonl") if previous is not None else []
+            _jsonl_write(out / "sft.jsonl", old + list(convs))
+            (out / "stats.json").write_text(json.dumps(_floats(stats), indent=2))
+
+        inputs = {
+            "mode": mode,
+            "scored": scored,
+            "previous": previous,
+            "iteration": iteration,
+            "cfg": c.relabel,
+        }
+        return self.store.run("sft_data", inputs, fn)
+
+    def generator(self, base: Artifact, data: Artifact) -> Artifact:
+        c = self.config
+
+        def fn(out: Path):
+            from mucode_jax.training import train_sft
+
+            convs = _jsonl_read(data.path / "sft.jsonl")
+            res = train_sft(
+                c.sft,
+                convs,
+                out / "train",
+                tokenizer=self.tokenizer,
+                init_params_from=str(base.path),
+            )
+            os.replace(res.hf_path, out / "hf")
+
+        art = self.store.run("generator", {"base": base, "data": data, "cfg": c.sft}, fn)
+        return Artifact(art.name, art.key, art.path / "hf", art.reused)
+
+    def evaluate(self, gen: Artifact, ver: Artifact, name: str) -> dict[str, Any]:
+        c = self.config
+        e = c.eval
+        search = rollout.SearchConfig(**e.search.to_dict(), seed=c.seed)
+
+        def fn(out: Path):
+            policy = self.models.policy(gen.path, temperature=e.temperature, top_p=e.top_p)
+            needs_lv = any(m in ("lv", "pt_lv") for m in e.modes)
+            scorer = self.models.scorer(ver.path) if needs_lv else None
+            evaluation.run_evaluation(
+                self.test,
+                policy,
+                self.executor,
+                out,
+                modes=list(e.modes),
+                search=search,
+                scorer=scorer,
+                pass_k=list(e.pass_k),
+                progress=_progress(f"eval {name}"),
+                name=name,
+            )
+
+        inputs = {"gen": gen, "verifier": ver, "test": self.test_key, "cfg": e, "seed": c.seed}
+        art = self.store.run("eval", inputs, fn)
+        return json.loads((art.path / "metrics.json").read_text())
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        results: dict[str, Any] = {}
+        base = self.base()
+        for mode in [c.mode, *c.baselines]:
+            if mode not in MODES:
+                raise ValueError(f"Unknown data mode {mode!r}; use one of {MODES}.")
+            gen, vdata, sft = base, None, None
+            for i in range(1, c.iterations + 1):
+                log.info("=== %s: iteration %d of %d", mode, i, c.iterations)
+                rolls = self.rollouts(gen)
+                vdata = self.verifier_data(rolls, vdata, i)
+                ver = self.verifier(base, vdata)
+                if i == 1 and "base" not in results:
+                    results["base"] = self.evaluate(base, ver, "base")
+                scored = self.scores(ver, rolls)
+                sft = self.sft_data(mode, scored, sft, i)
+                gen = self.generator(base, sft)
+                results[f"{mode}/iter{i}"] = self.evaluate(gen, ver, f"{mode}/iter{i}")
+        summary = {"models": results, "timings": self.store.timings}
+        evaluation.write_json_atomic(self.workdir / "summary.json", summary)
+        (self.workdir / "summary.md").write_text(summary_table(results))
+        evaluation.plot_per_turn(results, self.workdir / "per_turn_success.png")
+        return summary
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """A Markdown table: one row per (model, selection mode), BoN@t with 95 % intervals."""
+    lines = []
+    for name, res in results.items():
+        for mode, m in res["modes"].items():
+            cells = [
+                f"{100 * b['mean']:.1f} [{100 * b['lo']:.1f}, {100 * b['hi']:.1f}]"
+                for b in m["bon"]
+            ]
+            lines.append((name, mode, cells))
+    t = max((len(c) for _, _, c in lines), default=0)
+    head = "| model | selection | " + " | ".join(f"BoN@{i + 1}" for i in range(t)) + " |"
+    sep = "|" + "---|" * (t + 2)
+    rows = [f"| {n} | {m} | " + " | ".join(c) + " |" for n, m, c in lines]
+    return "\n".join([head, sep, *rows]) + "\n"
+
+
+def _floats(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _floats(v) for k, v in d.items()}
+    try:
+        return float(d) if not isinstance(d, (str, list, bool, type(None))) else d
+    except (TypeError, ValueError):
+        return str(d)
+
+
+def _progress(name: str):
+    from tqdm import tqdm
+
+    bar = {"bar": None}
+
+    def update(info: dict[str, Any]) -> None:
+        if bar["bar"] is None:
+            bar["bar"] = tqdm(total=info["total"], desc=name, unit="search", leave=False)
+        b = bar["bar"]
+        b.n = info["done"]
+        b.set_postfix(samples_s=f"{info['samples_per_s']:.1f}")
+        b.refresh()
+        if info["done"] >= info["total"]:
+            b.close()
+
+    return update
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Runs the whole driver: starts the executor, loads problems and tokenizer, loops."""
+    from mucode_jax.execution import Executor
+
+    tokenizer = load_tokenizer(config.tokenizer)
+    train = load_problem_set(config.data.train)
+    test = load_problem_set(config.data.test)
+    if not train or not test:
+        raise ValueError("The train or test problem set is empty; check config.data.")
+    with Executor(workers=config.executor.workers or None) as executor:
+        driver = Driver(config, Path(workdir), executor, tokenizer, train, test)
+        return driver.run()
