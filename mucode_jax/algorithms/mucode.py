@@ -68,17 +68,11 @@ def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
     return list(probs)[: cfg.limit] if cfg.get("limit") else list(probs)
 
 
-def load_tokenizer(spec: str) -> Any:
-    """``"toy"`` builds the demo's local BPE tokenizer; anything else is a tokenizer directory."""
-    if spec == "toy":
-        from mucode_jax.data import tokenizer as tk
-        from mucode_jax.data import toy
-        from mucode_jax.training.inputs import cache_dir
+def load_tokenizer(config: ml_collections.ConfigDict) -> Any:
+    """The launchers' tokenizer: ``"toy"`` (built locally, cached) or a tokenizer directory."""
+    from mucode_jax.training.inputs import tokenizer_from_config
 
-        return tk.build_tokenizer(toy.toy_corpus(), vocab_size=1024, cache_dir=cache_dir())
-    from mucode_jax.data.tokenizer import load_tokenizer as _load
-
-    return _load(spec)
+    return tokenizer_from_config(config)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,7 +434,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     """Runs the whole driver: starts the executor, loads problems and tokenizer, loops."""
     from mucode_jax.execution import Executor
 
-    tokenizer = load_tokenizer(config.tokenizer)
+    tokenizer = load_tokenizer(config)
     train = load_problem_set(config.data.train)
     test = load_problem_set(config.data.test)
     if not train or not test:
