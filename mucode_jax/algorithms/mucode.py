@@ -299,6 +299,7 @@ class Driver:
                 records,
                 config=relabel.RelabelConfig(**c.relabel.to_dict()),
                 seed=c.seed + iteration,
+                iteration=iteration,
             )
             old = _jsonl_read(previous.path / "sft.jsonl") if previous is not None else []
             _jsonl_write(out / "sft.jsonl", old + list(convs))
@@ -320,8 +321,14 @@ class Driver:
             from mucode_jax.training import train_sft
 
             convs = _jsonl_read(data.path / "sft.jsonl")
+            # Relabeled data is already one conversation per training example, each ending in
+            # its target (see relabel.py): no second prefix expansion, loss on the final turn.
+            cfg = c.sft.copy_and_resolve_references()
+            with cfg.unlocked():
+                cfg.data.prefix_expansion = False
+                cfg.data.target = "final"
             res = train_sft(
-                c.sft,
+                cfg,
                 convs,
                 out / "train",
                 tokenizer=self.tokenizer,
