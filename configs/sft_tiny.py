@@ -18,11 +18,11 @@ def get_config():
     c.tokenizer_vocab_size = 1024
     c.model.preset = "tiny"
     c.data.source = "toy"
-    c.data.num_problems = 64
+    c.data.num_problems = 160
     c.data.max_length = 256
     c.batch_size = 8
     c.grad_accum = 2
-    c.num_epochs = 2
+    c.num_epochs = 3
     c.optim.lr = 3e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 3

@@ -12,7 +12,6 @@ def test_train_verifier_logs_evaluates_and_exports(tmp_path):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from configs.verifier_tiny import get_config
-
     from mucode_jax.models.hf import load_pretrained
     from mucode_jax.models.verifier import Verifier
     from mucode_jax.training.verifier import train_verifier
@@ -40,4 +39,51 @@ def test_train_verifier_logs_evaluates_and_exports(tmp_path):
     toks = np.arange(1, 17, dtype=np.int32)[None]
     np.testing.assert_allclose(
         np.asarray(loaded(toks)), np.asarray(result.model(toks)), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_sft_export_then_verifier_from_the_base_model(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from flax import nnx
+
+    from configs.sft_tiny import get_config as sft_config
+    from configs.verifier_tiny import get_config as verifier_config
+    from mucode_jax.models.hf import load_pretrained
+    from mucode_jax.models.llama import Llama
+    from mucode_jax.training.sft import train_sft
+    from mucode_jax.training.verifier import train_verifier
+
+    c = sft_config()
+    c.data.num_problems = 8
+    c.data.max_length = 128
+    c.max_steps = 2
+    c.progress = False
+    tok = inputs.tokenizer_from_config(c)
+    sft = train_sft(c, inputs.sft_conversations_from_config(c), tmp_path / "sft", tokenizer=tok)
+    assert isinstance(load_pretrained(sft.hf_path), Llama)
+    assert (sft.hf_path / "tokenizer.json").exists()
+
+    v = verifier_config()
+    v.data.num_problems = 8
+    v.data.eval_fraction = 0.0
+    v.max_steps = 1
+    v.progress = False
+    v.export_hf = False
+    v.optim.lr = 0.0
+    v.optim.weight_decay = 0.0
+    res = train_verifier(
+        v,
+        inputs.verifier_rows_from_config(v),
+        tmp_path / "ver",
+        tokenizer=tok,
+        init_params_from=sft.hf_path,
+    )
+    assert "train_eval/auc" in res.last_metrics  # no held-out problems: labelled as train
+    got = nnx.to_pure_dict(nnx.state(res.model.backbone, nnx.Param))
+    want = nnx.to_pure_dict(nnx.state(sft.model, nnx.Param))
+    np.testing.assert_array_equal(
+        np.asarray(got["layers"][1]["mlp"]["up"]), np.asarray(want["layers"][1]["mlp"]["up"])
     )
