@@ -11,24 +11,39 @@ run in processes of their own, started with fork+exec). Public API:
 See docs/execution.md for the schema, verdicts, sandbox and threat model.
 """
 
-from mucode_jax.execution import feedback
-from mucode_jax.execution.executor import Executor, ExecutorError
-from mucode_jax.execution.limits import Limits
-from mucode_jax.execution.results import (
-    INTERNAL_ERROR,
-    MEMORY_LIMIT,
-    NO_CODE,
-    OUTPUT_LIMIT,
-    PASSED,
-    RUNTIME_ERROR,
-    SYNTAX_ERROR,
-    TIMEOUT,
-    VERDICTS,
-    WRONG_ANSWER,
-    ExecResult,
-    TestResult,
-)
-from mucode_jax.execution.suites import validate_suite
+from __future__ import annotations
+
+import importlib
+
+# Lazy exports: the sandbox workers import `mucode_jax.execution.worker` only, and must not pull
+# in threading/logging/subprocess (their at-fork hooks would slow every fork down).
+_EXPORTS = {
+    "Executor": "executor",
+    "ExecutorError": "executor",
+    "Limits": "limits",
+    "ExecResult": "results",
+    "TestResult": "results",
+    "PASSED": "results",
+    "WRONG_ANSWER": "results",
+    "RUNTIME_ERROR": "results",
+    "TIMEOUT": "results",
+    "MEMORY_LIMIT": "results",
+    "OUTPUT_LIMIT": "results",
+    "SYNTAX_ERROR": "results",
+    "NO_CODE": "results",
+    "INTERNAL_ERROR": "results",
+    "VERDICTS": "results",
+    "validate_suite": "suites",
+}
+
+
+def __getattr__(name: str):
+    if name == "feedback":
+        return importlib.import_module("mucode_jax.execution.feedback")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"mucode_jax.execution.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'mucode_jax.execution' has no attribute {name!r}")
+
 
 __all__ = [
     "INTERNAL_ERROR",

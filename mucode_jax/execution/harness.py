@@ -34,11 +34,11 @@ EXIT_MEMORY = 75  # a MemoryError escaped the harness itself
 EXIT_HARNESS = 76  # the harness broke (typically: the program broke it)
 
 _write_fd = os.write
-_dumps = json.dumps
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
 
 
 def _emit(record: dict) -> None:
-    data = (_dumps(record, separators=(",", ":"), allow_nan=True) + "\n").encode()
+    data = (_dumps(record) + "\n").encode()
     view = memoryview(data)
     while view:
         n = _write_fd(RESULT_FD, view)
@@ -154,9 +154,9 @@ def _load(spec: dict, main: bool) -> dict | None:
         return None
     g = {"__name__": "__main__" if main else "solution", "__builtins__": builtins}
     try:
-        if spec.get("setup"):
-            exec(compile(spec["setup"], "<setup>", "exec"), g)  # noqa: S102
         exec(compiled, g)  # noqa: S102
+        if spec.get("setup"):  # after the program: MBPP's setup builds objects of its classes
+            exec(compile(spec["setup"], "<setup>", "exec"), g)  # noqa: S102
     except BaseException as e:  # noqa: BLE001 - SystemExit included: an early exit fails
         _emit({"load_err": _error(e)})
         return None
@@ -283,16 +283,21 @@ def run_stdio(spec: dict) -> None:
 MODES = {"assert": run_assert, "calls": run_calls, "record": run_record, "stdio": run_stdio}
 
 
+# The child's text streams on fds 0-2, made once in the worker (which never uses them, so their
+# buffers are empty at every fork): creating them after each fork costs more than the fork.
+_STREAMS = (
+    io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False))),
+    io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False))),
+    io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), line_buffering=True),
+)
+
+
 def child_main(spec: dict) -> None:
     """Entry point in the forked child; never returns."""
     status = 0
     try:
-        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)))
-        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)))
-        sys.stderr = io.TextIOWrapper(
-            io.BufferedWriter(io.FileIO(2, "w", closefd=False)), line_buffering=True
-        )
-        sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+        sys.stdin, sys.stdout, sys.stderr = _STREAMS
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = _STREAMS
         MODES[spec["mode"]](spec)
         if spec["mode"] != "stdio":
             _flush_std()

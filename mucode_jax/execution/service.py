@@ -453,7 +453,7 @@ class Service:
         suite = job_or_task.suite
         kind = suite["kind"]
         if kind == "assert":
-            holes = [list(suites.split_assert(t).holes) for t in suite["tests"]]
+            holes = [list(suites.split_assert(t, suite.get("entry_point")).holes) for t in suite["tests"]]
             return self._spec("assert", code, suite, limits, holes=holes, start=start, trace=trace)
         if kind == "function":
             return self._spec(
@@ -715,7 +715,7 @@ class Service:
     def _shown(self, job: Job, i: int) -> tuple[str, str | None]:
         kind = job.kind
         if kind == "assert":
-            split = suites.split_assert(job.suite["tests"][i])
+            split = suites.split_assert(job.suite["tests"][i], job.suite.get("entry_point"))
             return split.source, split.shown_expected
         if kind == "function":
             args = job.suite["inputs"][i]
@@ -750,7 +750,7 @@ class Service:
                 job, i, R.RUNTIME_ERROR, error=f"the reported result is malformed ({e})"
             )
         if job.kind == "assert":
-            split = suites.split_assert(job.suite["tests"][i])
+            split = suites.split_assert(job.suite["tests"][i], job.suite.get("entry_point"))
             if len(values) != len(split.holes):
                 return self._test_result(job, i, R.RUNTIME_ERROR, error="malformed result")
             held, error = split.judge(values)

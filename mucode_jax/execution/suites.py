@@ -2,8 +2,9 @@
 
 Suites are JSON-compatible dicts (`mucode_jax.types.TestSuite`):
 
-* ``{"kind": "assert", "setup": str, "tests": ["assert f(1) == 2", ...], "reference"?: str}``
-  MBPP / HumanEval-public style. Each test is one ``assert`` statement.
+* ``{"kind": "assert", "setup": str, "tests": ["assert f(1) == 2", ...], "reference"?: str,
+  "entry_point"?: str}`` MBPP / HumanEval-public style. Each test is one ``assert`` statement;
+  ``setup`` runs after the program (MBPP's ``test_setup_code`` uses the program's classes).
 * ``{"kind": "stdio", "cases": [{"input": str, "output": str}, ...], "reference"?: str}``
   CodeContests style: the program reads stdin; stdout is compared token by token.
 * ``{"kind": "function", "entry_point": str, "inputs": [[arg, ...], ...], "outputs"?: [...],
@@ -70,10 +71,12 @@ def _trusted_attribute(node: ast.Attribute) -> bool:
     return allowed is None or node.attr in allowed
 
 
-def _untrusted(node: ast.AST) -> bool:
+def _untrusted(node: ast.AST, program_names: frozenset[str] = frozenset()) -> bool:
     """Does `node` mention anything the trusted side cannot evaluate by itself?"""
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and sub.id not in _TRUSTED_NAMES:
+        if isinstance(sub, ast.Name) and (
+            sub.id not in _TRUSTED_NAMES or sub.id in program_names
+        ):
             return True
         if isinstance(sub, ast.Attribute):
             if isinstance(sub.value, ast.Name) and sub.value.id in _MODULE_ATTRS:
@@ -105,23 +108,24 @@ _TRANSPARENT = (
 )
 
 
-def _trusted_call(node: ast.AST) -> bool:
+def _trusted_call(node: ast.AST, program_names: frozenset[str] = frozenset()) -> bool:
     if not isinstance(node, ast.Call):
         return False
     f = node.func
     if isinstance(f, ast.Name):
-        return f.id in _SAFE_BUILTIN_NAMES
+        return f.id in _SAFE_BUILTIN_NAMES and f.id not in program_names
     return isinstance(f, ast.Attribute) and _trusted_attribute(f)
 
 
 class _Splitter(ast.NodeTransformer):
-    def __init__(self):
+    def __init__(self, program_names: frozenset[str]):
         self.holes: list[str] = []
+        self.names = program_names
 
     def visit(self, node):
-        if not isinstance(node, ast.expr | ast.keyword) or not _untrusted(node):
+        if not isinstance(node, ast.expr | ast.keyword) or not _untrusted(node, self.names):
             return node
-        if isinstance(node, _TRANSPARENT) or _trusted_call(node):
+        if isinstance(node, _TRANSPARENT) or _trusted_call(node, self.names):
             return self.generic_visit(node)
         if isinstance(node, ast.GeneratorExp):  # report the items, not a generator object
             node = ast.ListComp(elt=node.elt, generators=node.generators)
@@ -154,26 +158,36 @@ class SplitAssert:
             return False, f"{type(e).__name__}: {e}"[:300]
 
 
-def _shown(test: ast.expr) -> tuple[str, str | None]:
+def _shown(test: ast.expr, names: frozenset[str]) -> tuple[str, str | None]:
     """How feedback names the test: (input expression, expected text)."""
     if isinstance(test, ast.Compare) and len(test.ops) == 1:
         left, right = test.left, test.comparators[0]
-        if _untrusted(left) and not _untrusted(right):
+        if _untrusted(left, names) and not _untrusted(right, names):
             return ast.unparse(left), ast.unparse(right)
-        if _untrusted(right) and not _untrusted(left):
+        if _untrusted(right, names) and not _untrusted(left, names):
             return ast.unparse(right), ast.unparse(left)
-    if _trusted_call(test) and len(test.args) >= 2:
+    if _trusted_call(test, names) and len(test.args) >= 2:
         a, b = test.args[0], test.args[1]
-        if _untrusted(a) and not _untrusted(b):
+        if _untrusted(a, names) and not _untrusted(b, names):
             return ast.unparse(a), ast.unparse(b)
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         return ast.unparse(test.operand), "a falsy value"
-    return ast.unparse(test), "a truthy value" if _untrusted(test) else None
+    return ast.unparse(test), "a truthy value" if _untrusted(test, names) else None
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def split_assert(source: str) -> SplitAssert:
-    """Split one ``assert`` statement; raises ValueError naming the problem."""
+def split_assert(source: str, entry_point: str | None = None) -> SplitAssert:
+    """Split one ``assert`` statement; raises ValueError naming the problem.
+
+    Args:
+      source: the assert statement.
+      entry_point: the function under test, when its name is also a built-in's (MBPP/126
+        defines ``sum``): that name is then evaluated in the child. Every other built-in name
+        in a test is evaluated on the trusted side with the *real* built-in, even if the
+        program defines a global of that name — so ``def set(x): return 0`` cannot make
+        ``set(f(x)) == set((4, 5))`` hold.
+    """
+    names = frozenset([entry_point]) if entry_point else frozenset()
     try:
         module = ast.parse(source.strip())
     except SyntaxError as e:
@@ -184,10 +198,10 @@ def split_assert(source: str) -> SplitAssert:
             "write one `assert ...` per test, or use a 'check' suite"
         )
     test = module.body[0].test
-    splitter = _Splitter()
+    splitter = _Splitter(names)
     skeleton = splitter.visit(ast.parse(ast.unparse(test), mode="eval").body)
     expr = ast.fix_missing_locations(ast.Expression(body=skeleton))
-    shown_input, shown_expected = _shown(test)
+    shown_input, shown_expected = _shown(test, names)
     return SplitAssert(
         source=ast.unparse(module.body[0]),
         holes=tuple(splitter.holes),
@@ -247,9 +261,12 @@ def validate_suite(suite: Any) -> dict[str, Any]:
             isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests),
             "An 'assert' suite needs 'tests': a non-empty list of assert statements (strings).",
         )
+        entry = suite.get("entry_point")
+        if entry is not None:
+            out["entry_point"] = _identifier(suite, kind)
         for i, t in enumerate(tests):
             try:
-                split_assert(t)
+                split_assert(t, entry)
             except ValueError as e:
                 raise ValueError(f"Test {i} of the 'assert' suite is unusable: {e}.") from None
         out.update(setup=_opt_str(suite, "setup", kind), tests=list(tests))

@@ -6,9 +6,9 @@ serves run requests from the service on stdin. Per run it:
 1. makes a fresh scratch directory owned by the run's uid (mode 0700);
 2. forks a child that calls `os.setsid` (own session and process group), moves stdin (a memfd or
    /dev/null), stdout, stderr and the result pipe to fds 0-3, closes every other fd, sets
-   rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE=0) and no_new_privs, drops to the unprivileged
-   uid/gid with no supplementary groups, clears the environment, resets signal dispositions and
-   runs `harness.child_main`;
+   rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE=0) (no_new_privs is set on the worker), drops to the unprivileged
+   uid/gid with no supplementary groups, resets signal dispositions and runs
+   `harness.child_main` (the environment is the worker's: clean, fixed, set once at start);
 3. reads stdout/stderr (capped) and result records while watching the wall clock, the CPU time
    (/proc) and the child's exit (pidfd); kills the whole process group on a limit;
 4. removes every process the run left behind — the worker is a child subreaper, so detached
@@ -44,10 +44,11 @@ RESULT_CAP = 64 << 20
 PREIMPORT = (
     "abc array bisect calendar cmath collections collections.abc contextlib copy dataclasses "
     "datetime decimal enum fractions functools hashlib heapq io itertools json math numbers "
-    "operator pprint queue random re statistics string struct textwrap time typing unicodedata"
+    "operator pprint re string struct textwrap time typing unicodedata"
 ).split()
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_DEVNULL = os.open("/dev/null", os.O_RDONLY)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -65,7 +66,6 @@ def _child(spec, scratch, fds, uid, lim) -> None:
         os.dup2(err_w, 2)
         os.dup2(res_w, 3)
         os.closerange(4, 1 << 20)
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)
         cpu = max(1, math.ceil(lim["cpu"]))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -79,22 +79,13 @@ def _child(spec, scratch, fds, uid, lim) -> None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-        os.chdir(scratch)
-        os.environ.clear()
-        os.environ.update(
-            PATH="/usr/local/bin:/usr/bin:/bin",
-            HOME=scratch,
-            TMPDIR=scratch,
-            LANG="C.UTF-8",
-            PYTHONHASHSEED="0",
-        )
-        import tempfile
-
-        tempfile.tempdir = None
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.chdir(scratch)  # HOME and TMPDIR already point here (`Worker.__init__`)
+        if "tempfile" in sys.modules:
+            sys.modules["tempfile"].tempdir = None
         harness.child_main(spec)
+    except BaseException as e:  # noqa: BLE001 - visible in the run's stderr
+        with contextlib.suppress(Exception):
+            os.write(2, f"sandbox setup failed: {type(e).__name__}: {e}\n".encode())
     finally:
         os._exit(harness.EXIT_HARNESS)
 
@@ -107,13 +98,26 @@ class Worker:
         self.runs = 0
         os.makedirs(self.scratch_root, mode=0o711, exist_ok=True)
         os.chmod(self.scratch_root, 0o711)
+        # One path for every run's scratch directory (re-created empty each time), so the
+        # child's environment is fixed and set once here instead of after every fork.
+        self.scratch = os.path.join(self.scratch_root, "s")
+        if os.path.exists(self.scratch):
+            self._wipe(self.scratch)
+        os.environ.clear()
+        os.environ.update(
+            PATH="/usr/local/bin:/usr/bin:/bin",
+            HOME=self.scratch,
+            TMPDIR=self.scratch,
+            LANG="C.UTF-8",
+            PYTHONHASHSEED="0",
+        )
 
     # -- one run -----------------------------------------------------------------------------
 
     def run(self, spec: dict) -> tuple[dict, tuple[bytes, ...]]:
         lim = spec["limits"]
         self.runs += 1
-        scratch = os.path.join(self.scratch_root, f"r{self.runs}")
+        scratch = self.scratch
         os.mkdir(scratch, 0o700)
         if self.uid is not None:
             os.chown(scratch, self.uid, self.uid)
@@ -121,6 +125,7 @@ class Worker:
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
         r_res, w_res = os.pipe()
+        sys.stderr.flush()  # nothing of the worker's may reach the child's streams
         t0 = time.monotonic()
         pid = os.fork()
         if pid == 0:
@@ -140,7 +145,7 @@ class Worker:
     @staticmethod
     def _stdin(data: str | None) -> int:
         if data is None:
-            return os.open("/dev/null", os.O_RDONLY)
+            return os.dup(_DEVNULL)
         fd = os.memfd_create("stdin", 0)
         raw = data.encode("utf-8", "surrogateescape")
         view = memoryview(raw)
@@ -281,6 +286,11 @@ class Worker:
 
     @staticmethod
     def _wipe(path: str) -> None:
+        try:
+            os.rmdir(path)  # the usual case: the run left the directory empty
+            return
+        except OSError:
+            pass
         def retry(func, p, _exc):
             with contextlib.suppress(OSError):
                 os.chmod(os.path.dirname(p), stat.S_IRWXU)
@@ -304,12 +314,20 @@ def _preimport() -> None:
 def main(config_json: str) -> None:
     config = json.loads(config_json)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # Inherited by every child (and irrevocable): execve can never grant privileges, e.g. via
+    # setuid binaries. Set once here; after each fork it would cost more than the fork.
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    # Dispositions the children inherit (the service ignores SIGINT; undo that here).
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if not config["sandboxed"]:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     in_fd, out_fd = os.dup(0), os.dup(1)
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
+    sys.stdout = sys.stderr
     worker = Worker(config)
     _preimport()
     gc.collect()
