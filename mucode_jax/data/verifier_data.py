@@ -43,7 +43,14 @@ def verifier_samples_from_trajectories(
         if not users:
             raise ValueError(f"Trajectory {n} has no user message, so no prompt x to condition on.")
         turns = [m["content"] for m in messages if m["role"] == "assistant"]
-        labels = list(traj["labels"])
+        if "labels" in traj:
+            labels = list(traj["labels"])
+        elif "turns" in traj:  # rollout records: one dict with an oracle "label" per turn
+            labels = [turn["label"] for turn in traj["turns"]]
+        else:
+            raise ValueError(
+                f"Trajectory {n} has neither 'labels' nor 'turns', so no oracle labels."
+            )
         if len(labels) != len(turns):
             raise ValueError(
                 f"Trajectory {n} has {len(turns)} assistant turns but {len(labels)} labels; "

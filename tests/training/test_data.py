@@ -174,3 +174,23 @@ def test_metrics_log_truncates_on_resume_and_tensorboard_roundtrip(tmp_path):
     (f,) = (tmp_path / "tb").glob("events.out.tfevents.*")
     assert writers.read_tensorboard_scalars(f) == [(7, "loss", 1.5), (7, "lr", 0.25)]
     assert writers.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+
+
+def test_verifier_samples_from_rollout_records():
+    rec = {
+        "problem_id": "p",
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "Feedback: no"},
+            {"role": "assistant", "content": "b"},
+        ],
+        "turns": [{"label": False}, {"label": True}],
+    }
+    s = vd.verifier_samples_from_trajectories([rec], iteration=2)
+    assert [(x["prompt"], x["response"], x["label"], x["final"], x["iteration"]) for x in s] == [
+        ("x", "a", 0, False, 2),
+        ("x", "b", 1, True, 2),
+    ]
+    with pytest.raises(ValueError, match="2 assistant turns but 1 labels"):
+        vd.verifier_samples_from_trajectories([dict(rec, labels=[1])])
