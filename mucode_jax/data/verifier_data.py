@@ -33,7 +33,7 @@ def verifier_samples_from_trajectories(
     Args:
       trajectories: dicts with ``problem_id``, ``messages`` (the multi-turn chat, first
         message the user prompt x) and ``labels`` (the oracle label of each assistant turn,
-        in order).
+        in order) or ``turns`` (rollout records: one dict with a ``label`` per turn).
       iteration: the expert-iteration index stored on each sample.
     """
     out = []
