@@ -146,7 +146,7 @@ def run(
         log.info("resumed from %s at step %d", workdir / "checkpoints", start)
     is_main = jax.process_index() == 0
     metrics_log = MetricsLog(workdir / "metrics.jsonl", resume_step=start) if is_main else None
-    tb = TensorBoardWriter(workdir / "tensorboard") if is_main else None
+    tb = TensorBoardWriter(workdir / "tensorboard", resume_step=start) if is_main else None
     progress = Progress(num_steps, start, enabled=bool(config.progress) and is_main)
 
     last: dict[str, Any] = {}

@@ -138,14 +138,24 @@ def _record(data: bytes) -> bytes:
 
 
 class TensorBoardWriter:
-    """Scalars to ``logdir/events.out.tfevents.*`` (one new file per process start)."""
+    """Scalars to ``logdir/events.out.tfevents.*`` (one new file per process start).
 
-    def __init__(self, logdir: str | os.PathLike):
+    Args:
+      logdir: the directory (created).
+      resume_step: the step a resumed run restarts from (0 for a fresh run).
+    """
+
+    def __init__(self, logdir: str | os.PathLike, resume_step: int = 0):
         logdir = Path(logdir)
         logdir.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
         self._f = open(logdir / name, "ab")  # noqa: SIM115
         self._f.write(_record(_event(time.time(), 0, file_version="brain.Event:2")))
+        if resume_step > 0:
+            # SessionLog(status=START) at the first new step: TensorBoard then discards the
+            # points a killed run logged beyond its last checkpoint, as metrics.jsonl does.
+            start = _event(time.time(), resume_step + 1) + _field_bytes(6, b"\x08\x01")
+            self._f.write(_record(start))
         self._f.flush()
 
     def scalars(self, step: int, values: Mapping[str, Any]) -> None:
