@@ -170,6 +170,10 @@ class Sampler:
       prompt_buckets / batch_buckets: explicit bucket lists (sorted ascending).
       mesh, rules: shard over this mesh with these logical rules (None: no sharding).
       cache_dtype: KV-cache dtype (default: the model's compute dtype).
+      prefill_chunk: prompts longer than this are prefilled in chunks of this many
+        tokens (a `jax.lax.scan` over the chunks), which bounds the attention scores of
+        the prefill to B x N x chunk x (P + M) floats instead of B x N x P x P; prompt
+        buckets above it are rounded up to a multiple of it. None: one pass.
       pad_id: the token id written to padding (any valid id: it is masked out).
     """
 
@@ -188,6 +192,7 @@ class Sampler:
         rules: sh.LogicalRules = sh.DEFAULT_RULES,
         cache_dtype: Any = None,
         pad_id: int | None = None,
+        prefill_chunk: int | None = 512,
     ):
         if not isinstance(model, Llama):
             raise TypeError(f"Sampler needs a mucode_jax Llama model, got {type(model).__name__}.")
@@ -212,11 +217,14 @@ class Sampler:
                     f"Token id {e} (end or pad id) is outside the vocabulary [0, {v})."
                 )
 
+        if prefill_chunk is not None and int(prefill_chunk) < 1:
+            raise ValueError(f"prefill_chunk must be >= 1 or None, got {prefill_chunk}.")
+        self.prefill_chunk = None if prefill_chunk is None else int(prefill_chunk)
         shards = self._batch_shards()
+        buckets = prompt_buckets or power_of_two_buckets(int(max_prompt_length))
+        c = self.prefill_chunk
         self.prompt_buckets = tuple(
-            sorted(prompt_buckets)
-            if prompt_buckets
-            else power_of_two_buckets(int(max_prompt_length))
+            sorted({int(x) if c is None or x <= c else -(-int(x) // c) * c for x in buckets})
         )
         self.batch_buckets = tuple(
             sorted({-(-int(b) // shards) * shards for b in batch_buckets})
@@ -531,18 +539,38 @@ def _prefill(
     model = nnx.merge(sampler._graphdef, params)
     b, p = tokens.shape
     m = sampler.max_new_tokens
-    cache = _constrain_cache(sampler, _init_cache(sampler.config, b, p, sampler.cache_dtype))
     positions = default_positions(mask)
-    x, cache, _ = model.hidden(tokens, segment_ids=mask, positions=positions, cache=cache)
-    logits = model.logits(x[:, -1])  # [B, V]
-    # Room for the new tokens; the prompt's attention above ran over P slots only.
-    pad_kv = lambda a: jnp.pad(a, ((0, 0), (0, m), (0, 0), (0, 0)))
-    cache = Cache(
-        layers=tuple(LayerCache(k=pad_kv(c.k), v=pad_kv(c.v)) for c in cache.layers),
-        segment_ids=jnp.pad(cache.segment_ids, ((0, 0), (0, m))),
-        end=cache.end,
-    )
+    chunk = sampler.prefill_chunk
+    if chunk is None or p <= chunk:
+        # One pass over P cache slots, then room for the new tokens (attention runs
+        # over the P prompt slots only).
+        cache = _init_cache(sampler.config, b, p, sampler.cache_dtype)
+        cache = _constrain_cache(sampler, cache)
+        x, cache, _ = model.hidden(tokens, segment_ids=mask, positions=positions, cache=cache)
+        last = x[:, -1]
+        pad_kv = lambda a: jnp.pad(a, ((0, 0), (0, m), (0, 0), (0, 0)))
+        cache = Cache(
+            layers=tuple(LayerCache(k=pad_kv(c.k), v=pad_kv(c.v)) for c in cache.layers),
+            segment_ids=jnp.pad(cache.segment_ids, ((0, 0), (0, m))),
+            end=cache.end,
+        )
+    else:
+        # Chunks of the prompt in order, each appended to the cache (P % chunk == 0).
+        cache = _init_cache(sampler.config, b, p + m, sampler.cache_dtype)
+        split = lambda a: a.reshape(b, p // chunk, chunk).swapaxes(0, 1)  # [P/C, B, C]
+
+        def step(cache, xs):
+            tok_c, mask_c, pos_c = xs
+            chunk_model = nnx.merge(sampler._graphdef, params)
+            x, cache, _ = chunk_model.hidden(
+                tok_c, segment_ids=mask_c, positions=pos_c, cache=_constrain_cache(sampler, cache)
+            )
+            return _constrain_cache(sampler, cache), x[:, -1]
+
+        cache, lasts = jax.lax.scan(step, cache, (split(tokens), split(mask), split(positions)))
+        last = lasts[-1]
     cache = _constrain_cache(sampler, cache)
+    logits = model.logits(last)  # [B, V] at the last prompt slot
     rng = jax.random.key(seed)
     first, lp, slp = _choose(method, logits, rng, jnp.int32(0), row_ids)
     done = _is_end(first, sampler.eos_ids) | (limits <= 1)
