@@ -154,7 +154,7 @@ class TensorBoardWriter:
         if resume_step > 0:
             # SessionLog(status=START) at the first new step: TensorBoard then discards the
             # points a killed run logged beyond its last checkpoint, as metrics.jsonl does.
-            start = _event(time.time(), resume_step + 1) + _field_bytes(6, b"\x08\x01")
+            start = _event(time.time(), resume_step + 1) + _field_bytes(7, b"\x08\x01")
             self._f.write(_record(start))
         self._f.flush()
 
