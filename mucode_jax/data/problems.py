@@ -11,8 +11,10 @@ suites are in the executor's schema (`mucode_jax.execution.suites`):
   judged against the canonical solution's output, because a few docstrings are wrong, e.g.
   HumanEval/116); when the docstring has no usable example, the first assert of ``check``.
   Private = the ``check`` function (a 'check' suite: the canonical solution's calls are recorded).
-* ``mbpp_plus``: public = the prompt's assert; private = base + plus inputs against the canonical
-  solution's outputs with the task's ``atol`` (evalplus semantics, incl. its set/not-None tasks).
+* ``mbpp_plus``: public = the first assert of the ``assertion`` field (the prompt's assert with
+  MBPP+'s corrected expected value; 11 prompts keep a stale one); private = base + plus inputs
+  against the canonical solution's outputs with the task's ``atol`` (evalplus semantics, incl.
+  its set-equality and not-None tasks).
 * ``codecontests``: public/private stdin/stdout tests (plus generated tests when present); the
   first Python 3 solution is the reference (it also sets the CPU limit, evalplus-style).
 """
@@ -57,9 +59,12 @@ MBPP_PLUS_SET_EQ = {
     "Diff",
 }
 MBPP_PLUS_NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
-# The canonical MBPP+ solutions that fail their own prompt assert (SPEC §6 lists them with
-# Mbpp/120, which passes here because `math.isclose` is evaluated on the trusted side).
-MBPP_PLUS_KNOWN_FAILURES = ("Mbpp/295", "Mbpp/442", "Mbpp/574")
+# SPEC §6 lists 5 canonical MBPP+ solutions that fail their own asserts (Mbpp/120, 164, 295,
+# 442, 574). Here only Mbpp/295 does: its canonical `sum_div` counts the number itself
+# (sum_div(8) == 15.0, the assert says 7). 120, 442 and 574 pass because `math.isclose` in their
+# asserts is evaluated on the trusted side, where `math` is available without an import; 164's
+# first assert agrees with its rewritten canonical solution.
+MBPP_PLUS_KNOWN_FAILURES = ("Mbpp/295",)
 
 
 class RowError(ValueError):
@@ -358,17 +363,25 @@ def _mbpp_plus_problem(r: _Row) -> Problem:
             "changed it); pass path= to MbppPlus-v0.1.0.jsonl",
         )
     base = r.get("base_input", list, what="a list of argument lists")
-    plus = r.get("plus_input", list, default=[])
+    plus = r.get("plus_input", (list, dict), default=[])
+    if plus == {}:  # Mbpp/793 stores "no plus inputs" as {}
+        plus = []
+    if not isinstance(plus, list):
+        r.fail("plus_input", "must be a list of argument lists")
     atol = r.get("atol", (int, float), default=0)
     inputs = base + plus
     if not all(isinstance(a, list) for a in inputs):
         r.fail("plus_input", "must be a list of argument lists")
     body = prompt.strip().strip('"').strip()
     lines = body.splitlines()
-    asserts = [ln.strip() for ln in lines if ln.strip().startswith("assert ")]
-    if not asserts:
-        r.fail("prompt", "has no assert line (expected the v0.1.0 prompt format)")
     statement = "\n".join(ln for ln in lines if not ln.strip().startswith("assert ")).strip()
+    # The public test: the first assert of `assertion` (the prompt's assert with the expected
+    # value MBPP+ corrected; 11 prompts still carry the stale MBPP value, e.g. Mbpp/295).
+    assertion = r.get("assertion", str, default="")
+    asserts = [ln.strip() for ln in assertion.splitlines() if ln.strip().startswith("assert ")]
+    asserts = asserts or [ln.strip() for ln in lines if ln.strip().startswith("assert ")]
+    if not asserts:
+        r.fail("assertion", "has no assert line (expected the v0.1.0 format)")
     compare = "set" if entry in MBPP_PLUS_SET_EQ else "not_none" if entry in MBPP_PLUS_NOT_NONE else "exact"
     public: TestSuite = {"kind": "assert", "setup": "", "tests": asserts[:1], "entry_point": entry}
     private: TestSuite = {

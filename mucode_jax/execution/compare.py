@@ -21,10 +21,10 @@ def _is_float_literal(token: str) -> bool:
 def stdout_matches(got: str, expected: str, *, tol: float = 1e-6) -> bool:
     """Whitespace-token comparison; a token written as a float in `expected` may differ by `tol`.
 
-    Tokens must be equal as strings, except where the expected token is a float literal
-    (contains ``.`` or an exponent) and the produced token is a number: then they match when
+    Tokens must be equal as strings, except where both are numbers and at least one is written
+    as a float (contains ``.`` or an exponent): then they match when
     ``|got - expected| <= tol * max(1, |expected|)`` (absolute or relative 1e-6, the usual
-    CodeContests checker). Integers are compared exactly.
+    CodeContests checker). Two integers are compared exactly.
     """
     got_tokens, exp_tokens = got.split(), expected.split()
     if len(got_tokens) != len(exp_tokens):
@@ -32,7 +32,9 @@ def stdout_matches(got: str, expected: str, *, tol: float = 1e-6) -> bool:
     for g, e in zip(got_tokens, exp_tokens):
         if g == e:
             continue
-        if not (_is_float_literal(e) and _FLOAT_TOKEN.fullmatch(g)):
+        if not (_FLOAT_TOKEN.fullmatch(g) and _FLOAT_TOKEN.fullmatch(e)):
+            return False
+        if not (_is_float_literal(e) or _is_float_literal(g)):
             return False
         a, b = float(g), float(e)
         if not abs(a - b) <= tol * max(1.0, abs(b)):

@@ -66,7 +66,8 @@ class Executor:
         self.workers = workers or os.cpu_count() or 1
         self.limits = limits or Limits()
         self._slots = threading.BoundedSemaphore(max_pending or 64 * self.workers)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending / _closed; never held while writing
+        self._write_lock = threading.Lock()  # one writer at a time on the service's stdin
         self._ids = itertools.count()
         self._pending: dict[int, concurrent.futures.Future] = {}
         self._closed = False
@@ -137,21 +138,26 @@ class Executor:
             raise ValueError(f"code must be a string or None, got {type(code).__name__}.")
         self._slots.acquire()
         fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut._mucode_id = id  # type: ignore[attr-defined]
         with self._lock:
             if self._closed:
                 self._slots.release()
                 raise ExecutorError("the executor is closed")
             jid = next(self._ids)
             self._pending[jid] = fut
-            fut._mucode_id = id  # type: ignore[attr-defined]
-            header = {"op": "run", "id": jid, "code": code, "suite": tests, "trace": trace}
-            header["limits"] = limits.to_json()
-            try:
-                protocol.write_frame(self._in_fd, header)
-            except OSError as e:
-                del self._pending[jid]
-                self._slots.release()
-                raise ExecutorError(f"the executor service is gone ({e})") from None
+        header = {"op": "run", "id": jid, "code": code, "suite": tests, "trace": trace}
+        header["limits"] = limits.to_json()
+        frame = protocol.pack(header)
+        try:
+            # Not under _lock: while this blocks on a full pipe, the reader thread must still be
+            # able to deliver results (the service may be blocked writing them to us).
+            with self._write_lock:
+                protocol.write_bytes(self._in_fd, frame)
+        except OSError as e:
+            with self._lock:
+                self._pending.pop(jid, None)
+            self._slots.release()
+            raise ExecutorError(f"the executor service is gone ({e})") from None
         return fut
 
     def run(self, code: str | None, tests: dict[str, Any], **kwargs) -> ExecResult:
@@ -180,11 +186,12 @@ class Executor:
             if self._closed:
                 return
             self._closed = True
-            try:
+        try:
+            with self._write_lock:
                 protocol.write_frame(self._in_fd, {"op": "shutdown"})
                 self._proc.stdin.close()
-            except OSError:
-                pass
+        except OSError:
+            pass
         try:
             self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

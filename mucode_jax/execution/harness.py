@@ -215,6 +215,8 @@ def run_calls(spec: dict) -> None:
     def thunk(raw):
         def call():
             args, kwargs = _decode_args(spec, raw)  # fresh copies: the program may mutate them
+            if entry not in g:
+                raise NameError(f"name {entry!r} is not defined")
             return [g[entry](*args, **kwargs)]
 
         return call
@@ -285,10 +287,19 @@ MODES = {"assert": run_assert, "calls": run_calls, "record": run_record, "stdio"
 
 # The child's text streams on fds 0-2, made once in the worker (which never uses them, so their
 # buffers are empty at every fork): creating them after each fork costs more than the fork.
+def _stream(fd: int, mode: str, name: str, **kw) -> io.TextIOWrapper:
+    raw = io.FileIO(fd, mode, closefd=False)
+    raw.name = name
+    buffered = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+    text = io.TextIOWrapper(buffered, encoding="utf-8", errors="surrogateescape", **kw)
+    text.mode = mode  # as open() sets it; some programs read sys.stdout.mode
+    return text
+
+
 _STREAMS = (
-    io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False))),
-    io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False))),
-    io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), line_buffering=True),
+    _stream(0, "r", "<stdin>"),
+    _stream(1, "w", "<stdout>"),
+    _stream(2, "w", "<stderr>", line_buffering=True),
 )
 
 

@@ -32,10 +32,14 @@ def unpack(body: bytes, head_len: int) -> tuple[dict, list[bytes]]:
     return header, blobs
 
 
-def write_frame(fd: int, header: dict, blobs: tuple[bytes, ...] = ()) -> None:
-    view = memoryview(pack(header, blobs))
+def write_bytes(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def write_frame(fd: int, header: dict, blobs: tuple[bytes, ...] = ()) -> None:
+    write_bytes(fd, pack(header, blobs))
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:

@@ -49,11 +49,26 @@ def python_executable() -> str:
 
 
 def _python_binds(python: str) -> list[str]:
+    """Read-only binds of the interpreter's prefix when it lives outside the system dirs.
+
+    Parent directories are created world-traversable (``--perms 0755 --dir``): the host's may be
+    private (``/root`` is 0700), and the unprivileged child must reach the standard library.
+    """
     dirs = {os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(python))}
-    out = []
+    out: list[str] = []
+    made: set[str] = set()
     for d in sorted(dirs):
-        if d != "/" and not any(d == s or d.startswith(s + "/") for s in SYSTEM_DIRS):
-            out += ["--ro-bind", d, d]
+        if d == "/" or any(d == s or d.startswith(s + "/") for s in SYSTEM_DIRS):
+            continue
+        parent = os.path.dirname(d)
+        chain = []
+        while parent not in ("/", "") and parent not in made:
+            chain.append(parent)
+            parent = os.path.dirname(parent)
+        for p in reversed(chain):
+            out += ["--perms", "0755", "--dir", p]
+            made.add(p)
+        out += ["--ro-bind", d, d]
     return out
 
 

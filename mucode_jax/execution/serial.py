@@ -67,13 +67,21 @@ class Opaque:
 
 
 class MatchValue:
-    """A `re.Match` as reported by the child: truthy, equal only to itself."""
+    """A `re.Match` as reported by the child: truthy; equal to a match of the same text and span."""
 
     __slots__ = ("group", "span")
 
     def __init__(self, group: str, span: tuple[int, int]):
         self.group = group
         self.span = span
+
+    def __eq__(self, other) -> bool:
+        if type(other) is not MatchValue:
+            return NotImplemented
+        return self.group == other.group and self.span == other.span
+
+    def __hash__(self) -> int:
+        return hash((self.group, self.span))
 
     def __repr__(self) -> str:
         return f"<re.Match object; span={self.span}, match={self.group!r}>"

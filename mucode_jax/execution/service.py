@@ -34,9 +34,9 @@ from mucode_jax.execution.results import ExecResult, TestResult
 
 R = results
 TEXT_CAP = 4000
-REF_CPU_FLOOR = 20.0
+REF_CPU_FLOOR = 60.0
 UID_BASE = 1_000_000
-MAX_WORKERS = 62
+MAX_WORKERS = 32  # uid slots: candidates 0-31, reference workers 32-63
 
 
 def _text(data: bytes, cap: int = TEXT_CAP) -> str:
@@ -211,10 +211,13 @@ class Pool:
         self.idle: list[WorkerHandle] = []
         self.queue: collections.deque[Run] = collections.deque()
 
-    def ensure_started(self) -> None:
-        while len(self.workers) < self.size:
-            slot = self.first_slot + len(self.workers)
-            self.add(slot)
+    def ensure_started(self, want: int | None = None) -> None:
+        """Start workers until `want` (default: all `size`) are running."""
+        want = self.size if want is None else min(self.size, want)
+        used = {w.slot for w in self.workers}
+        free = [s for s in range(self.first_slot, self.first_slot + self.size) if s not in used]
+        while len(self.workers) < want and free:
+            self.add(free.pop(0))
 
     def add(self, slot: int) -> None:
         w = WorkerHandle(self.service, self, slot)
@@ -251,7 +254,7 @@ class Service:
         self.selector = selectors.DefaultSelector()
         n = max(1, min(int(config.get("workers") or os.cpu_count() or 1), MAX_WORKERS))
         self.cand = Pool(self, "candidate", n, 0)
-        self.ref = Pool(self, "reference", 1, 63)
+        self.ref = Pool(self, "reference", n, MAX_WORKERS)  # started on first use
         self.cand.ensure_started()
         self.ref_tasks: dict[str, RefTask] = {}
         self.ref_cache: dict[str, RefInfo] = {}
@@ -271,8 +274,7 @@ class Service:
                     "sandbox": "bwrap" if self.sandboxed else "fallback",
                     "reason": self.fallback_reason,
                     "workers": self.cand.size,
-                    "uids": [w.uid for w in self.cand.workers if w.uid is not None]
-                    + ([self.uid_base + 63] if self.uid_base is not None else []),
+                    "uids": [] if self.uid_base is None else list(range(self.uid_base, self.uid_base + 64)),
                 }
             }
         )
@@ -375,7 +377,7 @@ class Service:
         for pool in (self.cand, self.ref):
             while pool.queue:
                 if not pool.idle:
-                    pool.ensure_started()
+                    pool.ensure_started(len(pool.workers) + len(pool.queue))
                     if not pool.idle:
                         break
                 w = pool.idle.pop()
@@ -503,12 +505,14 @@ class Service:
         else:
             self.ref.queue.append(Run(task, self._seq_spec(task, ref, limits, 0), limits))
             task.pending += 1
-        self.ref.ensure_started()
 
     def on_ref_run(self, task: RefTask, run: Run, header: dict, records: list[dict]) -> None:
         info = task.info
-        info.cpu = max(info.cpu, float(header.get("cpu") or 0.0))
         kind = task.suite["kind"]
+        cpu = float(header.get("cpu") or 0.0)
+        # The CPU a candidate run may use scales with a whole reference run: per case for stdio
+        # (max), over all of its restarts for the sequential kinds (sum).
+        info.cpu = max(info.cpu, cpu) if kind == "stdio" else info.cpu + cpu
         ending = classify_ending(header, run.limits)
         if kind == "stdio":
             if ending is not None:
@@ -541,7 +545,7 @@ class Service:
             return
         # assert / function: sequential records
         n = task.n
-        outcomes = self._seq_outcomes(run, header, records, n)
+        outcomes = self._seq_outcomes(run, header, records, n, reference=True)
         if outcomes["phase"] != "tests":
             info.error = f"the reference solution failed to load: {outcomes['message']}"
             return
@@ -627,8 +631,14 @@ class Service:
         if job.pending == 0:
             self.finish(job)
 
-    def _seq_outcomes(self, run: Run, header: dict, records: list[dict], n: int) -> dict:
-        """Per-test outcomes of an assert/calls run, and whether to restart after a crash."""
+    def _seq_outcomes(
+        self, run: Run, header: dict, records: list[dict], n: int, reference: bool = False
+    ) -> dict:
+        """Per-test outcomes of an assert/calls run, and whether to restart after a crash.
+
+        A candidate that times out gets ``timeout`` for the remaining tests too (its CPU budget
+        covers the whole run); a reference run restarts after the slow test instead.
+        """
         ending = classify_ending(header, run.limits)
         loaded = False
         by_index: dict[int, tuple[str, Any]] = {}
@@ -673,7 +683,7 @@ class Service:
                 else:
                     ending_i = ending
                 out[i] = ("died", ending_i)
-                if ending_i[0] == R.TIMEOUT:
+                if ending_i[0] == R.TIMEOUT and not reference:
                     for j in range(i + 1, n):
                         out[j] = ("died", (R.TIMEOUT, "not run: an earlier test used up the "
                                            "time limit"))
