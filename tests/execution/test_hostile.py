@@ -1,0 +1,255 @@
+"""Hostile programs, all in one batch with well-behaved neighbours.
+
+Each gets the right verdict within its limit; the neighbours still pass; the pool keeps serving;
+no file outside the scratch directory changes; no process of the sandbox uids is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from mucode_jax.execution import Executor, Limits
+
+LIMITS = Limits(cpu_seconds=1, wall_seconds=3, memory_mb=256, output_bytes=1 << 16)
+GOOD = "def f(x):\n    return x + 1\n"
+ASSERT = {"kind": "assert", "tests": ["assert f(1) == 2", "assert f(41) == 42"]}
+NOT_PASSED = {"wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit"}
+
+
+def _f(body: str, top: str = "") -> str:
+    """A program whose `f(x)` runs `body` (indented) and otherwise returns x + 1."""
+    lines = "\n".join("    " + ln for ln in body.strip("\n").splitlines())
+    return f"{top}\ndef f(x):\n{lines}\n    return x + 1\n"
+
+
+# name -> (program, allowed verdicts)
+HOSTILE: dict[str, tuple[str, set[str]]] = {
+    "busy_loop": (_f("while True:\n    pass"), {"timeout"}),
+    "sleep_loop": (_f("import time\nwhile True:\n    time.sleep(0.5)"), {"timeout"}),
+    "swallowed_signals": (
+        _f("import signal\nfor s in (signal.SIGXCPU, signal.SIGTERM, signal.SIGINT):\n"
+           "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass"),
+        {"timeout"},
+    ),
+    "stdin_never_comes": (_f("input()"), {"runtime_error"}),
+    "memory_bomb": (_f("x = bytearray(10 ** 10)"), {"memory_limit"}),
+    "memory_creep": (_f("a = []\nwhile True:\n    a.append(bytearray(10 ** 6))"), {"memory_limit"}),
+    "fork_bomb": (_f("import os\nwhile True:\n    os.fork()"), NOT_PASSED - {"output_limit"}),
+    "thread_bomb": (
+        _f("import threading, time\nwhile True:\n"
+           "    threading.Thread(target=time.sleep, args=(100,), daemon=True).start()"),
+        {"runtime_error", "memory_limit", "timeout"},
+    ),
+    "stdout_flood": (_f("while True:\n    print('x' * 10000)"), {"output_limit"}),
+    "stderr_flood": (_f("import sys\nwhile True:\n    sys.stderr.write('y' * 10000)"), {"output_limit"}),
+    "fill_disk": (_f("open('big', 'wb').write(b'0' * (64 << 20))"), {"runtime_error", "memory_limit"}),
+    "kill_parent": (_f("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), {"runtime_error"}),
+    "kill_group": (_f("import os, signal\nos.killpg(0, signal.SIGKILL)"), {"runtime_error"}),
+    # kill(-1) spares the caller: f still returns the right value; everything else of its uid dies
+    "kill_all": (_f("import os, signal\nos.kill(-1, signal.SIGKILL)"), {"passed", "runtime_error"}),
+    "c_recursion": (  # str() of a deeply nested list recurses in C: SIGSEGV
+        _f("import sys\nsys.setrecursionlimit(10 ** 7)\na = []\nfor _ in range(10 ** 6):\n    a = [a]\nstr(a)"),
+        {"runtime_error", "memory_limit"},
+    ),
+    "raise_rlimits": (
+        _f("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY,) * 2)\n"
+           "while True:\n    pass"),
+        {"runtime_error", "timeout"},
+    ),
+    "rigged_eq": (
+        "class Any:\n    def __eq__(self, o):\n        return True\n\ndef f(x):\n    return Any()\n",
+        {"wrong_answer"},
+    ),
+    "rigged_int": (
+        "class I(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n\n"
+        "def f(x):\n    return I(0)\n",
+        {"wrong_answer"},
+    ),
+    "patched_builtins": (
+        "import builtins, json, operator\nbuiltins.isinstance = lambda *a: True\n"
+        "builtins.type = lambda *a: int\njson.dumps = lambda *a, **k: '[2]'\n"
+        "operator.eq = lambda a, b: True\ndef f(x):\n    return 0\n",
+        {"wrong_answer", "runtime_error"},  # runtime_error: the patches break the harness
+    ),
+    "non_utf8_output": (_f("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe')\nreturn -1"), {"wrong_answer"}),
+    "closed_stdout": (_f("import os\nos.close(1)\nprint('x')"), {"runtime_error", "passed"}),
+}
+for name, stmt in {
+    "exit": "exit(0)",
+    "quit": "quit()",
+    "sys_exit": "import sys\nsys.exit(0)",
+    "os_exit": "import os\nos._exit(0)",
+    "raise_systemexit": "raise SystemExit",
+    "keyboardinterrupt": "raise KeyboardInterrupt",
+    "self_kill": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+    "abort": "import os\nos.abort()",
+}.items():
+    HOSTILE[f"early_{name}_in_f"] = (_f(stmt + "\nreturn -1"), {"runtime_error"})
+    HOSTILE[f"early_{name}_at_import"] = (_f("return -1", top=stmt), {"runtime_error"})
+
+# Forged result records on the harness' fd 3: values it does not know cannot pass, and forging
+# next to the real records makes them duplicates.
+FORGE = (
+    "import os\n"
+    "for i in range(2):\n"
+    "    os.write(3, ('{\"i\": %d, \"v\": [7]}\\n' % i).encode())\n"
+)
+HOSTILE["forged_then_exit"] = (FORGE + "os.write(3, b'{\"loaded\": 1}\\n{\"done\": 1}\\n')\nos._exit(0)\n", NOT_PASSED)
+HOSTILE["forged_duplicates"] = (
+    "import os\ndef f(x):\n"
+    "    for i in range(2):\n"
+    "        os.write(3, ('{\"i\": %d, \"v\": [%d]}\\n' % (i, [2, 42][i])).encode())\n"
+    "    return 0\n",
+    NOT_PASSED,
+)
+HOSTILE["forged_on_stdout_stderr"] = (
+    "import sys\nprint('{\"i\": 0, \"v\": [2]}')\nsys.stderr.write('passed')\ndef f(x):\n    return 0\n",
+    {"wrong_answer"},
+)
+
+
+def _sandbox_procs(uids: list[int]) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid in uids:
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def hostile_executor():
+    with Executor(workers=2) as ex:
+        yield ex
+
+
+def test_hostile_batch(hostile_executor, tmp_path):
+    ex = hostile_executor
+    canary = tmp_path / "canary.txt"
+    canary.write_text("do not touch")
+    watched = [canary, Path("/etc/hostname"), Path("/etc/passwd")]
+    watched = [p for p in watched if p.exists()]
+    before = {p: _digest(p) for p in watched}
+    os.environ["MUCODE_TEST_SECRET"] = "s3cr3t-token"  # must never reach a program
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+
+    probes = {
+        # Each returns what it could see or do; the test inspects `got` below.
+        "files": _f(
+            "out = []\n"
+            f"for p in ({str(canary)!r}, '/etc/passwd', '/etc/hostname', '/tmp/evil', '/usr/evil'):\n"
+            "    for how in ('a', 'w'):\n"
+            "        try:\n"
+            "            open(p, how).write('pwned'); out.append('wrote ' + p)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "    try:\n"
+            "        import os; os.remove(p); out.append('removed ' + p)\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "open('mine.txt', 'w').write('scratch is fine')\n"
+            "return out",
+        ),
+        "environ": _f(
+            "import os\nout = dict(os.environ)\n"
+            "for p in ('/proc/1/environ', '/proc/self/environ', '/etc/shadow', '/root/.bash_history'):\n"
+            "    try:\n"
+            "        out[p] = open(p, 'rb').read().decode('latin-1')\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "return out",
+        ),
+        "network": _f(
+            "import socket\nout = []\n"
+            f"for addr in (('1.1.1.1', 53), ('127.0.0.1', {port})):\n"
+            "    try:\n"
+            "        s = socket.create_connection(addr, timeout=1); out.append(addr); s.close()\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "return out",
+        ),
+        "scratch_is_fresh": _f("import os\nreturn sorted(os.listdir('.'))"),
+    }
+
+    jobs = []
+    for name, (code, allowed) in HOSTILE.items():
+        jobs.append((name, ex.submit(code, ASSERT, limits=LIMITS), allowed))
+        jobs.append((f"neighbour of {name}", ex.submit(GOOD, ASSERT, limits=LIMITS), {"passed"}))
+    probe_jobs = {n: ex.submit(c, {"kind": "assert", "tests": ["assert f(1) == 2"]}, limits=LIMITS) for n, c in probes.items()}
+    stdio = {"kind": "stdio", "cases": [{"input": "1\n", "output": "2\n"}]}
+    stdio_jobs = {
+        "stdio_non_utf8": (ex.submit("import sys\nsys.stdout.buffer.write(b'\\xff2\\n')", stdio, limits=LIMITS), {"wrong_answer"}),
+        "stdio_closed_stdout": (ex.submit("import os\nos.close(1)\nprint(2)", stdio, limits=LIMITS), {"wrong_answer", "runtime_error"}),
+        "stdio_stdin_never_comes": (ex.submit("input()\nprint(input())", stdio, limits=LIMITS), {"runtime_error"}),
+        "stdio_good": (ex.submit("print(int(input()) + 1)", stdio, limits=LIMITS), {"passed"}),
+    }
+
+    t0 = time.monotonic()
+    wrong = []
+    for name, fut, allowed in jobs:
+        r = fut.result(timeout=300)
+        if r.verdict not in allowed:
+            wrong.append((name, r.verdict, [(t.verdict, t.error) for t in r.tests]))
+        if name.startswith("neighbour"):
+            continue
+        assert r.wall_seconds < 120, name
+    for name, (fut, allowed) in stdio_jobs.items():
+        r = fut.result(timeout=300)
+        if r.verdict not in allowed:
+            wrong.append((name, r.verdict, [(t.verdict, t.error) for t in r.tests]))
+    assert not wrong, "\n".join(map(str, wrong))
+    assert time.monotonic() - t0 < 240
+
+    probe = {n: f.result(timeout=300) for n, f in probe_jobs.items()}
+    sandboxed = ex.sandbox == "bwrap"
+    files = probe["files"].tests[0].got
+    if sandboxed:
+        assert files == "[]", files  # nothing outside the scratch dir could be written or removed
+    env = probe["environ"].tests[0].got
+    assert "s3cr3t-token" not in env and "MUCODE_TEST_SECRET" not in env
+    assert "/etc/shadow" not in env and "root:" not in env
+    if sandboxed:
+        assert probe["network"].tests[0].got == "[]"
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert probe["scratch_is_fresh"].tests[0].got == "[]"  # mine.txt of another run is gone
+    listener.close()
+
+    for p, digest in before.items():
+        assert _digest(p) == digest, f"{p} changed"
+    assert ex.run(GOOD, ASSERT).passed  # the pool keeps serving
+    time.sleep(0.2)
+    assert _sandbox_procs(ex.info.get("uids", [])) == []
+
+
+def test_no_stray_processes_after_detached_grandchildren(hostile_executor):
+    ex = hostile_executor
+    code = _f(
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(1000)\n"
+        "    os._exit(0)"
+    )
+    results = ex.map([code] * 4, ASSERT, limits=LIMITS)
+    assert all(r.passed for r in results)  # f is correct; its leftovers are removed
+    assert _sandbox_procs(ex.info.get("uids", [])) == []
