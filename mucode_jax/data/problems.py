@@ -26,6 +26,7 @@ import builtins
 import doctest
 import json
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -162,11 +163,17 @@ def public_tests_text(tests: TestSuite, entry_point: str | None = None) -> str:
     return ""
 
 
+def _parse(source: str, **kw) -> ast.AST:
+    with warnings.catch_warnings():  # "invalid escape sequence" in MBPP regex tests
+        warnings.simplefilter("ignore")
+        return ast.parse(source, **kw)
+
+
 def _entry_point(test: str, reference: str | None = None) -> str | None:
     """The function a test calls: a top-level def of the reference (even one named like a
     built-in, e.g. MBPP/126's ``sum``), else the first called name that is not a built-in."""
     try:
-        node = ast.parse(test.strip())
+        node = _parse(test.strip())
     except SyntaxError:
         return None
     called = [
@@ -176,7 +183,7 @@ def _entry_point(test: str, reference: str | None = None) -> str | None:
     ]
     if reference:
         try:
-            defined = {n.name for n in ast.parse(reference).body if isinstance(n, ast.FunctionDef)}
+            defined = {n.name for n in _parse(reference).body if isinstance(n, ast.FunctionDef)}
         except SyntaxError:
             defined = set()
         for name in called:
@@ -264,7 +271,7 @@ def _docstring_example(prompt: str, entry_point: str) -> tuple[list, Any, str] |
             candidates.append((m.group(1), m.group(2)))
     for call, want in candidates:
         try:
-            node = ast.parse(call, mode="eval").body
+            node = _parse(call, mode="eval").body
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                 continue
             if node.func.id != entry_point or node.keywords:
@@ -286,7 +293,7 @@ class _Rename(ast.NodeTransformer):
 
 
 def _first_check_assert(check: str, entry_point: str) -> str | None:
-    tree = ast.parse(check)
+    tree = _parse(check)
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"), None)
     if fn is None:
         return None
@@ -309,7 +316,7 @@ def _humaneval_problem(r: _Row) -> Problem:
     check = r.get("test", str, what="the check(candidate) code")
     reference = prompt + canonical
     try:
-        check_tree = ast.parse(check)
+        check_tree = _parse(check)
     except SyntaxError as e:
         r.fail("test", f"does not parse ({e.msg})")
     if not any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in check_tree.body):

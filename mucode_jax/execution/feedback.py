@@ -106,7 +106,7 @@ def render(result: ExecResult, granularity: str = "failed", *, max_chars: int | 
         return truncate(body, max_chars)
     failed = result.failed_tests
     parts = [f"{len(failed)} of {len(result.tests)} tests failed:"]
-    parts += [describe_test(t, with_trace=(granularity == "trace" and i == 0)) for i, t in enumerate(failed)]
+    parts += [describe_test(t, with_trace=granularity == "trace") for t in failed]
     if granularity == "failed_and_passed":
         passed = [t for t in result.tests if t.passed]
         if passed:

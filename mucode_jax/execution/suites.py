@@ -38,6 +38,7 @@ import functools
 import math
 import sys
 import types
+import warnings
 from typing import Any
 
 from mucode_jax.execution import serial
@@ -189,7 +190,9 @@ def split_assert(source: str, entry_point: str | None = None) -> SplitAssert:
     """
     names = frozenset([entry_point]) if entry_point else frozenset()
     try:
-        module = ast.parse(source.strip())
+        with warnings.catch_warnings():  # e.g. "invalid escape sequence" in MBPP's regex tests
+            warnings.simplefilter("ignore")
+            module = ast.parse(source.strip())
     except SyntaxError as e:
         raise ValueError(f"the test {source[:80]!r} is not valid Python ({e.msg})") from None
     if len(module.body) != 1 or not isinstance(module.body[0], ast.Assert):
@@ -201,11 +204,14 @@ def split_assert(source: str, entry_point: str | None = None) -> SplitAssert:
     splitter = _Splitter(names)
     skeleton = splitter.visit(ast.parse(ast.unparse(test), mode="eval").body)
     expr = ast.fix_missing_locations(ast.Expression(body=skeleton))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = compile(expr, "<assert>", "eval")
     shown_input, shown_expected = _shown(test, names)
     return SplitAssert(
         source=ast.unparse(module.body[0]),
         holes=tuple(splitter.holes),
-        skeleton=compile(expr, "<assert>", "eval"),
+        skeleton=code,
         shown_input=shown_input,
         shown_expected=shown_expected,
     )
