@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                     trace=bool(item.get("trace", False)),
                     id=item.get("id"),
                 )
-                entries.append(fut)
+                entries.append((lineno, item.get("id"), fut))
             except (ValueError, TypeError) as e:
                 bad += 1
                 err = {"line": lineno, "error": f"line {lineno}: {e}".replace(
@@ -75,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
         with out:
             for entry in entries:
-                record = entry if isinstance(entry, dict) else entry.result().to_json()
+                if isinstance(entry, dict):
+                    record = entry
+                else:
+                    lineno, item_id, fut = entry
+                    try:
+                        record = fut.result().to_json()
+                    except ValueError as e:  # a test the service could not parse
+                        bad += 1
+                        record = {"id": item_id, "line": lineno, "error": f"line {lineno}: {e}"}
                 out.write(json.dumps(record) + "\n")
     return 1 if bad else 0
 

@@ -130,7 +130,7 @@ class Executor:
           ValueError: for a malformed suite or limit (one sentence naming the fix).
           ExecutorError: when the executor is closed or its service died.
         """
-        suites.validate_suite(tests)
+        suites.validate_suite(tests, parse_tests=False)  # structure only; the service parses
         if isinstance(limits, dict):
             limits = Limits.from_json(limits, self.limits)
         limits = limits or self.limits

@@ -77,7 +77,12 @@ class TestResult:
         return self.verdict == PASSED
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        d = {"index": self.index, "verdict": self.verdict, "input": self.input}
+        for key in ("expected", "got", "error", "traceback", "trace"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TestResult:

@@ -259,13 +259,20 @@ class Service:
         self.ref_tasks: dict[str, RefTask] = {}
         self.ref_cache: dict[str, RefInfo] = {}
         self.in_reader = protocol.FrameReader()
+        self.out_buffer: list[bytes] = []
         self.running = True
         self.worker_failures = 0
 
     # -- transport ---------------------------------------------------------------------------
 
     def send_client(self, header: dict) -> None:
-        protocol.write_frame(1, header)
+        self.out_buffer.append(protocol.pack(header))
+
+    def flush_client(self) -> None:
+        """One write per loop iteration: fewer wake-ups of the client's reader."""
+        if self.out_buffer:
+            data, self.out_buffer = b"".join(self.out_buffer), []
+            protocol.write_bytes(1, data)
 
     def hello(self) -> None:
         self.send_client(
@@ -283,6 +290,7 @@ class Service:
         os.set_blocking(0, False)
         self.selector.register(0, selectors.EVENT_READ, "client")
         self.hello()
+        self.flush_client()
         while self.running or self.busy():
             for key, _ in self.selector.select(timeout=1.0):
                 if key.data == "client":
@@ -290,6 +298,7 @@ class Service:
                 else:
                     self.on_worker_readable(key.data)
             self.dispatch()
+            self.flush_client()
         self.shutdown()
 
     def busy(self) -> bool:

@@ -72,24 +72,26 @@ def _trusted_attribute(node: ast.Attribute) -> bool:
     return allowed is None or node.attr in allowed
 
 
-def _untrusted(node: ast.AST, program_names: frozenset[str] = frozenset()) -> bool:
-    """Does `node` mention anything the trusted side cannot evaluate by itself?"""
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and (
-            sub.id not in _TRUSTED_NAMES or sub.id in program_names
-        ):
-            return True
-        if isinstance(sub, ast.Attribute):
-            if isinstance(sub.value, ast.Name) and sub.value.id in _MODULE_ATTRS:
-                if not _trusted_attribute(sub):
-                    return True
-            elif not isinstance(sub.value, ast.Attribute):
-                # attribute of a computed value, e.g. f(x).real: only the child can do that
-                if _untrusted(sub.value):
-                    return True
-        if isinstance(sub, ast.Lambda | ast.NamedExpr | ast.Await | ast.Yield | ast.YieldFrom):
-            return True
-    return False
+def _untrusted(node: ast.AST, program_names: frozenset[str] = frozenset(), memo: dict | None = None) -> bool:
+    """Does `node` mention anything the trusted side cannot evaluate by itself?
+
+    `memo` (id(node) -> bool) makes repeated questions about subtrees O(1).
+    """
+    if memo is not None and id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, ast.Name):
+        out = node.id not in _TRUSTED_NAMES or node.id in program_names
+    elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in _MODULE_ATTRS:
+        out = not _trusted_attribute(node)
+    elif isinstance(node, ast.Lambda | ast.NamedExpr | ast.Await | ast.Yield | ast.YieldFrom):
+        out = True
+    else:
+        out = False
+        for child in ast.iter_child_nodes(node):  # no short-cut: fill the memo for every node
+            out = _untrusted(child, program_names, memo) or out
+    if memo is not None:
+        memo[id(node)] = out
+    return out
 
 
 _TRANSPARENT = (
@@ -118,25 +120,36 @@ def _trusted_call(node: ast.AST, program_names: frozenset[str] = frozenset()) ->
     return isinstance(f, ast.Attribute) and _trusted_attribute(f)
 
 
+def _text(source: bytes, node: ast.AST) -> str:
+    """The source text of a node of a one-line statement (UTF-8 offsets), else `ast.unparse`."""
+    if getattr(node, "lineno", 0) == 1 and getattr(node, "end_lineno", 0) == 1:
+        return source[node.col_offset : node.end_col_offset].decode("utf-8", "replace")
+    return ast.unparse(node)
+
+
 class _Splitter(ast.NodeTransformer):
-    def __init__(self, program_names: frozenset[str]):
+    def __init__(self, program_names: frozenset[str], source: bytes, memo: dict):
         self.holes: list[str] = []
         self.names = program_names
+        self.source = source
+        self.memo = memo
 
     def visit(self, node):
-        if not isinstance(node, ast.expr | ast.keyword) or not _untrusted(node, self.names):
+        if not isinstance(node, ast.expr | ast.keyword) or not _untrusted(node, self.names, self.memo):
             return node
         if isinstance(node, _TRANSPARENT) or _trusted_call(node, self.names):
             return self.generic_visit(node)
         if isinstance(node, ast.GeneratorExp):  # report the items, not a generator object
-            node = ast.ListComp(elt=node.elt, generators=node.generators)
-        self.holes.append(ast.unparse(node))
-        hole = ast.Subscript(
-            value=ast.Name(id=_HOLES, ctx=ast.Load()),
-            slice=ast.Constant(value=len(self.holes) - 1),
+            self.holes.append(ast.unparse(ast.ListComp(elt=node.elt, generators=node.generators)))
+        else:
+            self.holes.append(_text(self.source, node))
+        loc = {k: getattr(node, k) for k in ("lineno", "col_offset", "end_lineno", "end_col_offset")}
+        return ast.Subscript(
+            value=ast.Name(id=_HOLES, ctx=ast.Load(), **loc),
+            slice=ast.Constant(value=len(self.holes) - 1, **loc),
             ctx=ast.Load(),
+            **loc,
         )
-        return ast.copy_location(hole, node)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,21 +172,25 @@ class SplitAssert:
             return False, f"{type(e).__name__}: {e}"[:300]
 
 
-def _shown(test: ast.expr, names: frozenset[str]) -> tuple[str, str | None]:
+def _shown(test: ast.expr, names: frozenset[str], src: bytes, memo: dict) -> tuple[str, str | None]:
     """How feedback names the test: (input expression, expected text)."""
+
+    def bad(node):
+        return _untrusted(node, names, memo)
+
     if isinstance(test, ast.Compare) and len(test.ops) == 1:
         left, right = test.left, test.comparators[0]
-        if _untrusted(left, names) and not _untrusted(right, names):
-            return ast.unparse(left), ast.unparse(right)
-        if _untrusted(right, names) and not _untrusted(left, names):
-            return ast.unparse(right), ast.unparse(left)
+        if bad(left) and not bad(right):
+            return _text(src, left), _text(src, right)
+        if bad(right) and not bad(left):
+            return _text(src, right), _text(src, left)
     if _trusted_call(test, names) and len(test.args) >= 2:
         a, b = test.args[0], test.args[1]
-        if _untrusted(a, names) and not _untrusted(b, names):
-            return ast.unparse(a), ast.unparse(b)
+        if bad(a) and not bad(b):
+            return _text(src, a), _text(src, b)
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        return ast.unparse(test.operand), "a falsy value"
-    return ast.unparse(test), "a truthy value" if _untrusted(test, names) else None
+        return _text(src, test.operand), "a falsy value"
+    return _text(src, test), "a truthy value" if bad(test) else None
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -189,10 +206,11 @@ def split_assert(source: str, entry_point: str | None = None) -> SplitAssert:
         ``set(f(x)) == set((4, 5))`` hold.
     """
     names = frozenset([entry_point]) if entry_point else frozenset()
+    source = source.strip()
     try:
         with warnings.catch_warnings():  # e.g. "invalid escape sequence" in MBPP's regex tests
             warnings.simplefilter("ignore")
-            module = ast.parse(source.strip())
+            module = ast.parse(source)
     except SyntaxError as e:
         raise ValueError(f"the test {source[:80]!r} is not valid Python ({e.msg})") from None
     if len(module.body) != 1 or not isinstance(module.body[0], ast.Assert):
@@ -201,15 +219,16 @@ def split_assert(source: str, entry_point: str | None = None) -> SplitAssert:
             "write one `assert ...` per test, or use a 'check' suite"
         )
     test = module.body[0].test
-    splitter = _Splitter(names)
-    skeleton = splitter.visit(ast.parse(ast.unparse(test), mode="eval").body)
-    expr = ast.fix_missing_locations(ast.Expression(body=skeleton))
+    raw, memo = source.encode("utf-8"), {}
+    shown_input, shown_expected = _shown(test, names, raw, memo)  # before the tree is rewritten
+    splitter = _Splitter(names, raw, memo)
+    skeleton = splitter.visit(test)
+    expr = ast.Expression(body=skeleton)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         code = compile(expr, "<assert>", "eval")
-    shown_input, shown_expected = _shown(test, names)
     return SplitAssert(
-        source=ast.unparse(module.body[0]),
+        source=source,
         holes=tuple(splitter.holes),
         skeleton=code,
         shown_input=shown_input,
@@ -247,8 +266,13 @@ def _identifier(suite: dict, kind: str) -> str:
     return name
 
 
-def validate_suite(suite: Any) -> dict[str, Any]:
-    """Check a suite dict and return it normalized; raises ValueError with one clear sentence."""
+def validate_suite(suite: Any, *, parse_tests: bool = True) -> dict[str, Any]:
+    """Check a suite dict and return it normalized; raises ValueError with one clear sentence.
+
+    Args:
+      parse_tests: also parse and split every assert (the service always does; the client skips
+        it for speed, and a bad assert then comes back as the future's ValueError).
+    """
     _require(
         isinstance(suite, dict),
         f"A test suite must be an object with a 'kind', got {type(suite).__name__}.",
@@ -270,7 +294,7 @@ def validate_suite(suite: Any) -> dict[str, Any]:
         entry = suite.get("entry_point")
         if entry is not None:
             out["entry_point"] = _identifier(suite, kind)
-        for i, t in enumerate(tests):
+        for i, t in enumerate(tests if parse_tests else ()):
             try:
                 split_assert(t, entry)
             except ValueError as e:
@@ -307,7 +331,7 @@ def validate_suite(suite: Any) -> dict[str, Any]:
                 "(tagged encoding of mucode_jax.execution.serial).",
             )
             try:
-                out["outputs"] = [serial.from_jsonable(o) for o in outputs]
+                out["outputs"] = [serial.from_jsonable(o) for o in outputs] if parse_tests else outputs
             except serial.DecodeError as e:
                 raise ValueError(
                     f"'outputs' of a 'function' suite are not in the tagged encoding ({e}); "

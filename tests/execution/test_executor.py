@@ -142,6 +142,7 @@ def test_cli_round_trip_with_a_malformed_line(tmp_path: Path):
         json.dumps({"id": "badkind", "code": ADD, "tests": {"kind": "nope"}}),
         json.dumps({"id": "badlimit", "code": ADD, "tests": ASSERTS, "limits": {"cpu_seconds": 0}}),
         json.dumps({"id": "wrong", "code": "def add(a, b):\n    return 0\n", "tests": ASSERTS, "limits": {"cpu_seconds": 2}}),
+        json.dumps({"id": "badtest", "code": ADD, "tests": {"kind": "assert", "tests": ["print(1)"]}}),
     ]
     src, out = tmp_path / "programs.jsonl", tmp_path / "results.jsonl"
     src.write_text("\n".join(lines) + "\n")
@@ -152,10 +153,11 @@ def test_cli_round_trip_with_a_malformed_line(tmp_path: Path):
     )
     assert proc.returncode == 1, proc.stderr  # malformed lines make the exit status 1
     results = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(results) == 6
+    assert len(results) == 7
     assert results[0]["id"] == "ok" and results[0]["verdict"] == "passed" and results[0]["total"] == 2
     assert results[1]["line"] == 2 and "not valid JSON" in results[1]["error"]
     assert results[2]["verdict"] == "passed"
     assert results[3]["id"] == "badkind" and "unknown" in results[3]["error"]
     assert results[4]["id"] == "badlimit" and "cpu_seconds" in results[4]["error"]
     assert results[5]["verdict"] == "wrong_answer" and results[5]["tests"][0]["got"] == "0"
+    assert results[6]["id"] == "badtest" and results[6]["line"] == 7 and "single assert" in results[6]["error"]
