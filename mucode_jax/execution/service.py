@@ -76,8 +76,10 @@ def classify_ending(header: dict, limits: Limits) -> tuple[str, str] | None:
         return R.OUTPUT_LIMIT, f"output limit exceeded ({limits.output_bytes} bytes)"
     if killed == "wall":
         return R.TIMEOUT, f"time limit exceeded (wall-clock backstop, {limits.wall:g} s)"
-    if killed == "cpu" or sig == signal.SIGXCPU or (
-        sig == signal.SIGKILL and cpu >= limits.cpu_seconds - 0.05
+    if (
+        killed == "cpu"
+        or sig == signal.SIGXCPU
+        or (sig == signal.SIGKILL and cpu >= limits.cpu_seconds - 0.05)
     ):
         return R.TIMEOUT, f"time limit exceeded ({limits.cpu_seconds:g} s CPU)"
     if code == 75:  # harness.EXIT_MEMORY
@@ -168,7 +170,9 @@ class Job:
 
 def _ref_key(suite: dict, limits: Limits) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({k: v for k, v in suite.items() if k != "outputs"}, sort_keys=True).encode())
+    h.update(
+        json.dumps({k: v for k, v in suite.items() if k != "outputs"}, sort_keys=True).encode()
+    )
     h.update(json.dumps([limits.memory_mb, limits.cpu_seconds]).encode())
     return h.hexdigest()
 
@@ -281,7 +285,9 @@ class Service:
                     "sandbox": "bwrap" if self.sandboxed else "fallback",
                     "reason": self.fallback_reason,
                     "workers": self.cand.size,
-                    "uids": [] if self.uid_base is None else list(range(self.uid_base, self.uid_base + 64)),
+                    "uids": []
+                    if self.uid_base is None
+                    else list(range(self.uid_base, self.uid_base + 64)),
                 }
             }
         )
@@ -464,7 +470,9 @@ class Service:
         suite = job_or_task.suite
         kind = suite["kind"]
         if kind == "assert":
-            holes = [list(suites.split_assert(t, suite.get("entry_point")).holes) for t in suite["tests"]]
+            holes = [
+                list(suites.split_assert(t, suite.get("entry_point")).holes) for t in suite["tests"]
+            ]
             return self._spec("assert", code, suite, limits, holes=holes, start=start, trace=trace)
         if kind == "function":
             return self._spec(
@@ -538,7 +546,9 @@ class Service:
                     try:
                         args, kwargs = serial.from_jsonable(r["a"])
                         value = (
-                            serial.ExpectedError(str(r["x"])) if "x" in r else serial.from_jsonable(r["v"])
+                            serial.ExpectedError(str(r["x"]))
+                            if "x" in r
+                            else serial.from_jsonable(r["v"])
                         )
                     except (serial.DecodeError, KeyError, TypeError, ValueError) as e:
                         info.error = f"a call of the reference could not be recorded ({e})"
@@ -684,8 +694,14 @@ class Service:
                 out[i] = by_index[i]
             else:
                 if done or (ending is None and run.trace):
-                    out[i] = ("died", (R.RUNTIME_ERROR, "no result was reported for this test "
-                                       "(the program interfered with the test harness)"))
+                    out[i] = (
+                        "died",
+                        (
+                            R.RUNTIME_ERROR,
+                            "no result was reported for this test "
+                            "(the program interfered with the test harness)",
+                        ),
+                    )
                     continue
                 if ending is None:
                     ending_i = (R.RUNTIME_ERROR, "the program exited before this test finished")
@@ -694,8 +710,10 @@ class Service:
                 out[i] = ("died", ending_i)
                 if ending_i[0] == R.TIMEOUT and not reference:
                     for j in range(i + 1, n):
-                        out[j] = ("died", (R.TIMEOUT, "not run: an earlier test used up the "
-                                           "time limit"))
+                        out[j] = (
+                            "died",
+                            (R.TIMEOUT, "not run: an earlier test used up the time limit"),
+                        )
                 elif i + 1 < n:
                     restart = i + 1
                 break
@@ -717,7 +735,9 @@ class Service:
                 tb = None
                 job.error = message
             for i in range(run.start, job.n):
-                job.tests[i] = self._test_result(job, i, verdict, error=message, traceback=_clip(tb, 4000))
+                job.tests[i] = self._test_result(
+                    job, i, verdict, error=message, traceback=_clip(tb, 4000)
+                )
             return
         for i, (kind, payload) in outcomes["by_index"].items():
             job.tests[i] = self.judge_one(job, i, kind, payload)
@@ -748,7 +768,9 @@ class Service:
     def judge_one(self, job: Job, i: int, kind: str, payload) -> TestResult:
         if kind == "dup":
             return self._test_result(
-                job, i, R.RUNTIME_ERROR,
+                job,
+                i,
+                R.RUNTIME_ERROR,
                 error="the result of this test was reported more than once "
                 "(the program wrote to the test harness' result channel)",
             )
@@ -756,10 +778,15 @@ class Service:
             return self._test_result(job, i, payload[0], error=payload[1])
         if kind == "error":
             expected = job.ref.expected[i] if job.kind in ("function", "check") else None
-            if isinstance(expected, serial.ExpectedError) and expected.type_name == payload.get("type"):
+            if isinstance(expected, serial.ExpectedError) and expected.type_name == payload.get(
+                "type"
+            ):
                 return self._test_result(job, i, R.PASSED)
             return self._test_result(
-                job, i, _exception_verdict(payload), error=_err_text(payload),
+                job,
+                i,
+                _exception_verdict(payload),
+                error=_err_text(payload),
                 traceback=_clip(str(payload.get("tb") or ""), 4000) or None,
             )
         try:
@@ -776,7 +803,9 @@ class Service:
             if len(values) == 1:
                 got = serial.short_repr(values[0])
             else:
-                got = "; ".join(f"{h} = {serial.short_repr(v, 150)}" for h, v in zip(split.holes, values))
+                got = "; ".join(
+                    f"{h} = {serial.short_repr(v, 150)}" for h, v in zip(split.holes, values)
+                )
             return self._test_result(
                 job, i, R.PASSED if held else R.WRONG_ANSWER, got=got, error=error
             )
@@ -790,7 +819,11 @@ class Service:
         if isinstance(expected, serial.ExpectedError):
             error = f"expected the call to raise {expected.type_name}"
         return self._test_result(
-            job, i, R.PASSED if ok else R.WRONG_ANSWER, got=serial.short_repr(values[0]), error=error
+            job,
+            i,
+            R.PASSED if ok else R.WRONG_ANSWER,
+            got=serial.short_repr(values[0]),
+            error=error,
         )
 
     def judge_stdio(self, job: Job, run: Run, header: dict, out: bytes, records) -> TestResult:
@@ -805,15 +838,26 @@ class Service:
             if "syntax" in rec and type(rec["syntax"]) is dict:
                 job.syntax = True
                 job.error = rec["syntax"].get("tb") or _err_text(rec["syntax"])
-                return self._test_result(job, i, R.SYNTAX_ERROR, error=_err_text(rec["syntax"]),
-                                         traceback=_clip(rec["syntax"].get("tb"), 4000))
+                return self._test_result(
+                    job,
+                    i,
+                    R.SYNTAX_ERROR,
+                    error=_err_text(rec["syntax"]),
+                    traceback=_clip(rec["syntax"].get("tb"), 4000),
+                )
             if "x" in rec and type(rec["x"]) is dict and err is None:
                 err = rec["x"]
             if rec.get("done") == 1:
                 done = True
         if err is not None:
-            return self._test_result(job, i, _exception_verdict(err), error=_err_text(err),
-                                     traceback=_clip(str(err.get("tb") or ""), 4000) or None, got=got)
+            return self._test_result(
+                job,
+                i,
+                _exception_verdict(err),
+                error=_err_text(err),
+                traceback=_clip(str(err.get("tb") or ""), 4000) or None,
+                got=got,
+            )
         del done  # a clean exit (also os._exit(0) after flushing) is judged on its output
         expected = job.suite["cases"][i]["output"]
         ok = compare.stdout_matches(out.decode("utf-8", "replace"), expected)
@@ -827,7 +871,10 @@ class Service:
             tests = [TestResult(i, R.NO_CODE, error="no code") for i in range(n)]
             verdict = R.NO_CODE
         else:
-            tests = [t if t is not None else TestResult(i, R.INTERNAL_ERROR) for i, t in enumerate(job.tests)]
+            tests = [
+                t if t is not None else TestResult(i, R.INTERNAL_ERROR)
+                for i, t in enumerate(job.tests)
+            ]
             verdict = R.SYNTAX_ERROR if job.syntax else results.program_verdict(tests)
             first = next((t for t in tests if not t.passed), None)
             if (
@@ -855,8 +902,14 @@ class Service:
 
     def start_trace(self, job: Job, i: int) -> None:
         if job.kind == "stdio":
-            spec = self._spec("stdio", job.code, job.suite, job.limits,
-                              stdin=job.suite["cases"][i]["input"], trace=0)
+            spec = self._spec(
+                "stdio",
+                job.code,
+                job.suite,
+                job.limits,
+                stdin=job.suite["cases"][i]["input"],
+                trace=0,
+            )
         else:
             spec = self._seq_spec(job, job.code, job.limits, i, trace=i)
         job.trace_index = i

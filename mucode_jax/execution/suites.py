@@ -72,7 +72,9 @@ def _trusted_attribute(node: ast.Attribute) -> bool:
     return allowed is None or node.attr in allowed
 
 
-def _untrusted(node: ast.AST, program_names: frozenset[str] = frozenset(), memo: dict | None = None) -> bool:
+def _untrusted(
+    node: ast.AST, program_names: frozenset[str] = frozenset(), memo: dict | None = None
+) -> bool:
     """Does `node` mention anything the trusted side cannot evaluate by itself?
 
     `memo` (id(node) -> bool) makes repeated questions about subtrees O(1).
@@ -81,7 +83,11 @@ def _untrusted(node: ast.AST, program_names: frozenset[str] = frozenset(), memo:
         return memo[id(node)]
     if isinstance(node, ast.Name):
         out = node.id not in _TRUSTED_NAMES or node.id in program_names
-    elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in _MODULE_ATTRS:
+    elif (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in _MODULE_ATTRS
+    ):
         out = not _trusted_attribute(node)
     elif isinstance(node, ast.Lambda | ast.NamedExpr | ast.Await | ast.Yield | ast.YieldFrom):
         out = True
@@ -135,7 +141,9 @@ class _Splitter(ast.NodeTransformer):
         self.memo = memo
 
     def visit(self, node):
-        if not isinstance(node, ast.expr | ast.keyword) or not _untrusted(node, self.names, self.memo):
+        if not isinstance(node, ast.expr | ast.keyword) or not _untrusted(
+            node, self.names, self.memo
+        ):
             return node
         if isinstance(node, _TRANSPARENT) or _trusted_call(node, self.names):
             return self.generic_visit(node)
@@ -143,7 +151,9 @@ class _Splitter(ast.NodeTransformer):
             self.holes.append(ast.unparse(ast.ListComp(elt=node.elt, generators=node.generators)))
         else:
             self.holes.append(_text(self.source, node))
-        loc = {k: getattr(node, k) for k in ("lineno", "col_offset", "end_lineno", "end_col_offset")}
+        loc = {
+            k: getattr(node, k) for k in ("lineno", "col_offset", "end_lineno", "end_col_offset")
+        }
         return ast.Subscript(
             value=ast.Name(id=_HOLES, ctx=ast.Load(), **loc),
             slice=ast.Constant(value=len(self.holes) - 1, **loc),
@@ -260,8 +270,7 @@ def _identifier(suite: dict, kind: str) -> str:
     name = suite.get("entry_point")
     _require(
         isinstance(name, str) and name.isidentifier(),
-        f"A {kind!r} suite needs 'entry_point': the name of the function to call "
-        f"(got {name!r}).",
+        f"A {kind!r} suite needs 'entry_point': the name of the function to call (got {name!r}).",
     )
     return name
 
@@ -331,7 +340,9 @@ def validate_suite(suite: Any, *, parse_tests: bool = True) -> dict[str, Any]:
                 "(tagged encoding of mucode_jax.execution.serial).",
             )
             try:
-                out["outputs"] = [serial.from_jsonable(o) for o in outputs] if parse_tests else outputs
+                out["outputs"] = (
+                    [serial.from_jsonable(o) for o in outputs] if parse_tests else outputs
+                )
             except serial.DecodeError as e:
                 raise ValueError(
                     f"'outputs' of a 'function' suite are not in the tagged encoding ({e}); "
@@ -359,7 +370,9 @@ def validate_suite(suite: Any, *, parse_tests: bool = True) -> dict[str, Any]:
         try:
             tree = ast.parse(check)
         except SyntaxError as e:
-            raise ValueError(f"The 'check' code of a 'check' suite does not parse ({e.msg}).")
+            raise ValueError(
+                f"The 'check' code of a 'check' suite does not parse ({e.msg})."
+            ) from None
         _require(
             any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body),
             "The 'check' field of a 'check' suite must define `def check(candidate): ...`.",

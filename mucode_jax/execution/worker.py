@@ -291,6 +291,7 @@ class Worker:
             return
         except OSError:
             pass
+
         def retry(func, p, _exc):
             with contextlib.suppress(OSError):
                 os.chmod(os.path.dirname(p), stat.S_IRWXU)

@@ -43,7 +43,10 @@ def test_setup_runs_after_the_program(executor):
 
 
 def test_stdio_verdicts(executor):
-    suite = {"kind": "stdio", "cases": [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "4.0\n"}]}
+    suite = {
+        "kind": "stdio",
+        "cases": [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "4.0\n"}],
+    }
     assert executor.run("a, b = map(int, input().split())\nprint(a + b)", suite).passed
     r = executor.run("a, b = map(int, input().split())\nprint(a * b + 2)", suite)
     assert [t.verdict for t in r.tests] == ["wrong_answer", "wrong_answer"]
@@ -87,7 +90,11 @@ def test_cpu_limit_is_derived_from_the_reference(executor):
 
 def test_trace_feedback_shows_locals(executor):
     code = "def add(a, b):\n    c = a * 2\n    return c + b\n"
-    r = executor.run(code, {"kind": "assert", "tests": ["assert add(1, 2) == 3", "assert add(5, 1) == 6"]}, trace=True)
+    r = executor.run(
+        code,
+        {"kind": "assert", "tests": ["assert add(1, 2) == 3", "assert add(5, 1) == 6"]},
+        trace=True,
+    )
     t = r.tests[0]
     assert t.verdict == "wrong_answer" and "c=2" in t.trace
     assert "c=2" in feedback.trace(r)
@@ -138,26 +145,74 @@ def test_cli_round_trip_with_a_malformed_line(tmp_path: Path):
     lines = [
         json.dumps({"id": "ok", "code": ADD, "tests": ASSERTS}),
         "{not json",
-        json.dumps({"id": "stdio", "code": "print(int(input()) * 2)", "tests": {"kind": "stdio", "cases": [{"input": "2\n", "output": "4\n"}]}}),
+        json.dumps(
+            {
+                "id": "stdio",
+                "code": "print(int(input()) * 2)",
+                "tests": {"kind": "stdio", "cases": [{"input": "2\n", "output": "4\n"}]},
+            }
+        ),
         json.dumps({"id": "badkind", "code": ADD, "tests": {"kind": "nope"}}),
         json.dumps({"id": "badlimit", "code": ADD, "tests": ASSERTS, "limits": {"cpu_seconds": 0}}),
-        json.dumps({"id": "wrong", "code": "def add(a, b):\n    return 0\n", "tests": ASSERTS, "limits": {"cpu_seconds": 2}}),
-        json.dumps({"id": "badtest", "code": ADD, "tests": {"kind": "assert", "tests": ["print(1)"]}}),
+        json.dumps(
+            {
+                "id": "wrong",
+                "code": "def add(a, b):\n    return 0\n",
+                "tests": ASSERTS,
+                "limits": {"cpu_seconds": 2},
+            }
+        ),
+        json.dumps(
+            {"id": "badtest", "code": ADD, "tests": {"kind": "assert", "tests": ["print(1)"]}}
+        ),
     ]
     src, out = tmp_path / "programs.jsonl", tmp_path / "results.jsonl"
     src.write_text("\n".join(lines) + "\n")
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
-        [sys.executable, "-m", "mucode_jax.execution", "--input", str(src), "--output", str(out), "--workers", "2"],
-        cwd=repo, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "mucode_jax.execution",
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--workers",
+            "2",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1, proc.stderr  # malformed lines make the exit status 1
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(results) == 7
-    assert results[0]["id"] == "ok" and results[0]["verdict"] == "passed" and results[0]["total"] == 2
+    assert (
+        results[0]["id"] == "ok" and results[0]["verdict"] == "passed" and results[0]["total"] == 2
+    )
     assert results[1]["line"] == 2 and "not valid JSON" in results[1]["error"]
     assert results[2]["verdict"] == "passed"
     assert results[3]["id"] == "badkind" and "unknown" in results[3]["error"]
     assert results[4]["id"] == "badlimit" and "cpu_seconds" in results[4]["error"]
     assert results[5]["verdict"] == "wrong_answer" and results[5]["tests"][0]["got"] == "0"
-    assert results[6]["id"] == "badtest" and results[6]["line"] == 7 and "single assert" in results[6]["error"]
+    assert (
+        results[6]["id"] == "badtest"
+        and results[6]["line"] == 7
+        and "single assert" in results[6]["error"]
+    )
+
+
+def test_the_package_never_imports_jax():
+    code = (
+        "import sys\nimport mucode_jax.execution as e\n"
+        "e.Executor, e.feedback, e.Limits, e.validate_suite\n"
+        "from mucode_jax.execution import service, worker, harness, __main__\n"
+        "assert not any(m == 'jax' or m.startswith('jax.') for m in sys.modules), 'jax imported'\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -33,8 +33,10 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "busy_loop": (_f("while True:\n    pass"), {"timeout"}),
     "sleep_loop": (_f("import time\nwhile True:\n    time.sleep(0.5)"), {"timeout"}),
     "swallowed_signals": (
-        _f("import signal\nfor s in (signal.SIGXCPU, signal.SIGTERM, signal.SIGINT):\n"
-           "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass"),
+        _f(
+            "import signal\nfor s in (signal.SIGXCPU, signal.SIGTERM, signal.SIGINT):\n"
+            "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass"
+        ),
         {"timeout"},
     ),
     "stdin_never_comes": (_f("input()"), {"runtime_error"}),
@@ -42,24 +44,39 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "memory_creep": (_f("a = []\nwhile True:\n    a.append(bytearray(10 ** 6))"), {"memory_limit"}),
     "fork_bomb": (_f("import os\nwhile True:\n    os.fork()"), NOT_PASSED - {"output_limit"}),
     "thread_bomb": (
-        _f("import threading, time\nwhile True:\n"
-           "    threading.Thread(target=time.sleep, args=(100,), daemon=True).start()"),
+        _f(
+            "import threading, time\nwhile True:\n"
+            "    threading.Thread(target=time.sleep, args=(100,), daemon=True).start()"
+        ),
         {"runtime_error", "memory_limit", "timeout"},
     ),
     "stdout_flood": (_f("while True:\n    print('x' * 10000)"), {"output_limit"}),
-    "stderr_flood": (_f("import sys\nwhile True:\n    sys.stderr.write('y' * 10000)"), {"output_limit"}),
-    "fill_disk": (_f("open('big', 'wb').write(b'0' * (64 << 20))"), {"runtime_error", "memory_limit"}),
-    "kill_parent": (_f("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), {"runtime_error"}),
+    "stderr_flood": (
+        _f("import sys\nwhile True:\n    sys.stderr.write('y' * 10000)"),
+        {"output_limit"},
+    ),
+    "fill_disk": (
+        _f("open('big', 'wb').write(b'0' * (64 << 20))"),
+        {"runtime_error", "memory_limit"},
+    ),
+    "kill_parent": (
+        _f("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
+        {"runtime_error"},
+    ),
     "kill_group": (_f("import os, signal\nos.killpg(0, signal.SIGKILL)"), {"runtime_error"}),
     # kill(-1) spares the caller: f still returns the right value; everything else of its uid dies
     "kill_all": (_f("import os, signal\nos.kill(-1, signal.SIGKILL)"), {"passed", "runtime_error"}),
     "c_recursion": (  # str() of a deeply nested list recurses in C: SIGSEGV
-        _f("import sys\nsys.setrecursionlimit(10 ** 7)\na = []\nfor _ in range(10 ** 6):\n    a = [a]\nstr(a)"),
+        _f(
+            "import sys\nsys.setrecursionlimit(10 ** 7)\na = []\nfor _ in range(10 ** 6):\n    a = [a]\nstr(a)"
+        ),
         {"runtime_error", "memory_limit"},
     ),
     "raise_rlimits": (
-        _f("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY,) * 2)\n"
-           "while True:\n    pass"),
+        _f(
+            "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY,) * 2)\n"
+            "while True:\n    pass"
+        ),
         {"runtime_error", "timeout"},
     ),
     "rigged_eq": (
@@ -77,7 +94,10 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
         "operator.eq = lambda a, b: True\ndef f(x):\n    return 0\n",
         {"wrong_answer", "runtime_error"},  # runtime_error: the patches break the harness
     ),
-    "non_utf8_output": (_f("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe')\nreturn -1"), {"wrong_answer"}),
+    "non_utf8_output": (
+        _f("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe')\nreturn -1"),
+        {"wrong_answer"},
+    ),
     "closed_stdout": (_f("import os\nos.close(1)\nprint('x')"), {"runtime_error", "passed"}),
 }
 for name, stmt in {
@@ -96,15 +116,16 @@ for name, stmt in {
 # Forged result records on the harness' fd 3: values it does not know cannot pass, and forging
 # next to the real records makes them duplicates.
 FORGE = (
-    "import os\n"
-    "for i in range(2):\n"
-    "    os.write(3, ('{\"i\": %d, \"v\": [7]}\\n' % i).encode())\n"
+    'import os\nfor i in range(2):\n    os.write(3, (\'{"i": %d, "v": [7]}\\n\' % i).encode())\n'
 )
-HOSTILE["forged_then_exit"] = (FORGE + "os.write(3, b'{\"loaded\": 1}\\n{\"done\": 1}\\n')\nos._exit(0)\n", NOT_PASSED)
+HOSTILE["forged_then_exit"] = (
+    FORGE + 'os.write(3, b\'{"loaded": 1}\\n{"done": 1}\\n\')\nos._exit(0)\n',
+    NOT_PASSED,
+)
 HOSTILE["forged_duplicates"] = (
     "import os\ndef f(x):\n"
     "    for i in range(2):\n"
-    "        os.write(3, ('{\"i\": %d, \"v\": [%d]}\\n' % (i, [2, 42][i])).encode())\n"
+    '        os.write(3, (\'{"i": %d, "v": [%d]}\\n\' % (i, [2, 42][i])).encode())\n'
     "    return 0\n",
     NOT_PASSED,
 )
@@ -193,12 +214,24 @@ def test_hostile_batch(hostile_executor, tmp_path):
     for name, (code, allowed) in HOSTILE.items():
         jobs.append((name, ex.submit(code, ASSERT, limits=LIMITS), allowed))
         jobs.append((f"neighbour of {name}", ex.submit(GOOD, ASSERT, limits=LIMITS), {"passed"}))
-    probe_jobs = {n: ex.submit(c, {"kind": "assert", "tests": ["assert f(1) == 2"]}, limits=LIMITS) for n, c in probes.items()}
+    probe_jobs = {
+        n: ex.submit(c, {"kind": "assert", "tests": ["assert f(1) == 2"]}, limits=LIMITS)
+        for n, c in probes.items()
+    }
     stdio = {"kind": "stdio", "cases": [{"input": "1\n", "output": "2\n"}]}
     stdio_jobs = {
-        "stdio_non_utf8": (ex.submit("import sys\nsys.stdout.buffer.write(b'\\xff2\\n')", stdio, limits=LIMITS), {"wrong_answer"}),
-        "stdio_closed_stdout": (ex.submit("import os\nos.close(1)\nprint(2)", stdio, limits=LIMITS), {"wrong_answer", "runtime_error"}),
-        "stdio_stdin_never_comes": (ex.submit("input()\nprint(input())", stdio, limits=LIMITS), {"runtime_error"}),
+        "stdio_non_utf8": (
+            ex.submit("import sys\nsys.stdout.buffer.write(b'\\xff2\\n')", stdio, limits=LIMITS),
+            {"wrong_answer"},
+        ),
+        "stdio_closed_stdout": (
+            ex.submit("import os\nos.close(1)\nprint(2)", stdio, limits=LIMITS),
+            {"wrong_answer", "runtime_error"},
+        ),
+        "stdio_stdin_never_comes": (
+            ex.submit("input()\nprint(input())", stdio, limits=LIMITS),
+            {"runtime_error"},
+        ),
         "stdio_good": (ex.submit("print(int(input()) + 1)", stdio, limits=LIMITS), {"passed"}),
     }
 

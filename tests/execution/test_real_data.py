@@ -20,7 +20,13 @@ FILES = {
     "mbpp_plus": "evalplus/MbppPlus-v0.1.0.jsonl",
     "codecontests": "codecontests/codecontests_train_sample100.jsonl",
 }
-COUNTS = {"mbpp": 974, "mbpp_sanitized": 427, "humaneval": 164, "mbpp_plus": 399, "codecontests": 100}
+COUNTS = {
+    "mbpp": 974,
+    "mbpp_sanitized": 427,
+    "humaneval": 164,
+    "mbpp_plus": 399,
+    "codecontests": 100,
+}
 
 
 def _title(problem) -> str:
@@ -30,7 +36,9 @@ def _title(problem) -> str:
 
 def _wrong_index(problems, i: int) -> int:
     j = (i + len(problems) // 2) % len(problems)
-    while _title(problems[j]) == _title(problems[i]) or problems[j].reference == problems[i].reference:
+    while (
+        _title(problems[j]) == _title(problems[i]) or problems[j].reference == problems[i].reference
+    ):
         j = (j + 1) % len(problems)
     return j
 
@@ -40,7 +48,11 @@ def test_references_pass_and_wrong_programs_fail(name, executor, data_dir):
     problems = load_problems(name, path=data_dir / FILES[name])
     assert len(problems) == COUNTS[name]
     jobs = [
-        (p, executor.submit(p.reference, p.public_tests), executor.submit(p.reference, p.private_tests))
+        (
+            p,
+            executor.submit(p.reference, p.public_tests),
+            executor.submit(p.reference, p.private_tests),
+        )
         for p in problems
     ]
     wrong = [

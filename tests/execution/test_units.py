@@ -15,7 +15,6 @@ from mucode_jax.execution.compare import outputs_match, stdout_matches
 from mucode_jax.execution.limits import Limits
 from mucode_jax.execution.results import ExecResult, TestResult
 
-
 # -- serializer ---------------------------------------------------------------------------------
 
 
@@ -154,7 +153,10 @@ def test_split_rejects_non_asserts():
         ({"kind": "stdio", "cases": [{"input": "1"}]}, "cases"),
         ({"kind": "function", "entry_point": "f", "inputs": [[1]]}, "reference"),
         ({"kind": "function", "entry_point": "1f", "inputs": [[1]], "outputs": [1]}, "entry_point"),
-        ({"kind": "check", "entry_point": "f", "check": "def nope(): pass", "reference": ""}, "check"),
+        (
+            {"kind": "check", "entry_point": "f", "check": "def nope(): pass", "reference": ""},
+            "check",
+        ),
         ([], "object"),
     ],
 )
