@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
-import json
 import multiprocessing
 import os
 import platform
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from mucode_jax.data import load_problems
 from mucode_jax.execution import Executor
 
 FLAGS = flags.FLAGS
@@ -107,10 +107,10 @@ def _check_correctness(program: str, timeout: float) -> bool:
 
 
 def run_baseline(
-    programs: list[tuple[str, list[str], str]], workers: int
+    programs: list[tuple[str, list[str], str, str | None]], workers: int
 ) -> tuple[float, list[bool]]:
     texts = [
-        code + "\n" + setup + "\n" + "\n".join(tests) + "\n" for code, tests, setup in programs
+        code + "\n" + setup + "\n" + "\n".join(tests) + "\n" for code, tests, setup, _ in programs
     ]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -145,12 +145,15 @@ def _tree_cpu(root: int) -> float:
 
 
 def run_ours(ex: Executor, programs, workers: int) -> tuple[float, float, list[bool]]:
-    suites = [{"kind": "assert", "setup": setup, "tests": tests} for _, tests, setup in programs]
+    suites = [
+        {"kind": "assert", "setup": setup, "tests": tests, **({"entry_point": ep} if ep else {})}
+        for _, tests, setup, ep in programs
+    ]
     ex.map([programs[0][0]] * 20, suites[0])  # warm-up
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = _tree_cpu(ex._proc.pid)
     t0 = time.perf_counter()
-    results = ex.map([code for code, _, _ in programs], suites)
+    results = ex.map([code for code, _, _, _ in programs], suites)
     wall = time.perf_counter() - t0
     self1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = _tree_cpu(ex._proc.pid) - cpu0
@@ -160,16 +163,17 @@ def run_ours(ex: Executor, programs, workers: int) -> tuple[float, float, list[b
 
 def main(argv):
     del argv
-    rows = [json.loads(line) for line in open(FLAGS.mbpp)]
+    # The MBPP programs and all their asserts (public, private, challenge), as the loader builds them.
     mbpp = [
         (
-            r["code"].replace("\r\n", "\n"),
-            r["test_list"] + r["challenge_test_list"],
-            r["test_setup_code"].replace("\r\n", "\n"),
+            p.reference,
+            p.public_tests["tests"] + p.private_tests["tests"],
+            p.public_tests["setup"],
+            p.entry_point,
         )
-        for r in rows
+        for p in load_problems("mbpp", path=FLAGS.mbpp)
     ]
-    trivial = [(TRIVIAL[0], TRIVIAL[1], "")] * FLAGS.trivial
+    trivial = [(TRIVIAL[0], TRIVIAL[1], "", None)] * FLAGS.trivial
     w = FLAGS.workers
     load0 = os.getloadavg()
     print(f"# {datetime.date.today()} {platform.node()} {os.cpu_count()} CPUs, load {load0[0]:.2f}")
