@@ -18,6 +18,7 @@ _EXPORTS = {
     "load_pretrained": "mucode_jax.models.hf",
     "save_pretrained": "mucode_jax.models.hf",
     "from_state_dict": "mucode_jax.models.hf",
+    "generate": "mucode_jax.sampling",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -210,7 +210,7 @@ def run_search(
       output: JSONL file; finished searches already in it are kept and skipped.
       scorer: the learned verifier, needed for the ``lv`` / ``pt_lv`` modes (and, when
         given, recorded for every candidate).
-      feedback_fn: ``feedback_fn(result, granularity=..., budget=...) -> str`` renders the
+      feedback_fn: ``feedback_fn(result, granularity=..., max_chars=...) -> str`` renders the
         public-test result as text (default: `mucode_jax.execution.feedback.render`).
       progress: called after each policy call with counters (searches done, samples/s).
     """
@@ -273,7 +273,7 @@ def run_search(
             text = feedback_fn(
                 ExecResult.from_json(sel["public"]),
                 granularity=config.granularity,
-                budget=config.feedback_chars,
+                max_chars=config.feedback_chars,
             )
             turn["feedback"] = text
             search.messages.append(P.feedback_message(text, style=config.feedback_style))
@@ -333,7 +333,9 @@ def run_search(
                         code = P.extract_code(c.text)
                         futures.append(
                             (
-                                executor.submit(code, s.problem.public_tests),
+                                executor.submit(
+                                    code, s.problem.public_tests, trace=config.granularity == "trace"
+                                ),
                                 executor.submit(code, s.problem.private_tests),
                             )
                         )
