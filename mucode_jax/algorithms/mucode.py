@@ -420,19 +420,20 @@ def _floats(d: Any) -> Any:
 
 
 def _progress(name: str):
+    """A tqdm bar over searches, redrawn only when a search finishes (quiet in logs)."""
     from tqdm import tqdm
 
-    bar = {"bar": None}
+    state: dict[str, Any] = {"bar": None}
 
     def update(info: dict[str, Any]) -> None:
-        if bar["bar"] is None:
-            bar["bar"] = tqdm(total=info["total"], desc=name, unit="search", leave=False)
-        b = bar["bar"]
-        b.n = info["done"]
-        b.set_postfix(samples_s=f"{info['samples_per_s']:.1f}")
-        b.refresh()
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=info["total"], desc=name, unit="search", mininterval=2.0)
+        bar = state["bar"]
+        if info["done"] > bar.n:
+            bar.set_postfix(samples_s=f"{info['samples_per_s']:.1f}", refresh=False)
+            bar.update(info["done"] - bar.n)
         if info["done"] >= info["total"]:
-            b.close()
+            bar.close()
 
     return update
 
