@@ -40,6 +40,15 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _mean_over_searches(v: np.ndarray) -> list[float | None]:
+    """[S, T] (or [T]) -> [T], ignoring NaN (a turn no episode of a search ran); None if all."""
+    v = np.asarray(v, np.float64).reshape(-1, np.shape(v)[-1])
+    ran = ~np.isnan(v)
+    sums = np.where(ran, v, 0.0).sum(axis=0)
+    counts = ran.sum(axis=0)
+    return [float(s / c) if c else None for s, c in zip(sums, counts)]
+
+
 def summarize(
     records: Sequence[dict[str, Any]],
     problems: Sequence[Problem],
@@ -79,13 +88,7 @@ def summarize(
         "select": config.select,
         "bon": bon,
         "pass_at_k": pak,
-        "per_turn": {
-            k: [
-                None if np.isnan(x) else float(x)
-                for x in np.ravel(v.mean(axis=0) if v.ndim > 1 else v)
-            ]
-            for k, v in curves.items()
-        },
+        "per_turn": {k: _mean_over_searches(v) for k, v in curves.items()},
     }
 
 

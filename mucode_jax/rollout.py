@@ -141,11 +141,16 @@ def _candidate_record(c: Completion, code: str | None, public, private) -> dict[
 
 
 def _select(mode: str, cands: list[dict[str, Any]], rng: random.Random) -> int:
-    """Index of the chosen candidate (ties broken at random)."""
+    """Index of the chosen candidate (ties broken at random).
+
+    ``pt`` ranks by the fraction of public tests passed (1 when all pass), ``lv`` by the
+    verifier score, ``pt_lv`` by ``pt x 100 + score``; ``random`` ties every candidate.
+    """
 
     def key(c):
-        pt = c["public"].get("num_passed", 0) / max(1, len(c["public"].get("tests", [])) or 1)
-        pt = 1.0 if c["public_passed"] else pt
+        pub = c["public"]
+        total = pub.get("total", len(pub.get("tests", ())))
+        pt = 1.0 if c["public_passed"] else pub.get("passed", 0) / max(1, total)
         if mode == "random":
             return 0.0
         if mode == "pt":
@@ -334,7 +339,9 @@ def run_search(
                         futures.append(
                             (
                                 executor.submit(
-                                    code, s.problem.public_tests, trace=config.granularity == "trace"
+                                    code,
+                                    s.problem.public_tests,
+                                    trace=config.granularity == "trace",
                                 ),
                                 executor.submit(code, s.problem.private_tests),
                             )

@@ -1,0 +1,329 @@
+"""The rollout engine end to end: scripted policies on real problems, resume, BoN selection."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+
+import numpy as np
+import pytest
+
+from mucode_jax import prompts as P
+from mucode_jax import rollout
+from mucode_jax.data.problems import load_problems
+from mucode_jax.evaluation import summarize
+from mucode_jax.execution import Executor
+from mucode_jax.execution.feedback import render
+from mucode_jax.execution.results import ExecResult, TestResult
+from mucode_jax.types import Problem
+
+T = 3
+
+
+@pytest.fixture(scope="module")
+def problems(shared_data):
+    mbpp = load_problems("mbpp", path=shared_data / "mbpp" / "mbpp.jsonl", split="test")[:2]
+    cc = load_problems(
+        "codecontests", path=shared_data / "codecontests" / "codecontests_train_sample100.jsonl"
+    )[:2]
+    return mbpp + cc
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(workers=2) as ex:
+        yield ex
+
+
+def fence(code: str) -> str:
+    return f"Here is my solution.\n```python\n{code}\n```\n"
+
+
+class ScriptedPolicy:
+    """Another problem's reference first (wrong), the problem's reference after feedback."""
+
+    def __init__(self, problems, *, fail_after: int | None = None):
+        self.by_prompt = {P.first_turn_prompt(p): i for i, p in enumerate(problems)}
+        self.problems = problems
+        self.fail_after = fail_after
+        self.calls = 0
+        self.conversations = []
+
+    def complete(self, conversations, *, seed):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise RuntimeError("simulated crash")
+        self.calls += 1
+        out = []
+        for conv in conversations:
+            self.conversations.append([dict(m) for m in conv])
+            i = self.by_prompt[conv[0]["content"]]
+            if len(conv) == 1:
+                code = self.problems[(i + 1) % len(self.problems)].reference
+            else:
+                code = self.problems[i].reference
+            out.append(rollout.Completion(fence(code), 10, 20))
+        return out
+
+
+def _strip_timing(obj):
+    """Drops what varies between runs: timings, and a stdio suite's program-level stdout
+    (which holds the output of whichever case the executor finished last)."""
+    if isinstance(obj, dict):
+        return {
+            k: _strip_timing(v)
+            for k, v in obj.items()
+            if k not in ("cpu_seconds", "wall_seconds", "cpu_limit", "stdout")
+        }
+    if isinstance(obj, list):
+        return [_strip_timing(v) for v in obj]
+    return obj
+
+
+def test_scripted_policy_turns_feedback_labels_metrics(problems, executor, tmp_path):
+    cfg = rollout.SearchConfig(max_turns=T, batch_size=4, seed=3)
+    policy = ScriptedPolicy(problems)
+    out = tmp_path / "r.jsonl"
+    records = rollout.run_search(problems, policy, executor, cfg, out)
+    assert sorted(r["problem_id"] for r in records) == sorted(p.id for p in problems)
+    for r in records:
+        p = next(q for q in problems if q.id == r["problem_id"])
+        assert r["num_turns"] == 2 and r["labels"] == [False, True] and r["success"]
+        t1, t2 = r["turns"]
+        assert not t1["public_passed"] and t2["public_passed"]
+        assert (
+            t1["candidates"][0]["code"]
+            == problems[(problems.index(p) + 1) % len(problems)].reference.strip()
+        )
+        assert t2["candidates"][0]["code"] == p.reference.strip()
+        assert t2["candidates"][0]["private"]["verdict"] == "passed"
+        assert t1["candidates"][0]["completion_tokens"] == 20
+        expected = render(
+            ExecResult.from_json(t1["candidates"][0]["public"]),
+            granularity="failed",
+            max_chars=2000,
+        )
+        assert t1["feedback"] == expected and expected
+        assert "feedback" not in t2
+        roles = [m["role"] for m in r["messages"]]
+        assert roles == ["user", "assistant", "user", "assistant"]
+        assert r["messages"][2]["content"] == "Feedback: " + expected.strip()
+        assert t2["prompt"] == r["messages"][2]["content"]
+        assert r["messages"][0]["content"] == P.first_turn_prompt(p)
+    # The file holds exactly the returned records.
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert _strip_timing(sorted(lines, key=lambda r: r["problem_id"])) == _strip_timing(
+        sorted(records, key=lambda r: r["problem_id"])
+    )
+    m = summarize(records, problems, cfg, pass_k=(1,), n_boot=100)
+    assert [b["mean"] for b in m["bon"]] == [0.0, 1.0, 1.0]
+    assert m["pass_at_k"]["1"]["mean"] == 0.0
+    assert m["per_turn"]["active"] == [1.0, 1.0, 0.0]
+    assert m["per_turn"]["conditional"] == [0.0, 1.0, None]
+
+
+def test_resume_after_crash_gives_every_search_once(problems, executor, tmp_path):
+    cfg = rollout.SearchConfig(num_searches=2, max_turns=T, batch_size=1, seed=0)
+    full = rollout.run_search(problems, ScriptedPolicy(problems), executor, cfg, tmp_path / "a")
+    out = tmp_path / "b.jsonl"
+    # 8 first turns, then second turns as results come back; crash during the second turns.
+    crashed = ScriptedPolicy(problems, fail_after=14)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        rollout.run_search(problems, crashed, executor, cfg, out)
+    partial = out.read_text().splitlines(keepends=True)
+    assert len(partial) < len(problems) * 2
+    with open(out, "a") as f:  # a crash in the middle of a write
+        line = json.dumps(full[0])
+        f.write(line[: len(line) // 2])
+    assert len(rollout.read_finished(out)) == len(partial)
+    assert out.read_text() == "".join(partial)  # the torn line is cut off
+    again = rollout.run_search(problems, ScriptedPolicy(problems), executor, cfg, out)
+    keys = [(r["problem_id"], r["search"]) for r in again]
+    assert len(keys) == len(set(keys)) == len(problems) * 2
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted((r["problem_id"], r["search"]) for r in lines) == sorted(keys)
+
+    def by_key(rs):
+        return _strip_timing(sorted(rs, key=lambda r: (r["problem_id"], r["search"])))
+
+    assert by_key(again) == by_key(full)
+
+
+# --- Best-of-N selection with a fake executor and scorer ------------------------------------
+
+# Candidate j: (public tests passed out of 2, private passed, verifier score).
+CANDS = [(0, True, 0.9), (2, False, 0.1), (2, True, 0.5), (1, True, 0.95)]
+
+
+class FakeExecutor:
+    """Results decided by the program text ``cand = j``; futures already done."""
+
+    def __init__(self):
+        self.submitted = 0
+
+    def submit(self, code, tests, **kw):
+        self.submitted += 1
+        j = int(code.split("=")[1])
+        pub, priv, _ = CANDS[j]
+        if tests.get("tag") == "public":
+            verdicts = ["passed"] * pub + ["wrong_answer"] * (2 - pub)
+        else:
+            verdicts = ["passed" if priv else "wrong_answer"]
+        tr = tuple(TestResult(i, v, input=f"t{i}") for i, v in enumerate(verdicts))
+        res = ExecResult(verdict=next((v for v in verdicts if v != "passed"), "passed"), tests=tr)
+        f = cf.Future()
+        f.set_result(res)
+        return f
+
+
+class CandidatePolicy:
+    def complete(self, conversations, *, seed):
+        return [
+            rollout.Completion(fence(f"cand = {j % len(CANDS)}")) for j in range(len(conversations))
+        ]
+
+
+class FakeScorer:
+    def score(self, prompts, completions):
+        return [CANDS[int(P.extract_code(c).split("=")[1])][2] for c in completions]
+
+
+def toy_problems(n):
+    pub = {"kind": "assert", "setup": "", "tests": ["assert True"], "tag": "public"}
+    priv = {"kind": "assert", "setup": "", "tests": ["assert True"], "tag": "private"}
+    return [Problem(f"toy/{i}", "toy", f"Task {i}.", pub, priv) for i in range(n)]
+
+
+def _chosen(mode, tmp_path, seed=0, n=1, searches=1):
+    cfg = rollout.SearchConfig(
+        num_searches=searches, num_candidates=len(CANDS), max_turns=1, select=mode, seed=seed
+    )
+    recs = rollout.run_search(
+        toy_problems(n),
+        CandidatePolicy(),
+        FakeExecutor(),
+        cfg,
+        tmp_path / f"{mode}_{seed}.jsonl",
+        scorer=FakeScorer(),
+    )
+    recs.sort(key=lambda r: (r["problem_id"], r["search"]))
+    return [r["turns"][0]["selected"] for r in recs], recs
+
+
+def test_bon_selection_modes(tmp_path):
+    picks, recs = _chosen("pt", tmp_path, n=8)
+    assert set(picks) <= {1, 2} and len(set(picks)) == 2  # ties between public passes: random
+    assert all(r["turns"][0]["public_passed"] for r in recs)
+    assert [c["score"] for c in recs[0]["turns"][0]["candidates"]] == [c[2] for c in CANDS]
+    picks, recs = _chosen("lv", tmp_path, n=3)
+    assert picks == [3, 3, 3] and [r["labels"] for r in recs] == [[False]] * 3
+    picks, recs = _chosen("pt_lv", tmp_path, n=3)
+    assert picks == [2, 2, 2] and [r["labels"] for r in recs] == [[True]] * 3
+    a, _ = _chosen("random", tmp_path, seed=1, n=4, searches=4)
+    b, _ = _chosen("random", tmp_path / "again", seed=1, n=4, searches=4)
+    c, _ = _chosen("random", tmp_path, seed=2, n=4, searches=4)
+    assert a == b and a != c and len(set(a)) > 1
+    with pytest.raises(ValueError, match="verifier"):
+        rollout.run_search(
+            toy_problems(1),
+            CandidatePolicy(),
+            FakeExecutor(),
+            rollout.SearchConfig(num_candidates=2, select="lv"),
+            tmp_path / "x.jsonl",
+        )
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="at least 1"):
+        rollout.SearchConfig(max_turns=0)
+    with pytest.raises(ValueError, match="selection mode"):
+        rollout.SearchConfig(select="best")
+
+
+# --- asynchronous overlap ---------------------------------------------------------------------
+
+
+class SlowExecutor:
+    """Futures resolved only when the test says so; records what was pending at each call."""
+
+    def __init__(self):
+        self.futures = []
+        self.resolved = False
+
+    def submit(self, code, tests, **kw):
+        f = cf.Future()
+        self.futures.append(f)
+        if self.resolved:
+            self.resolve_all()
+        return f
+
+    def resolve_all(self):
+        self.resolved = True
+        for f in self.futures:
+            if not f.done():
+                f.set_result(ExecResult(verdict="passed", tests=(TestResult(0, "passed"),)))
+
+
+def test_generation_overlaps_execution(tmp_path):
+    ex = SlowExecutor()
+    seen = []
+
+    class Policy:
+        def complete(self, conversations, *, seed):
+            seen.append(sum(not f.done() for f in ex.futures))
+            if len(seen) == 3:  # the first batches were all generated before any result
+                ex.resolve_all()
+            return [rollout.Completion(fence("x = 1")) for _ in conversations]
+
+    cfg = rollout.SearchConfig(max_turns=2, batch_size=2)
+    recs = rollout.run_search(toy_problems(6), Policy(), ex, cfg, tmp_path / "o.jsonl")
+    assert len(recs) == 6 and seen[:3] == [0, 4, 8]
+    assert all(r["num_turns"] == 1 for r in recs)
+
+
+# --- a real model: no recompilation after warm-up ---------------------------------------------
+
+
+def test_model_policy_does_not_recompile(tmp_path):
+    from flax import nnx
+
+    from mucode_jax.data.tokenizer import build_tokenizer, eos_token_ids
+    from mucode_jax.models.llama import Llama, LlamaConfig
+    from mucode_jax.sampling import Sampler
+    from mucode_jax.sampling.methods import make_method
+
+    corpus = [
+        "def add(a, b):\n    return a + b\n",
+        "Write a function. Feedback: Code passed all tests ```python\nx = 1\n```",
+    ] * 20
+    tok = build_tokenizer(corpus, vocab_size=300)
+    model = Llama(LlamaConfig.tiny(vocab_size=len(tok)), rngs=nnx.Rngs(0))
+    sampler = Sampler(
+        model,
+        max_new_tokens=6,
+        eos_ids=eos_token_ids(tok),
+        prompt_buckets=(256,),
+        batch_buckets=(4,),
+        pad_id=tok.pad_token_id or 0,
+    )
+    policy = rollout.ModelPolicy(sampler, tok, method=make_method(temperature=1.0))
+    problems = toy_problems(2)
+    cfg = rollout.SearchConfig(num_searches=2, max_turns=3, batch_size=4)
+    ex = FakeNoCode()
+    recs = rollout.run_search(problems, policy, ex, cfg, tmp_path / "m1.jsonl")
+    assert [r["num_turns"] for r in recs] == [3] * 4
+    warm = sampler.num_traces
+    assert warm > 0
+    cfg2 = rollout.SearchConfig(num_searches=2, max_turns=3, batch_size=4, seed=7)
+    recs = rollout.run_search(problems, policy, ex, cfg2, tmp_path / "m2.jsonl")
+    assert [r["num_turns"] for r in recs] == [3] * 4
+    assert sampler.num_traces == warm
+    c = recs[0]["turns"][0]["candidates"][0]
+    assert c["prompt_tokens"] > 0 and 1 <= c["completion_tokens"] <= 6
+    assert np.isfinite(c["prompt_tokens"])
+
+
+class FakeNoCode(FakeExecutor):
+    def submit(self, code, tests, **kw):
+        f = cf.Future()
+        f.set_result(ExecResult(verdict="wrong_answer", tests=(TestResult(0, "wrong_answer"),)))
+        return f
