@@ -153,3 +153,264 @@ def plot_per_turn(results: dict[str, dict[str, Any]], path: str | os.PathLike) -
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# The evaluation launcher's library function.
+
+# Local copies of the benchmarks beside the repository (``../shared/data``), by dataset.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LOCAL_FILES = {
+    "mbpp": "mbpp/mbpp.jsonl",
+    "mbpp_sanitized": "mbpp/sanitized-mbpp.jsonl",
+    "humaneval": "humaneval/HumanEval.jsonl",
+    "mbpp_plus": "evalplus/MbppPlus-v0.1.0.jsonl",
+    "codecontests": "codecontests/codecontests_train_sample100.jsonl",
+}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+# Settings that change what a search file holds: a resumed run must use the same ones.
+_RESUME_KEYS = (
+    "checkpoint",
+    "verifier",
+    "dataset",
+    "dataset_path",
+    "split",
+    "num_problems",
+    "num_searches",
+    "num_candidates",
+    "max_turns",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_new_tokens",
+    "granularity",
+    "feedback_style",
+    "feedback_chars",
+    "seed",
+)
+
+
+def default_dataset_path(name: str) -> str:
+    """The local JSONL of ``name`` under ``../shared/data`` if it is there, else ``""`` (hub)."""
+    rel = LOCAL_FILES.get(name)
+    path = SHARED_DATA / rel if rel else None
+    return str(path) if path is not None and path.is_file() else ""
+
+
+def eval_defaults():
+    """The fields of an evaluation config (see ``configs/eval_*.py``)."""
+    import ml_collections
+
+    c = ml_collections.ConfigDict()
+    c.checkpoint = ""  # HF checkpoint directory holding the generator and its tokenizer
+    c.verifier = ""  # HF checkpoint directory of the learned verifier (lv / pt_lv modes)
+    c.dataset = "mbpp"
+    c.dataset_path = ""  # local JSONL; "" loads the dataset from the HF hub by name
+    c.split = ""  # MBPP: "test" (task ids 11-510); CodeContests hub: "test"; "" = all
+    c.num_problems = 0  # first n problems; 0 = all
+    c.modes = "pt,random"  # comma-separated selection modes: random, pt, lv, pt_lv
+    c.num_candidates = 5  # N: candidates per turn
+    c.max_turns = 3  # T
+    c.num_searches = 1  # repeated searches (different seeds) per problem
+    c.temperature = 0.7
+    c.top_p = 1.0
+    c.top_k = 0
+    c.max_new_tokens = 1024
+    c.max_prompt_length = 4096
+    c.max_batch_size = 64  # sampler batch bucket
+    c.batch_size = 64  # conversations per generation call
+    c.granularity = "failed"
+    c.feedback_style = "mucode"
+    c.feedback_chars = 2000
+    c.verifier_max_length = 2048
+    c.pass_k = (1, 5, 10)
+    c.workers = 0  # executor workers; 0 = one per CPU
+    c.dtype = "bfloat16"
+    c.seed = 0
+    c.progress = True
+    return c
+
+
+def _check_eval_config(config) -> tuple[list[str], Path]:
+    from mucode_jax.data.problems import DATASETS
+
+    if config.dataset not in DATASETS:
+        raise ValueError(f"Unknown dataset {config.dataset!r}; use one of {', '.join(DATASETS)}.")
+    if int(config.max_turns) < 1:
+        raise ValueError(
+            f"max_turns must be at least 1 (the first attempt is turn 1), got {config.max_turns}."
+        )
+    modes = [m.strip() for m in str(config.modes).split(",") if m.strip()]
+    bad = [m for m in modes if m not in rollout.SELECT_MODES]
+    if not modes or bad:
+        raise ValueError(
+            f"Unknown selection modes {bad or modes!r}; use a comma-separated subset of "
+            f"{', '.join(rollout.SELECT_MODES)}."
+        )
+    if any(m in ("lv", "pt_lv") for m in modes) and not config.verifier:
+        raise ValueError(
+            "The lv and pt_lv modes need a learned verifier; set --config.verifier to its "
+            "checkpoint directory."
+        )
+    ckpt = Path(config.checkpoint)
+    if not config.checkpoint or not (ckpt / "config.json").is_file():
+        raise ValueError(
+            f"{str(ckpt)!r} is not an HF checkpoint directory (no config.json); set "
+            "--config.checkpoint to one."
+        )
+    if not any((ckpt / f).is_file() for f in _TOKENIZER_FILES):
+        raise ValueError(
+            f"Checkpoint {str(ckpt)!r} has no tokenizer files (tokenizer.json or "
+            "tokenizer_config.json); save the tokenizer into it with tokenizer.save_pretrained."
+        )
+    return modes, ckpt
+
+
+def _check_resume(config, workdir: Path) -> None:
+    settings = {k: config.get(k) for k in _RESUME_KEYS}
+    settings = json.loads(json.dumps(settings, default=str))
+    path = workdir / "eval_config.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        changed = sorted(k for k in settings if old.get(k) != settings[k])
+        if changed:
+            raise ValueError(
+                f"{workdir} holds searches run with other settings ({', '.join(changed)} "
+                "changed); use a fresh --workdir or the old settings."
+            )
+    else:
+        write_json_atomic(path, settings)
+
+
+class SearchProgress:
+    """A tqdm bar per selection mode over searches, with samples/s and an ETA."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+        self.desc = ""
+
+    def start(self, desc: str) -> None:
+        self.close()
+        self.desc = desc
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=info["total"], desc=self.desc, unit="search", initial=0)
+        self.bar.set_postfix(
+            samples=info["samples"], samples_s=f"{info['samples_per_s']:.1f}", refresh=False
+        )
+        self.bar.update(info["done"] - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Multi-turn BoN of an HF checkpoint on a benchmark, as ``launch/evaluate.py`` runs it.
+
+    Writes ``WORKDIR/search_<mode>.jsonl`` (resumable), ``WORKDIR/metrics.json`` and
+    ``WORKDIR/per_turn_success.png``; returns the metrics.
+
+    Raises:
+      ValueError: one sentence for an unknown dataset or mode, a turn limit below 1, a
+        checkpoint directory without config or tokenizer files, or a workdir resumed with
+        other settings.
+    """
+    from mucode_jax.data.problems import load_problems
+
+    modes, ckpt = _check_eval_config(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _check_resume(config, workdir)
+    search = rollout.SearchConfig(
+        num_searches=int(config.num_searches),
+        num_candidates=int(config.num_candidates),
+        max_turns=int(config.max_turns),
+        select=modes[0],
+        feedback_style=config.feedback_style,
+        granularity=config.granularity,
+        feedback_chars=int(config.feedback_chars),
+        batch_size=int(config.batch_size),
+        seed=int(config.seed),
+    )
+    path = config.dataset_path or None
+    problems = load_problems(config.dataset, path=path, split=config.split or None)
+    if config.num_problems:
+        problems = problems[: int(config.num_problems)]
+    if not problems:
+        raise ValueError(f"No problems in {config.dataset!r} (split {config.split!r}); check it.")
+
+    from mucode_jax.execution import Executor
+
+    # The executor's workers fork before JAX starts its threads and claims memory.
+    with Executor(workers=int(config.workers) or None) as executor:
+        import jax.numpy as jnp
+        from transformers import AutoTokenizer
+
+        from mucode_jax.data.tokenizer import eos_token_ids
+        from mucode_jax.models.hf import load_pretrained
+        from mucode_jax.sampling import Sampler
+        from mucode_jax.sampling.methods import make_method
+
+        tokenizer = AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+        dtype = getattr(jnp, config.dtype)
+        model = load_pretrained(ckpt, dtype=dtype)
+        sampler = Sampler(
+            model,
+            max_new_tokens=int(config.max_new_tokens),
+            max_prompt_length=int(config.max_prompt_length),
+            eos_ids=eos_token_ids(tokenizer),
+            max_batch_size=int(config.max_batch_size),
+            pad_id=tokenizer.pad_token_id or 0,
+        )
+        method = make_method(
+            temperature=float(config.temperature),
+            top_p=float(config.top_p),
+            top_k=int(config.top_k),
+        )
+        policy = rollout.ModelPolicy(sampler, tokenizer, method=method)
+        scorer = None
+        if config.verifier:
+            from mucode_jax.scoring import VerifierScorer
+
+            scorer = VerifierScorer(
+                load_pretrained(config.verifier, dtype=dtype),
+                tokenizer,
+                max_length=int(config.verifier_max_length),
+                max_batch_size=int(config.max_batch_size),
+            )
+        bar = SearchProgress(bool(config.progress))
+        results: dict[str, Any] = {}
+        for mode in modes:
+            bar.start(f"{config.dataset} {mode}")
+            res = run_evaluation(
+                problems,
+                policy,
+                executor,
+                workdir,
+                modes=[mode],
+                search=search,
+                scorer=scorer,
+                pass_k=tuple(int(k) for k in config.pass_k),
+                progress=bar,
+                name=ckpt.name or str(ckpt),
+            )
+            bar.close()
+            results.update(res["modes"])
+    out = {
+        "name": ckpt.name or str(ckpt),
+        "checkpoint": str(ckpt),
+        "dataset": config.dataset,
+        "num_problems": len(problems),
+        "modes": results,
+    }
+    write_json_atomic(workdir / "metrics.json", out)
+    plot_per_turn({out["name"]: out}, workdir / "per_turn_success.png")
+    return out

@@ -391,16 +391,29 @@ class ModelPolicy:
         self.max_new_tokens = max_new_tokens
 
     def complete(self, conversations, *, seed: int) -> list[Completion]:
+        """Samples one assistant message per conversation.
+
+        A conversation longer than the sampler's largest prompt bucket cannot be continued:
+        it gets an empty completion (no code, so its search fails that turn) instead of
+        failing the whole batch.
+        """
         prompts = [
             P.render(self.tokenizer, conv, add_generation_prompt=True) for conv in conversations
         ]
+        limit = max(getattr(self.sampler, "prompt_buckets", (float("inf"),)))
+        fits = [i for i, p in enumerate(prompts) if len(p) <= limit]
+        comps = [Completion("", len(p), 0) for p in prompts]
+        if not fits:
+            return comps
         out = self.sampler.sample(
-            prompts, seed=seed, method=self.method, max_new_tokens=self.max_new_tokens
+            [prompts[i] for i in fits],
+            seed=seed,
+            method=self.method,
+            max_new_tokens=self.max_new_tokens,
         )
         eos = set(self.sampler.eos_ids)
-        comps = []
-        for p, toks in zip(prompts, out.tokens):
+        for i, toks in zip(fits, out.tokens):
             body = [t for t in toks if t not in eos]
             text = self.tokenizer.decode(body, skip_special_tokens=True)
-            comps.append(Completion(text, len(p), len(toks)))
+            comps[i] = Completion(text, len(prompts[i]), len(toks))
         return comps

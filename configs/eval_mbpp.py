@@ -1,0 +1,28 @@
+"""Multi-turn Best-of-N on MBPP's test split (task ids 11-510, 500 problems), as in the paper.
+
+N = 5 candidates per turn, T = 3 turns, temperature 0.7; selection by public tests and at
+random (add ``lv`` / ``pt_lv`` with ``--config.verifier=/path/to/verifier_hf``). The
+tokenizer is read from the checkpoint directory; the data from ../shared/data when present,
+else from the HF hub.
+
+  python launch/evaluate.py --config configs/eval_mbpp.py \
+      --config.checkpoint /path/to/generator_hf --workdir /tmp/eval_mbpp
+
+Repeated searches (the official protocol runs 10): ``--config.num_searches=10``.
+"""
+
+from mucode_jax.evaluation import default_dataset_path, eval_defaults
+
+
+def get_config():
+    c = eval_defaults()
+    c.dataset = "mbpp"
+    c.dataset_path = default_dataset_path("mbpp")
+    c.split = "test"
+    c.modes = "pt,random"
+    c.num_candidates = 5
+    c.max_turns = 3
+    c.temperature = 0.7
+    c.max_new_tokens = 1024
+    c.max_prompt_length = 4096
+    return c
