@@ -144,6 +144,7 @@ def plot_per_turn(results: dict[str, dict[str, Any]], path: str | os.PathLike) -
             ax.fill_between(ts, lo, hi, alpha=0.15)
     ax.set_xlabel("turn t")
     ax.set_ylabel("BoN@t (%)")
+    ax.set_ylim(0, 100)
     ax.set_xticks(
         sorted({b["t"] for r in results.values() for m in r["modes"].values() for b in m["bon"]})
     )

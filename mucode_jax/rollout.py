@@ -243,16 +243,15 @@ def run_search(
 
     with open(output, "a", encoding="utf-8") as out:
 
-        def finish_turn(search, comps, futures):
-            first_prompt = search.messages[0 if search.messages[0]["role"] == "user" else 1][
-                "content"
-            ]
+        def first_prompt(search):
+            return next(m["content"] for m in search.messages if m["role"] == "user")
+
+        def finish_turn(search, comps, futures, scores):
             cands = []
             for c, (fpub, fpriv) in zip(comps, futures):
                 code = P.extract_code(c.text)
                 cands.append(_candidate_record(c, code, fpub.result(), fpriv.result()))
-            if scorer is not None:
-                scores = scorer.score([first_prompt] * len(comps), [c.text for c in comps])
+            if scores is not None:
                 for cand, s in zip(cands, scores):
                     cand["score"] = float(s)
             t = len(search.turns)
@@ -309,18 +308,28 @@ def run_search(
                     [f for _, _, fs in pending for pair in fs for f in pair],
                     return_when=cf.FIRST_COMPLETED,
                 )
-            still = []
+            ready, still = [], []
             for item in pending:
-                search, comps, futures = item
-                if all(f.done() for pair in futures for f in pair):
-                    finish_turn(search, comps, futures)
-                    if search.done:
-                        write(search)
-                    else:
-                        searches.append(search)
-                else:
-                    still.append(item)
+                done = all(f.done() for pair in item[2] for f in pair)
+                (ready if done else still).append(item)
             pending = still
+            # One verifier call for every candidate of every search whose turn is ready.
+            scores: list[Any] = [None] * len(ready)
+            if scorer is not None and ready:
+                flat = scorer.score(
+                    [first_prompt(s) for s, comps, _ in ready for _ in comps],
+                    [c.text for _, comps, _ in ready for c in comps],
+                )
+                pos = 0
+                for k, (_, comps, _) in enumerate(ready):
+                    scores[k] = flat[pos : pos + len(comps)]
+                    pos += len(comps)
+            for (search, comps, futures), sc in zip(ready, scores):
+                finish_turn(search, comps, futures, sc)
+                if search.done:
+                    write(search)
+                else:
+                    searches.append(search)
 
         while searches or pending:
             if searches:

@@ -182,7 +182,10 @@ class CandidatePolicy:
 
 
 class FakeScorer:
+    calls = 0
+
     def score(self, prompts, completions):
+        FakeScorer.calls += 1
         return [CANDS[int(P.extract_code(c).split("=")[1])][2] for c in completions]
 
 
@@ -213,7 +216,9 @@ def test_bon_selection_modes(tmp_path):
     assert set(picks) <= {1, 2} and len(set(picks)) == 2  # ties between public passes: random
     assert all(r["turns"][0]["public_passed"] for r in recs)
     assert [c["score"] for c in recs[0]["turns"][0]["candidates"]] == [c[2] for c in CANDS]
+    FakeScorer.calls = 0
     picks, recs = _chosen("lv", tmp_path, n=3)
+    assert FakeScorer.calls == 1  # one batched verifier call for the 3 x 4 candidates
     assert picks == [3, 3, 3] and [r["labels"] for r in recs] == [[False]] * 3
     picks, recs = _chosen("pt_lv", tmp_path, n=3)
     assert picks == [2, 2, 2] and [r["labels"] for r in recs] == [[True]] * 3
