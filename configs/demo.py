@@ -16,14 +16,19 @@ from mucode_jax.training.config import sft_defaults, verifier_defaults
 
 MODEL = dict(
     vocab_size=1024,
-    hidden_size=256,
-    intermediate_size=512,
+    hidden_size=128,
+    intermediate_size=384,
     num_hidden_layers=4,
-    num_attention_heads=8,
-    num_key_value_heads=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
     head_dim=32,
     tie_word_embeddings=True,
 )
+
+
+# Binary-reading families (2 readings each: turn 1 succeeds about half the time even for a
+# perfect model; the feedback's expected/actual values tell which reading was meant).
+FAMILIES = ("affine", "divide", "count_side", "filter_side")
 
 
 def _train(c: ml_collections.ConfigDict, *, lr: float, epochs: int, batch: int, max_length: int):
@@ -54,41 +59,50 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
     c.mode = "mucode"
     c.baselines = ("multi_star",)
-    c.iterations = 2
+    c.iterations = 1  # 2 is the paper's setting; 1 keeps the demo inside 15 minutes
     c.base = ""
 
     c.data = ml_collections.ConfigDict()
-    c.data.train = ml_collections.ConfigDict(dict(name="toy", split="train", limit=400, seed=0))
-    c.data.test = ml_collections.ConfigDict(dict(name="toy", split="test", limit=200, seed=0))
+    c.data.train = ml_collections.ConfigDict(
+        dict(name="toy", split="train", limit=200, seed=0, families=FAMILIES)
+    )
+    c.data.test = ml_collections.ConfigDict(
+        dict(name="toy", split="test", limit=100, seed=0, families=FAMILIES)
+    )
 
+    # The warm start stands in for a pretrained model: SFT on noisy first-turn solutions of
+    # every toy train problem of the families (never a test statement), one turn only, so it
+    # has never seen feedback.
     c.warm_start = ml_collections.ConfigDict()
     c.warm_start.enabled = True
-    c.warm_start.samples_per_problem = 4
-    c.warm_start.p_correct = 0.5
-    c.warm_start.sft = _train(sft_defaults(), lr=2e-3, epochs=6, batch=32, max_length=256)
+    c.warm_start.num_problems = -1  # -1: every toy train problem of the families
+    c.warm_start.samples_per_problem = 2
+    c.warm_start.p_correct = 0.7
+    c.warm_start.sft = _train(sft_defaults(), lr=3e-3, epochs=4, batch=8, max_length=256)
+    c.warm_start.sft.optim.warmup_steps = 20
     c.warm_start.sft.data.prefix_expansion = False
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.dtype = "float32"
-    c.sampling.max_new_tokens = 64
-    c.sampling.max_prompt_length = 512
+    c.sampling.max_new_tokens = 48
+    c.sampling.max_prompt_length = 384
     c.sampling.max_batch_size = 64
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.temperature = 0.7
     c.rollout.top_p = 1.0
     c.rollout.search = ml_collections.ConfigDict(
-        dict(num_searches=8, num_candidates=1, max_turns=3, batch_size=64)
+        dict(num_searches=4, num_candidates=1, max_turns=3, batch_size=64)
     )
 
-    c.verifier = _train(verifier_defaults(), lr=5e-4, epochs=2, batch=32, max_length=256)
-    c.verifier.data.pairs_per_problem = 32
+    c.verifier = _train(verifier_defaults(), lr=5e-4, epochs=2, batch=32, max_length=128)
+    c.verifier.data.pairs_per_problem = 8
     c.verifier.data.label_non_final_negative = True
     c.verifier.data.eval_fraction = 0.1
 
     c.relabel = ml_collections.ConfigDict()
 
-    c.sft = _train(sft_defaults(), lr=1e-3, epochs=3, batch=32, max_length=256)
+    c.sft = _train(sft_defaults(), lr=1e-3, epochs=3, batch=16, max_length=384)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.modes = ("lv", "random")
@@ -96,8 +110,42 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.eval.top_p = 1.0
     c.eval.pass_k = (1, 4)
     c.eval.search = ml_collections.ConfigDict(
-        dict(num_searches=2, num_candidates=4, max_turns=3, batch_size=64)
+        dict(num_searches=1, num_candidates=4, max_turns=3, batch_size=64)
     )
 
     c.executor = ml_collections.ConfigDict(dict(workers=2))
+    if arg == "ci":
+        _shrink(c)
+    elif arg:
+        raise ValueError(f"Unknown demo config arg {arg!r}; use '' or 'ci'.")
     return c
+
+
+def _shrink(c: ml_collections.ConfigDict) -> None:
+    """The test variant: 1 iteration, 24 train / 8 test problems, minimal epochs."""
+    c.iterations = 1
+    c.baselines = ()
+    c.data.train.families = ("affine",)
+    c.data.test.families = ("affine",)
+    c.data.train.limit = 24
+    c.data.test.limit = 8
+    c.warm_start.num_problems = 400
+    c.warm_start.samples_per_problem = 1
+    c.warm_start.p_correct = 0.5
+    c.warm_start.sft.optim.lr = 2e-3
+    c.warm_start.sft.optim.warmup_steps = 10
+    c.warm_start.sft.num_epochs = 6
+    c.warm_start.sft.batch_size = 8
+    c.sampling.max_new_tokens = 64
+    c.rollout.search.num_searches = 4
+    c.verifier.data.pairs_per_problem = 32
+    c.verifier.data.max_length = 256
+    c.sft.data.max_length = 256
+    c.rollout.search.num_searches = 4
+    c.verifier.num_epochs = 1
+    c.verifier.batch_size = 16
+    c.sft.num_epochs = 1
+    c.sft.batch_size = 16
+    c.eval.pass_k = (1, 2)
+    c.eval.search.num_searches = 1
+    c.eval.search.num_candidates = 2

@@ -30,7 +30,10 @@ def main(argv):
 
     inputs.quiet_checkpoint_logs()
     logging.info("config:\n%s", _CONFIG.value)
-    summary = mucode.run(_CONFIG.value, _WORKDIR.value)
+    try:
+        summary = mucode.run(_CONFIG.value, _WORKDIR.value)
+    except ValueError as e:  # a user-facing mistake (config, data): one sentence, no trace
+        sys.exit(f"mucode: {e}")
     print()
     print(mucode.summary_table(summary["models"]))
     print(f"summary: {Path(_WORKDIR.value) / 'summary.json'}")

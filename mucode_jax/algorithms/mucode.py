@@ -57,15 +57,30 @@ def _jsonl_read(path: Path) -> list[Any]:
 def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
     """Problems from ``cfg.name`` (``toy`` or a dataset name), ``cfg.split``, ``cfg.limit``."""
     if cfg.name == "toy":
-        from mucode_jax.data import toy
-
-        return toy.toy_problems(cfg.split, cfg.limit or None, seed=cfg.get("seed", 0))
+        return toy_problem_set(cfg.split, cfg.limit, cfg.get("seed", 0), cfg.get("families", ()))
     from mucode_jax.data import problems as loaders
 
     probs = loaders.load_problems(
         cfg.name, path=cfg.get("path") or None, split=cfg.get("split") or None
     )
     return list(probs)[: cfg.limit] if cfg.get("limit") else list(probs)
+
+
+def toy_problem_set(
+    split: str, limit: int, seed: int, families: Sequence[str] = ()
+) -> list[Problem]:
+    """The first ``limit`` toy problems of ``split`` (0: all), only of ``families`` if given."""
+    from mucode_jax.data import toy
+
+    if not families:
+        return toy.toy_problems(split, limit or None, seed=seed)
+    unknown = set(families) - set(toy.FAMILY_BY_NAME)
+    if unknown:
+        raise ValueError(f"Unknown toy families {sorted(unknown)}; use names from toy.FAMILIES.")
+    probs = [
+        p for p in toy.toy_problems(split, None, seed=seed) if p.metadata["family"] in families
+    ]
+    return probs[:limit] if limit else probs
 
 
 def load_tokenizer(config: ml_collections.ConfigDict) -> Any:
@@ -184,8 +199,15 @@ class Driver:
 
             ws = c.warm_start
             rng = random.Random(f"warm-start/{c.seed}")
+            # The warm start stands in for pretraining: it may see more toy train problems than
+            # the μCode loop (never a test statement: the toy split is by statement).
+            problems = self.train
+            if ws.get("num_problems", 0):  # -1: every toy train problem (of the families)
+                d = c.data.train
+                n = max(ws.num_problems, 0)
+                problems = toy_problem_set("train", n, d.seed, d.get("families", ()))
             convs = []
-            for problem in self.train:
+            for problem in problems:
                 first = rollout.P.first_turn_messages(problem)
                 for _ in range(ws.samples_per_problem):
                     code, _, _ = toy.noisy_solution(problem, rng, ws.p_correct)
@@ -252,6 +274,12 @@ class Driver:
             from mucode_jax.training import train_verifier
 
             pairs = _jsonl_read(data.path / "pairs.jsonl")
+            if not pairs:
+                raise ValueError(
+                    f"No verifier pairs in {data.path.name}: no training problem has both a "
+                    "correct and an incorrect rollout program, so the generator is too weak (or "
+                    "too strong); train the warm start longer or raise rollout.search.num_searches."
+                )
             res = train_verifier(
                 c.verifier,
                 pairs,
