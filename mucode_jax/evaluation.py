@@ -9,7 +9,11 @@ resumes), then summarised:
   averaged per problem first; see `metrics.bootstrap_ci`);
 * ``pass_at_k``: unbiased pass@k of the turn-1 candidates (all searches pooled), k in
   ``pass_k`` (k <= samples per problem);
-* ``per_turn``: the per-turn success curves of `metrics.per_turn_success`.
+* ``per_turn``: the per-turn success curves of `metrics.per_turn_success`, averaged over
+  searches (a turn that no episode of a search ran is left out; None when none ran it).
+
+`evaluate_from_config` is the launcher's whole job: an HF checkpoint directory with its
+tokenizer, a dataset (local JSONL or the hub), the selection modes -> the files above.
 """
 
 from __future__ import annotations
@@ -267,7 +271,9 @@ def _check_eval_config(config) -> tuple[list[str], Path]:
     return modes, ckpt
 
 
-def _check_resume(config, workdir: Path) -> None:
+def _check_resume(config, workdir: Path) -> Callable[[], None]:
+    """Refuses a workdir whose searches used other settings; returns the function that
+    records this run's settings (called once the inputs are known to load)."""
     settings = {k: config.get(k) for k in _RESUME_KEYS}
     settings = json.loads(json.dumps(settings, default=str))
     path = workdir / "eval_config.json"
@@ -279,8 +285,7 @@ def _check_resume(config, workdir: Path) -> None:
                 f"{workdir} holds searches run with other settings ({', '.join(changed)} "
                 "changed); use a fresh --workdir or the old settings."
             )
-    else:
-        write_json_atomic(path, settings)
+    return lambda: write_json_atomic(path, settings)
 
 
 class SearchProgress:
@@ -329,7 +334,7 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
     modes, ckpt = _check_eval_config(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_resume(config, workdir)
+    record_settings = _check_resume(config, workdir)
     search = rollout.SearchConfig(
         num_searches=int(config.num_searches),
         num_candidates=int(config.num_candidates),
@@ -387,6 +392,7 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
                 max_length=int(config.verifier_max_length),
                 max_batch_size=int(config.max_batch_size),
             )
+        record_settings()  # the inputs load: from here on the workdir holds these searches
         bar = SearchProgress(bool(config.progress))
         results: dict[str, Any] = {}
         for mode in modes:
