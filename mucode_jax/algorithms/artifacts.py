@@ -29,6 +29,8 @@ log = logging.getLogger("mucode_jax.artifacts")
 
 
 def _canonical(obj: Any) -> Any:
+    if isinstance(obj, Artifact):  # by identity only: not its path, not whether it was reused
+        return {"artifact": obj.name, "key": obj.key}
     if hasattr(obj, "to_dict"):  # ml_collections.ConfigDict
         obj = obj.to_dict()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -39,8 +41,6 @@ def _canonical(obj: Any) -> Any:
         return [_canonical(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, Artifact):
-        return {"artifact": obj.name, "key": obj.key}
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return repr(obj)
