@@ -41,7 +41,9 @@ def main(argv):
     hf_kwargs = cfg.hf_dict() | {"pad_token_id": 0, "num_labels": 1}
     torch.manual_seed(_SEED.value)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_kwargs)).eval()
-    hf_cls = transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**hf_kwargs)).eval()
+    hf_cls = transformers.LlamaForSequenceClassification(
+        transformers.LlamaConfig(**hf_kwargs)
+    ).eval()
     rng = np.random.RandomState(_SEED.value)
     b, t = _BATCH.value, _LENGTH.value
     rows = []
@@ -75,13 +77,21 @@ def main(argv):
                     position_ids=torch.tensor(positions),
                 ).logits[:, 0]
             logits, hidden = ours(tokens, attention_mask=mask, return_hidden=True)
-            rows.append((f"logits, {pad}-padded", np.abs(np.asarray(logits) - ref.logits.numpy())[valid].max()))
+            rows.append(
+                (
+                    f"logits, {pad}-padded",
+                    np.abs(np.asarray(logits) - ref.logits.numpy())[valid].max(),
+                )
+            )
             layer_diff = max(
-                np.abs(np.asarray(h) - r.numpy())[valid].max() for h, r in zip(hidden, ref.hidden_states)
+                np.abs(np.asarray(h) - r.numpy())[valid].max()
+                for h, r in zip(hidden, ref.hidden_states)
             )
             rows.append((f"hidden states (all {len(hidden)}), {pad}-padded", layer_diff))
             scores = np.asarray(verifier(tokens, attention_mask=mask))
-            rows.append((f"verifier scores, {pad}-padded", np.abs(scores - ref_scores.numpy()).max()))
+            rows.append(
+                (f"verifier scores, {pad}-padded", np.abs(scores - ref_scores.numpy()).max())
+            )
 
         # Cached decoding: prefill the first half, then one token at a time.
         graphdef, state = nnx.split(ours)
@@ -97,21 +107,29 @@ def main(argv):
         out, cache = step(state, cache, tokens[:, :half], mask[:, :half], pos[:, :half])
         outs = [np.asarray(out)]
         for i in range(half, t):
-            out, cache = step(state, cache, tokens[:, i : i + 1], mask[:, i : i + 1], pos[:, i : i + 1])
+            out, cache = step(
+                state, cache, tokens[:, i : i + 1], mask[:, i : i + 1], pos[:, i : i + 1]
+            )
             outs.append(np.asarray(out))
-        rows.append(("cached decode vs uncached", np.abs(np.concatenate(outs, 1) - full)[valid].max()))
+        rows.append(
+            ("cached decode vs uncached", np.abs(np.concatenate(outs, 1) - full)[valid].max())
+        )
 
         mucode_jax.save_pretrained(ours, f"{tmp}/ours")
         back = transformers.AutoModelForCausalLM.from_pretrained(f"{tmp}/ours").eval()
         with torch.no_grad():
             again = back(
-                torch.tensor(tokens), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+                torch.tensor(tokens),
+                attention_mask=torch.tensor(mask),
+                position_ids=torch.tensor(positions),
             ).logits.numpy()
         rows.append(("save_pretrained -> transformers logits", np.abs(again - full)[valid].max()))
 
-    print(f"\nParity with transformers {transformers.__version__} (torch {torch.__version__}), "
-          f"preset {_PRESET.value!r}: {cfg.num_params:,} parameters, batch {b} x {t}, float32, "
-          f"{jax.devices()[0].platform}")
+    print(
+        f"\nParity with transformers {transformers.__version__} (torch {torch.__version__}), "
+        f"preset {_PRESET.value!r}: {cfg.num_params:,} parameters, batch {b} x {t}, float32, "
+        f"{jax.devices()[0].platform}"
+    )
     width = max(len(r[0]) for r in rows)
     for name, diff in rows:
         print(f"  {name:<{width}}  max |diff| = {diff:.2e}  {'ok' if diff < 1e-4 else 'FAIL'}")

@@ -30,7 +30,10 @@ def test_scores_equal_single_forward_and_compile_once_per_bucket(tokenizer):
     scorer = VerifierScorer(verifier, tokenizer, max_length=256, max_batch_size=8)
     rng = np.random.RandomState(0)
     pairs = [
-        ("Write a function that adds two numbers.", "```python\n" + "x = 1\n" * int(rng.randint(1, 12)) + "```")
+        (
+            "Write a function that adds two numbers.",
+            "```python\n" + "x = 1\n" * int(rng.randint(1, 12)) + "```",
+        )
         for _ in range(11)
     ]
     scores = scorer.score([p for p, _ in pairs], [c for _, c in pairs])
