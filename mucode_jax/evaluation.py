@@ -113,6 +113,8 @@ def run_evaluation(
     workdir = Path(workdir)
     out: dict[str, Any] = {"name": name, "modes": {}}
     for mode in modes:
+        if isinstance(progress, SearchProgress):
+            progress.start(f"{name} {mode}")  # one bar per selection mode
         cfg = rollout.SearchConfig(**{**search.__dict__, "select": mode})
         records = rollout.run_search(
             problems,
@@ -124,6 +126,8 @@ def run_evaluation(
             progress=progress,
         )
         out["modes"][mode] = summarize(records, problems, cfg, pass_k=pass_k, seed=search.seed)
+    if isinstance(progress, SearchProgress):
+        progress.close()
     write_json_atomic(workdir / "metrics.json", out)
     plot_per_turn({name: out}, workdir / "per_turn_success.png")
     return out

@@ -20,14 +20,7 @@ from flax import nnx
 from mucode_jax import prompts
 from mucode_jax import sharding as sh
 from mucode_jax.models.verifier import Verifier
-
-
-def _buckets(maximum: int, minimum: int) -> tuple[int, ...]:
-    out, b = [], minimum
-    while b < maximum:
-        out.append(b)
-        b *= 2
-    return tuple(out + [maximum])
+from mucode_jax.sampling.sampler import power_of_two_buckets
 
 
 class VerifierScorer:
@@ -62,10 +55,8 @@ class VerifierScorer:
             axes = spec[0] if len(spec) else ()
             axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
             shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
-        self.length_buckets = _buckets(self.max_length, min(64, self.max_length))
-        self.batch_buckets = tuple(
-            sorted({-(-b // shards) * shards for b in _buckets(int(max_batch_size), 1)})
-        )
+        self.length_buckets = power_of_two_buckets(self.max_length, min(64, self.max_length))
+        self.batch_buckets = power_of_two_buckets(int(max_batch_size), 1, multiple=shards)
         self._graphdef, params = nnx.split(verifier)
         self.num_traces = 0
 

@@ -104,13 +104,14 @@ class _Models:
         self._scorer = None
         self._mesh = None
 
-    @property
-    def mesh(self):
-        if self._mesh is None:
-            from mucode_jax import sharding as sh
+    def _placement(self) -> dict[str, Any]:
+        """The config's mesh and rules, for loading weights and sharding generation/scoring."""
+        from mucode_jax import sharding as sh
 
+        if self._mesh is None:
             self._mesh = sh.make_mesh(tuple(tuple(a) for a in self.config.mesh))
-        return self._mesh
+        rules = tuple(tuple(r) for r in self.config.get("rules", ())) or sh.DEFAULT_RULES
+        return {"mesh": self._mesh, "rules": rules}
 
     def policy(self, hf_dir: Path, *, temperature: float, top_p: float, top_k: int = 0):
         import jax.numpy as jnp
@@ -122,7 +123,7 @@ class _Models:
         from mucode_jax.sampling.methods import make_method
 
         s = self.config.sampling
-        model = load_pretrained(hf_dir, dtype=getattr(jnp, s.dtype))
+        model = load_pretrained(hf_dir, dtype=getattr(jnp, s.dtype), **self._placement())
         if self._sampler is None:
             self._sampler = Sampler(
                 model,
@@ -131,6 +132,7 @@ class _Models:
                 eos_ids=eos_token_ids(self.tokenizer),
                 max_batch_size=s.max_batch_size,
                 pad_id=self.tokenizer.pad_token_id or 0,
+                **self._placement(),
             )
         else:
             self._sampler.update_params(nnx.state(model))
@@ -144,13 +146,16 @@ class _Models:
         from mucode_jax.models.hf import load_pretrained
         from mucode_jax.scoring import VerifierScorer
 
-        verifier = load_pretrained(hf_dir, dtype=getattr(jnp, self.config.sampling.dtype))
+        verifier = load_pretrained(
+            hf_dir, dtype=getattr(jnp, self.config.sampling.dtype), **self._placement()
+        )
         if self._scorer is None:
             self._scorer = VerifierScorer(
                 verifier,
                 self.tokenizer,
                 max_length=self.config.verifier.data.max_length,
                 max_batch_size=self.config.sampling.max_batch_size,
+                **self._placement(),
             )
         else:
             self._scorer.update_params(nnx.state(verifier))
@@ -225,6 +230,8 @@ class Driver:
         search = rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed)
 
         def fn(out: Path):
+            bar = evaluation.SearchProgress()
+            bar.start("rollouts")
             policy = self.models.policy(
                 gen.path, temperature=c.rollout.temperature, top_p=c.rollout.top_p
             )
@@ -234,8 +241,9 @@ class Driver:
                 self.executor,
                 search,
                 out / "rollouts.jsonl",
-                progress=_progress("rollouts"),
+                progress=bar,
             )
+            bar.close()
 
         return self.store.run(
             "rollouts", {"gen": gen, "train": self.train_key, "cfg": c.rollout, "seed": c.seed}, fn
@@ -385,7 +393,7 @@ class Driver:
                 search=search,
                 scorer=scorer,
                 pass_k=list(e.pass_k),
-                progress=_progress(f"eval {name}"),
+                progress=evaluation.SearchProgress(),
                 name=name,
             )
 
@@ -445,25 +453,6 @@ def _floats(d: Any) -> Any:
         return float(d) if not isinstance(d, (str, list, bool, type(None))) else d
     except (TypeError, ValueError):
         return str(d)
-
-
-def _progress(name: str):
-    """A tqdm bar over searches, redrawn only when a search finishes (quiet in logs)."""
-    from tqdm import tqdm
-
-    state: dict[str, Any] = {"bar": None}
-
-    def update(info: dict[str, Any]) -> None:
-        if state["bar"] is None:
-            state["bar"] = tqdm(total=info["total"], desc=name, unit="search", mininterval=2.0)
-        bar = state["bar"]
-        if info["done"] > bar.n:
-            bar.set_postfix(samples_s=f"{info['samples_per_s']:.1f}", refresh=False)
-            bar.update(info["done"] - bar.n)
-        if info["done"] >= info["total"]:
-            bar.close()
-
-    return update
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
