@@ -360,7 +360,11 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
     from mucode_jax.execution import Executor
 
     # The executor's workers fork before JAX starts its threads and claims memory.
-    with Executor(workers=int(config.workers) or None) as executor:
+    # Reference costs (the CPU limits) are measured once per workdir: a resume applies the same.
+    with Executor(
+        workers=int(config.workers) or None,
+        reference_cache=Path(workdir) / "reference_cpu.jsonl",
+    ) as executor:
         import jax.numpy as jnp
         from transformers import AutoTokenizer
 

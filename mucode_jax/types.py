@@ -30,7 +30,10 @@ class Problem:
       private_tests: tests that decide correctness (the oracle label needs public AND private).
       public_tests_text: the public tests rendered for the prompt (e.g. the assert lines).
       entry_point: the function the tests call, when the task is function-writing.
-      reference: a known-correct solution, when the dataset has one.
+      reference: a known-correct solution, when the dataset has one. It is also put into
+        each suite that has none (``suite["reference"]``), so that wherever the suites run
+        (rollouts, evaluation, the CLI) the executor derives their CPU limits from the
+        reference's measured cost: ``max(cpu_seconds, cpu_factor x reference CPU)``.
       metadata: anything else from the source row (difficulty, tags, split, ...).
     """
 
@@ -43,3 +46,11 @@ class Problem:
     entry_point: str | None = None
     reference: str | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.reference is None:
+            return
+        for name in ("public_tests", "private_tests"):
+            suite = getattr(self, name)
+            if isinstance(suite, dict) and suite.get("reference") is None:
+                object.__setattr__(self, name, {**suite, "reference": self.reference})

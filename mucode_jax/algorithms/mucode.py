@@ -464,6 +464,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     test = load_problem_set(config.data.test)
     if not train or not test:
         raise ValueError("The train or test problem set is empty; check config.data.")
-    with Executor(workers=config.executor.workers or None) as executor:
+    # Reference costs (the CPU limits) are measured once per workdir, shared by every stage.
+    cache = Path(workdir) / "reference_cpu.jsonl"
+    with Executor(workers=config.executor.workers or None, reference_cache=cache) as executor:
         driver = Driver(config, Path(workdir), executor, tokenizer, train, test)
         return driver.run()

@@ -1,12 +1,16 @@
 """CLI: run programs from a JSONL file through the sandboxed executor.
 
     python -m mucode_jax.execution --input programs.jsonl --output results.jsonl [--workers N]
+        [--reference-cache costs.jsonl]
 
 Input, one object per line: ``{"id": ..., "code": "...", "tests": <suite>, "limits"?: {...},
 "trace"?: bool}`` (suites: see `mucode_jax.execution.suites`). Output, one line per input line
 in the same order: ``ExecResult.to_json()`` (``{"id", "verdict", "passed", "total", "tests":
 [...], ...}``), or ``{"id"?, "line": n, "error": "..."}`` for a malformed line; the other lines
 still run. The exit status is 0 when every line was well-formed, 1 otherwise.
+
+A suite's ``reference`` sets its CPU limit to ``max(cpu_seconds, cpu_factor x reference CPU)``;
+``--reference-cache`` keeps the measured costs in a file, so later runs reuse them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="results.jsonl ('-' for stdout)")
     parser.add_argument("--workers", type=int, default=None, help="parallel workers")
     parser.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
+    parser.add_argument(
+        "--reference-cache",
+        default=None,
+        help="JSONL file of reference solutions' CPU costs, reused across runs",
+    )
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers={args.workers} is invalid; give a positive integer.")
@@ -49,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         parser.error(f"cannot read --input {args.input!r} ({e.strerror}); check the path.")
     bad = 0
-    with src, Executor(args.workers, sandbox=args.sandbox) as ex:
+    try:
+        ex = Executor(args.workers, sandbox=args.sandbox, reference_cache=args.reference_cache)
+    except ValueError as e:
+        parser.error(str(e))
+    with src, ex:
         entries: list = []
         for lineno, line in enumerate(src, start=1):
             if not line.strip():

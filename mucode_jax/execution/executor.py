@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mucode_jax.execution import protocol, sandbox, suites
+from mucode_jax.execution import protocol, refcache, sandbox, suites
 from mucode_jax.execution.limits import Limits
 from mucode_jax.execution.results import ExecResult
 
@@ -47,6 +47,9 @@ class Executor:
         ``"bwrap"`` (fail if bubblewrap does not work), or ``"none"`` (the fallback, no warning).
       max_pending: jobs in flight before `submit` blocks; default ``64 x workers``.
       python: the interpreter for the service and the sandboxed programs (default: this one).
+      reference_cache: a JSONL file of reference solutions' CPU costs (`refcache`): a suite
+        measured once, by this or an earlier executor, is not measured again, so its CPU
+        limit is the same in every run that shares the file (a workdir's stages, a resume).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class Executor:
         max_pending: int | None = None,
         python: str | None = None,
         startup_timeout: float = 120.0,
+        reference_cache: str | os.PathLike | None = None,
     ):
         if sandbox not in ("auto", "bwrap", "none"):
             raise ValueError(f"sandbox={sandbox!r} is unknown; use 'auto', 'bwrap' or 'none'.")
@@ -73,6 +77,9 @@ class Executor:
         self._closed = False
         self._ready = threading.Event()
         self.info: dict[str, Any] = {}
+        self.reference_costs = (
+            refcache.ReferenceCostCache(reference_cache) if reference_cache is not None else None
+        )
         python = python or sandbox_python()
         config = json.dumps({"workers": self.workers, "sandbox": sandbox, "python": python})
         self._proc = subprocess.Popen(
@@ -139,14 +146,21 @@ class Executor:
         self._slots.acquire()
         fut: concurrent.futures.Future = concurrent.futures.Future()
         fut._mucode_id = id  # type: ignore[attr-defined]
+        header = {"op": "run", "code": code, "suite": tests, "trace": trace}
+        header["limits"] = limits.to_json()
+        if self.reference_costs is not None and (key := refcache.suite_key(tests)) is not None:
+            cost = self.reference_costs.get(key)
+            if cost is not None:
+                header["reference_cpu"] = cost
+            else:
+                fut._mucode_cost_key = key  # type: ignore[attr-defined]
         with self._lock:
             if self._closed:
                 self._slots.release()
                 raise ExecutorError("the executor is closed")
             jid = next(self._ids)
             self._pending[jid] = fut
-        header = {"op": "run", "id": jid, "code": code, "suite": tests, "trace": trace}
-        header["limits"] = limits.to_json()
+        header["id"] = jid
         frame = protocol.pack(header)
         try:
             # Not under _lock: while this blocks on a full pipe, the reader thread must still be
@@ -239,6 +253,12 @@ class Executor:
                     mid = getattr(fut, "_mucode_id", None)
                     if mid is not None:
                         result = ExecResult(**{**result.__dict__, "id": mid})
+                    key = getattr(fut, "_mucode_cost_key", None)
+                    if key is not None and result.reference_cpu is not None:
+                        try:
+                            self.reference_costs.put(key, result.reference_cpu)
+                        except OSError as e:  # a full disk must not lose the result
+                            log.warning("reference cost cache: %s", e)
                     fut.set_result(result)
                 self._slots.release()
         except Exception as e:  # noqa: BLE001

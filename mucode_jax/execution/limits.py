@@ -8,6 +8,9 @@ Every run of a program (one per assert/function suite, one per stdin/stdout case
   where ``ref`` is the reference's CPU time on the same run (the evalplus rule).
 * wall time ``wall_seconds`` (default ``3 x cpu + 2``): a backstop for programs that sleep or
   block; the whole process group (and every leftover descendant) is killed.
+* ``timeout_reruns`` (default 1): a timeout that load could have caused is re-run that many
+  times before it is reported (the service's rule, `load_suspect`): CPU time inflates on a
+  busy host, so a run killed at a limit close to a real program's cost is confirmed first.
 * address space ``memory_mb`` (RLIMIT_AS), file size ``file_size_mb`` (RLIMIT_FSIZE), open files
   ``open_files`` (RLIMIT_NOFILE), processes+threads ``processes`` (RLIMIT_NPROC; enforced only
   where the run gets its own uid), and ``output_bytes`` for each of stdout and stderr.
@@ -19,8 +22,15 @@ import dataclasses
 import math
 from typing import Any
 
-_INT_FIELDS = ("memory_mb", "output_bytes", "file_size_mb", "open_files", "processes")
-_FLOAT_FIELDS = ("cpu_seconds", "wall_seconds", "cpu_factor")
+_INT_FIELDS = (
+    "memory_mb",
+    "output_bytes",
+    "file_size_mb",
+    "open_files",
+    "processes",
+    "timeout_reruns",
+)
+_FLOAT_FIELDS = ("cpu_seconds", "wall_seconds", "cpu_factor", "rerun_margin")
 _MINIMUM = {
     "cpu_seconds": 0.05,
     "wall_seconds": 0.1,
@@ -30,6 +40,8 @@ _MINIMUM = {
     "file_size_mb": 1,
     "open_files": 16,
     "processes": 1,
+    "timeout_reruns": 0,
+    "rerun_margin": 0.0,
 }
 
 
@@ -45,6 +57,8 @@ class Limits:
     open_files: int = 64
     processes: int = 16
     cpu_factor: float = 4.0
+    timeout_reruns: int = 1
+    rerun_margin: float = 1.0
 
     def __post_init__(self):
         for name in _INT_FIELDS + _FLOAT_FIELDS:
@@ -76,6 +90,19 @@ class Limits:
             return self
         wall = None if self.wall_seconds is None else max(self.wall_seconds, 3 * cpu + 2)
         return dataclasses.replace(self, cpu_seconds=round(cpu, 3), wall_seconds=wall)
+
+    def load_suspect(self, reference_cpu: float | None) -> bool:
+        """Whether a CPU-limit kill under these limits may be an artefact of load.
+
+        True when there is no reference to compare with, or when the limit is within
+        ``rerun_margin`` of the reference-derived one: ``cpu <= (1 + margin) x factor x ref``.
+        A limit far above it (the base limit of a suite whose reference takes milliseconds)
+        is only reached by a program hundreds of times slower than the reference, whatever
+        the load.
+        """
+        if reference_cpu is None:
+            return True
+        return self.cpu_seconds <= (1 + self.rerun_margin) * self.cpu_factor * reference_cpu
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

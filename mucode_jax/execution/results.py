@@ -7,7 +7,8 @@ sandboxed program. Verdicts, from the point of view of one test:
 * ``wrong_answer``: the program ran to completion on the test but the check failed
   (a wrong value, a value of a type that cannot be compared, wrong stdout).
 * ``runtime_error``: the program raised, exited early (in any form), or was killed by a signal.
-* ``timeout``: the CPU-time limit (or the wall-clock backstop) was hit.
+* ``timeout``: the CPU-time limit (or the wall-clock backstop) was hit. ``TestResult.confirmed``
+  says whether load can be ruled out as the cause (see `TestResult`).
 * ``memory_limit``: the address-space limit was hit (``MemoryError`` or a kill at the limit).
 * ``output_limit``: stdout/stderr or the returned value exceeded its cap.
 * ``syntax_error``: the program does not compile.
@@ -59,6 +60,10 @@ class TestResult:
       error: one line: ``"ZeroDivisionError: division by zero"``, ``"time limit exceeded"``, ...
       traceback: the traceback trimmed to the program's own frames (``File "<solution>"``).
       trace: an LDB-style trace of this test (only when requested and the test failed).
+      confirmed: for a ``timeout`` only (else None): True when load cannot explain it — a
+        re-run timed out again, the limit was far above the reference's cost, or the program
+        was idle (sleeping or blocked) at the wall-clock backstop; False when it might be an
+        artefact of load and was not re-run (``Limits.timeout_reruns=0``).
     """
 
     __test__ = False  # not a pytest class
@@ -71,6 +76,7 @@ class TestResult:
     error: str | None = None
     traceback: str | None = None
     trace: str | None = None
+    confirmed: bool | None = None
 
     @property
     def passed(self) -> bool:
@@ -78,7 +84,7 @@ class TestResult:
 
     def to_json(self) -> dict[str, Any]:
         d = {"index": self.index, "verdict": self.verdict, "input": self.input}
-        for key in ("expected", "got", "error", "traceback", "trace"):
+        for key in ("expected", "got", "error", "traceback", "trace", "confirmed"):
             value = getattr(self, key)
             if value is not None:
                 d[key] = value
@@ -105,6 +111,10 @@ class ExecResult:
       cpu_limit: the CPU limit applied per run (after deriving it from the reference).
       sandbox: ``"bwrap"`` or ``"fallback"``.
       id: the caller's id (CLI), if any.
+      reference_cpu: the reference solution's CPU seconds for this suite (what `cpu_limit` was
+        derived from), or None when the suite has no reference.
+      reruns: runs of this program that timed out in a way load could explain and were run
+        again (their first outcome is discarded; `cpu_seconds` counts both).
     """
 
     verdict: str
@@ -117,6 +127,8 @@ class ExecResult:
     cpu_limit: float = 0.0
     sandbox: str = ""
     id: str | None = None
+    reference_cpu: float | None = None
+    reruns: int = 0
 
     @property
     def passed(self) -> bool:
@@ -141,7 +153,10 @@ class ExecResult:
             wall_seconds=round(self.wall_seconds, 4),
             cpu_limit=self.cpu_limit,
             sandbox=self.sandbox,
+            reruns=self.reruns,
         )
+        if self.reference_cpu is not None:
+            d["reference_cpu"] = round(self.reference_cpu, 4)
         for key in ("error", "stdout", "stderr"):
             if getattr(self, key):
                 d[key] = getattr(self, key)
@@ -160,6 +175,8 @@ class ExecResult:
             cpu_limit=float(d.get("cpu_limit", 0.0)),
             sandbox=d.get("sandbox", ""),
             id=d.get("id"),
+            reference_cpu=d.get("reference_cpu"),
+            reruns=int(d.get("reruns", 0)),
         )
 
 

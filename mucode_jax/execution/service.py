@@ -96,6 +96,19 @@ def classify_ending(header: dict, limits: Limits) -> tuple[str, str] | None:
     return None
 
 
+def timeout_cause(header: dict, limits: Limits) -> str | None:
+    """Why a run timed out: ``"cpu"`` (killed at the CPU limit), ``"starved"`` (the wall-clock
+    backstop while the program was computing: the host gave it too little CPU), ``"idle"`` (the
+    backstop while it slept or blocked), or None when it did not time out."""
+    ending = classify_ending(header, limits)
+    if ending is None or ending[0] != R.TIMEOUT:
+        return None
+    if header.get("killed") == "wall":
+        wall = float(header.get("wall") or limits.wall)
+        return "starved" if float(header.get("cpu") or 0.0) >= 0.1 * wall else "idle"
+    return "cpu"
+
+
 def parse_records(blob: bytes) -> list[dict]:
     """Result records, one JSON object per line; malformed lines are dropped."""
     out = []
@@ -125,6 +138,8 @@ class Run:
     case: int = -1  # stdio case index
     trace: bool = False
     attempts: int = 0
+    reruns: int = 0  # load-suspect timeouts of this run that were run again
+    confirmed: bool | None = None  # for a timeout of this run: see TestResult.confirmed
 
 
 @dataclasses.dataclass
@@ -166,6 +181,8 @@ class Job:
         self.error: str | None = None
         self.syntax = False
         self.tracing = False
+        self.reference_cpu: float | None = None
+        self.reruns = 0
 
 
 def _ref_key(suite: dict, limits: Limits) -> str:
@@ -435,6 +452,18 @@ class Service:
         if not isinstance(code, str) or not code.strip():
             self.finish(job, no_code=True)
             return
+        ref_cpu = header.get("reference_cpu")
+        if (
+            "reference" in suite
+            and suite["kind"] in ("assert", "stdio")
+            and type(ref_cpu) in (int, float)
+            and 0 <= ref_cpu < float("inf")
+        ):
+            # The client knows this suite's reference cost (its persistent cache): the reference
+            # only sets the CPU limit for these kinds, so it need not run again.
+            self.set_reference_cpu(job, float(ref_cpu))
+            self.launch(job)
+            return
         if "reference" in suite or suite["kind"] == "check":
             key = _ref_key(suite, limits)
             if key in self.ref_cache:
@@ -607,10 +636,18 @@ class Service:
             self.finish(job)
             return
         job.ref = info
-        job.limits = job.base_limits.with_reference(info.cpu)
+        if "reference" in job.suite:  # (a check suite's reference is always there)
+            self.set_reference_cpu(job, info.cpu)
         if job.kind == "check":
             job.n = len(info.calls)
         self.launch(job)
+
+    @staticmethod
+    def set_reference_cpu(job: Job, cpu: float) -> None:
+        """Derive the job's CPU limit from its reference's cost (rounded as results report it,
+        so a cost read back from a client's cache gives exactly the same limit)."""
+        job.reference_cpu = round(cpu, 4)
+        job.limits = job.base_limits.with_reference(job.reference_cpu)
 
     # -- candidate runs ------------------------------------------------------------------------
 
@@ -639,6 +676,8 @@ class Service:
         if run.trace:
             self.on_trace_run(job, records)
             return
+        if self.confirm_timeout(job, run, header):
+            return
         if not job.have_output:
             job.stdout, job.stderr, job.have_output = out, err, True
         if job.kind == "stdio":
@@ -646,9 +685,41 @@ class Service:
         else:
             outcomes = self._seq_outcomes(run, header, records, job.n)
             self.judge_seq(job, run, outcomes)
+        if run.confirmed is not None:
+            first = run.case if job.kind == "stdio" else run.start
+            last = first + 1 if job.kind == "stdio" else job.n
+            for i in range(first, last):
+                t = job.tests[i]
+                if t is not None and t.verdict == R.TIMEOUT and t.confirmed is None:
+                    job.tests[i] = dataclasses.replace(t, confirmed=run.confirmed)
         job.pending -= 1
         if job.pending == 0:
             self.finish(job)
+
+    def confirm_timeout(self, job: Job, run: Run, header: dict) -> bool:
+        """The load rule: re-run a timeout that load could explain; True when it was re-queued.
+
+        A timeout is load-suspect when the run was killed at its CPU limit and that limit is
+        within `Limits.rerun_margin` of the reference-derived one (or the suite has no
+        reference), or when the wall-clock backstop caught a program that was computing (the
+        host starved it). Such a run is run again, up to `Limits.timeout_reruns` times, and
+        only the last run is judged; a timeout there is ``confirmed``. Timeouts that load
+        cannot explain (an idle program at the backstop; a CPU limit far above the reference's
+        cost) are reported at once, also as ``confirmed``.
+        """
+        cause = timeout_cause(header, run.limits)
+        if cause is None:
+            return False
+        suspect = cause == "starved" or (
+            cause == "cpu" and run.limits.load_suspect(job.reference_cpu)
+        )
+        if suspect and run.reruns < run.limits.timeout_reruns:
+            run.reruns += 1
+            job.reruns += 1
+            self.cand.queue.append(run)  # at the back: later, when the load may have passed
+            return True
+        run.confirmed = (not suspect) or run.reruns > 0
+        return False
 
     def _seq_outcomes(
         self, run: Run, header: dict, records: list[dict], n: int, reference: bool = False
@@ -897,6 +968,8 @@ class Service:
             wall_seconds=time.monotonic() - job.t0,
             cpu_limit=job.limits.cpu_seconds,
             sandbox="bwrap" if self.sandboxed else "fallback",
+            reference_cpu=job.reference_cpu,
+            reruns=job.reruns,
         )
         self.send_client({"id": job.jid, "result": result.to_json()})
 
