@@ -2,14 +2,15 @@
 
 Started by `Executor` with ``subprocess`` (fork+exec, never a bare fork of the caller, so the
 caller may have imported JAX), it reads jobs from its stdin and writes verdicts to its stdout.
-It keeps two pools: *candidate* workers (programs under test) and one *reference* worker (the
-dataset's reference solutions, which compute expected values for function/check suites and the
-reference CPU time). Expected values never enter a candidate worker, so no candidate child can
-find them in memory it inherited.
+It keeps two pools: *candidate* workers (programs under test) and *reference* workers (the
+datasets' reference solutions, `references`). Expected values never enter a candidate worker,
+so no candidate child can find them in memory it inherited.
 
-All judging happens here, over raw values the children reported (`serial.decode`): the assert
-skeletons, `compare.outputs_match`, `compare.stdout_matches`. Every test index must be reported
-exactly once; a missing one takes the verdict of how the child ended, a duplicated one fails.
+This module is the event loop and its glue: one ``selectors`` loop over the client's pipe and
+every worker's pipe; a job is accepted (`accept`), waits for its reference if it needs one
+(`references.References`), is cut into runs (`jobs`) that the pools dispatch to idle workers,
+and each finished run is judged (`judging`) — or, for a timeout that load could explain, run
+again first (`judging.rerun_decision`). A job whose runs are all judged goes back to the client.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import selectors
@@ -26,172 +26,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 
-from mucode_jax.execution import compare, protocol, results, sandbox, serial, suites
+from mucode_jax.execution import judging, protocol, results, sandbox, suites
+from mucode_jax.execution.jobs import Job, RefInfo, RefTask, Run, run_spec, seq_spec
+from mucode_jax.execution.judging import clip, parse_records
 from mucode_jax.execution.limits import Limits
-from mucode_jax.execution.results import ExecResult, TestResult
+from mucode_jax.execution.references import References
+from mucode_jax.execution.results import TestResult
 
 R = results
-TEXT_CAP = 4000
-REF_CPU_FLOOR = 60.0
 UID_BASE = 1_000_000
 MAX_WORKERS = 32  # uid slots: candidates 0-31, reference workers 32-63
-
-
-def _text(data: bytes, cap: int = TEXT_CAP) -> str:
-    text = data.decode("utf-8", "replace")
-    return text if len(text) <= cap else text[:cap] + f"\n... [{len(text) - cap} more characters]"
-
-
-def _clip(text: str | None, cap: int = 2000) -> str | None:
-    if text is None or len(text) <= cap:
-        return text
-    return text[:cap] + "... [truncated]"
-
-
-def _exception_verdict(err: dict) -> str:
-    kind = err.get("type")
-    if kind == "MemoryError":
-        return R.MEMORY_LIMIT
-    if kind == "ResultTooLarge":
-        return R.OUTPUT_LIMIT
-    return R.RUNTIME_ERROR
-
-
-def _err_text(err: dict) -> str:
-    msg = str(err.get("msg", ""))
-    return _clip(f"{err.get('type', 'Exception')}: {msg}" if msg else str(err.get("type")), 500)
-
-
-def classify_ending(header: dict, limits: Limits) -> tuple[str, str] | None:
-    """How a child ended, as (verdict, message); None for a normal exit with status 0.
-
-    Precedence: output cap > time (our kill on wall/CPU, SIGXCPU, or SIGKILL at the CPU limit)
-    > memory (the harness' MemoryError exit) > other signals > non-zero exit status.
-    """
-    killed, sig, code, cpu = header.get("killed"), header.get("signal"), header.get("exit"), 0.0
-    cpu = float(header.get("cpu") or 0.0)
-    if killed == "output":
-        return R.OUTPUT_LIMIT, f"output limit exceeded ({limits.output_bytes} bytes)"
-    if killed == "wall":
-        return R.TIMEOUT, f"time limit exceeded (wall-clock backstop, {limits.wall:g} s)"
-    if (
-        killed == "cpu"
-        or sig == signal.SIGXCPU
-        or (sig == signal.SIGKILL and cpu >= limits.cpu_seconds - 0.05)
-    ):
-        return R.TIMEOUT, f"time limit exceeded ({limits.cpu_seconds:g} s CPU)"
-    if code == 75:  # harness.EXIT_MEMORY
-        return R.MEMORY_LIMIT, f"memory limit exceeded ({limits.memory_mb} MB)"
-    if sig is not None:
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        if sig == signal.SIGSEGV:
-            return R.RUNTIME_ERROR, "Segmentation fault (SIGSEGV), e.g. recursion too deep"
-        return R.RUNTIME_ERROR, f"the program was killed by {name}"
-    if code == 76:  # harness.EXIT_HARNESS
-        return R.RUNTIME_ERROR, "the program broke the test harness"
-    if code:
-        return R.RUNTIME_ERROR, f"the program exited with status {code}"
-    return None
-
-
-def timeout_cause(header: dict, limits: Limits) -> str | None:
-    """Why a run timed out: ``"cpu"`` (killed at the CPU limit), ``"starved"`` (the wall-clock
-    backstop while the program was computing: the host gave it too little CPU), ``"idle"`` (the
-    backstop while it slept or blocked), or None when it did not time out."""
-    ending = classify_ending(header, limits)
-    if ending is None or ending[0] != R.TIMEOUT:
-        return None
-    if header.get("killed") == "wall":
-        wall = float(header.get("wall") or limits.wall)
-        return "starved" if float(header.get("cpu") or 0.0) >= 0.1 * wall else "idle"
-    return "cpu"
-
-
-def parse_records(blob: bytes) -> list[dict]:
-    """Result records, one JSON object per line; malformed lines are dropped."""
-    out = []
-    for line in blob.split(b"\n"):
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if type(rec) is dict:
-            out.append(rec)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Jobs and runs.
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Run:
-    job: Job | RefTask
-    spec: dict
-    limits: Limits
-    start: int = 0
-    case: int = -1  # stdio case index
-    trace: bool = False
-    attempts: int = 0
-    reruns: int = 0  # load-suspect timeouts of this run that were run again
-    confirmed: bool | None = None  # for a timeout of this run: see TestResult.confirmed
-
-
-@dataclasses.dataclass
-class RefInfo:
-    cpu: float = 0.0
-    expected: list | None = None  # decoded expected values (function/check)
-    calls: list | None = None  # check: recorded [args, kwargs] in tagged form
-    call_texts: list | None = None
-    error: str | None = None
-
-
-class RefTask:
-    """Runs the reference solution once per (suite, limits) and collects what jobs need."""
-
-    def __init__(self, key: str, suite: dict, limits: Limits):
-        self.key, self.suite, self.limits = key, suite, limits
-        self.waiting: list[Job] = []
-        self.info = RefInfo()
-        self.pending = 0
-        self.n = suites.num_tests(suite)
-        self.outcomes: dict[int, Any] = {}
-
-
-class Job:
-    def __init__(self, jid: int, code: str | None, suite: dict, limits: Limits, trace: bool):
-        self.jid, self.code, self.suite, self.base_limits = jid, code, suite, limits
-        self.limits = limits
-        self.trace = trace
-        self.t0 = time.monotonic()
-        self.kind = suite["kind"]
-        self.n = suites.num_tests(suite) or 0
-        self.tests: list[TestResult | None] = []
-        self.ref: RefInfo | None = None
-        self.pending = 0
-        self.cpu = 0.0
-        self.stdout = b""
-        self.stderr = b""
-        self.have_output = False
-        self.error: str | None = None
-        self.syntax = False
-        self.tracing = False
-        self.reference_cpu: float | None = None
-        self.reruns = 0
-
-
-def _ref_key(suite: dict, limits: Limits) -> str:
-    h = hashlib.sha256()
-    h.update(
-        json.dumps({k: v for k, v in suite.items() if k != "outputs"}, sort_keys=True).encode()
-    )
-    h.update(json.dumps([limits.memory_mb, limits.cpu_seconds]).encode())
-    return h.hexdigest()
 
 
 class WorkerHandle:
@@ -277,14 +122,11 @@ class Service:
         self.cand = Pool(self, "candidate", n, 0)
         self.ref = Pool(self, "reference", n, MAX_WORKERS)  # started on first use
         self.cand.ensure_started()
-        self.ref_tasks: dict[str, RefTask] = {}
-        self.ref_cache: dict[str, RefInfo] = {}
+        self.references = References(self.ref.queue.append)
         self.in_reader = protocol.FrameReader()
         self.out_buffer: list[bytes] = []
         self.running = True
         self.worker_failures = 0
-
-    # -- transport ---------------------------------------------------------------------------
 
     def send_client(self, header: dict) -> None:
         self.out_buffer.append(protocol.pack(header))
@@ -392,10 +234,8 @@ class Service:
     def run_failed(self, run: Run, message: str) -> None:
         job = run.job
         if isinstance(job, RefTask):
-            job.info.error = message
-            job.pending -= 1
-            if job.pending == 0:
-                self.finish_ref(job)
+            self.references.run_failed(job, message)
+            self.ref_run_done(job)
             return
         job.error = message
         for i in range(len(job.tests)):
@@ -437,8 +277,6 @@ class Service:
 
             shutil.rmtree(self.tmp_root, ignore_errors=True)
 
-    # -- jobs --------------------------------------------------------------------------------
-
     def accept(self, header: dict) -> None:
         jid = header["id"]
         try:
@@ -461,172 +299,15 @@ class Service:
         ):
             # The client knows this suite's reference cost (its persistent cache): the reference
             # only sets the CPU limit for these kinds, so it need not run again.
-            self.set_reference_cpu(job, float(ref_cpu))
+            job.set_reference_cpu(float(ref_cpu))
             self.launch(job)
             return
         if "reference" in suite or suite["kind"] == "check":
-            key = _ref_key(suite, limits)
-            if key in self.ref_cache:
-                self.apply_ref(job, self.ref_cache[key])
-                return
-            task = self.ref_tasks.get(key)
-            if task is None:
-                task = self.ref_tasks[key] = RefTask(key, suite, limits)
-                self.start_ref(task)
-            task.waiting.append(job)
+            info = self.references.request(job)
+            if info is not None:
+                self.apply_ref(job, info)
             return
         self.launch(job)
-
-    def _spec(self, mode: str, code: str, suite: dict, limits: Limits, **extra) -> dict:
-        spec = {
-            "mode": mode,
-            "code": code,
-            "setup": suite.get("setup", ""),
-            "limits": {
-                "cpu": limits.cpu_seconds,
-                "wall": limits.wall,
-                "memory_mb": limits.memory_mb,
-                "output_bytes": limits.output_bytes,
-                "file_size_mb": limits.file_size_mb,
-                "open_files": limits.open_files,
-                "processes": limits.processes,
-            },
-        }
-        spec.update(extra)
-        return spec
-
-    def _seq_spec(self, job_or_task, code: str, limits: Limits, start: int, trace: int = -1):
-        suite = job_or_task.suite
-        kind = suite["kind"]
-        if kind == "assert":
-            holes = [
-                list(suites.split_assert(t, suite.get("entry_point")).holes) for t in suite["tests"]
-            ]
-            return self._spec("assert", code, suite, limits, holes=holes, start=start, trace=trace)
-        if kind == "function":
-            return self._spec(
-                "calls",
-                code,
-                suite,
-                limits,
-                entry_point=suite["entry_point"],
-                calls=suite["inputs"],
-                args_format="json",
-                start=start,
-                trace=trace,
-            )
-        # check: candidates replay the recorded calls
-        return self._spec(
-            "calls",
-            code,
-            suite,
-            limits,
-            entry_point=suite["entry_point"],
-            calls=job_or_task.ref.calls,
-            args_format="tagged",
-            start=start,
-            trace=trace,
-        )
-
-    # -- reference runs ------------------------------------------------------------------------
-
-    def start_ref(self, task: RefTask) -> None:
-        suite, base = task.suite, task.limits
-        limits = dataclasses.replace(
-            base, cpu_seconds=max(REF_CPU_FLOOR, 4 * base.cpu_seconds), wall_seconds=None
-        )
-        task.run_limits = limits
-        ref = suite["reference"]
-        kind = suite["kind"]
-        if kind == "stdio":
-            for c, case in enumerate(suite["cases"]):
-                spec = self._spec("stdio", ref, suite, limits, stdin=case["input"])
-                self.ref.queue.append(Run(task, spec, limits, case=c))
-                task.pending += 1
-        elif kind == "check":
-            spec = self._spec("record", ref, suite, limits, entry_point=suite["entry_point"])
-            spec["check"] = suite["check"]
-            self.ref.queue.append(Run(task, spec, limits))
-            task.pending += 1
-        else:
-            self.ref.queue.append(Run(task, self._seq_spec(task, ref, limits, 0), limits))
-            task.pending += 1
-
-    def on_ref_run(self, task: RefTask, run: Run, header: dict, records: list[dict]) -> None:
-        info = task.info
-        kind = task.suite["kind"]
-        cpu = float(header.get("cpu") or 0.0)
-        # The CPU a candidate run may use scales with a whole reference run: per case for stdio
-        # (max), over all of its restarts for the sequential kinds (sum).
-        info.cpu = max(info.cpu, cpu) if kind == "stdio" else info.cpu + cpu
-        ending = classify_ending(header, run.limits)
-        if kind == "stdio":
-            if ending is not None:
-                info.error = info.error or f"the reference failed on case {run.case}: {ending[1]}"
-            return
-        if kind == "check":
-            calls, expected, texts = [], [], []
-            for rec in records:
-                if "syntax" in rec or "load_err" in rec or "check_err" in rec:
-                    err = rec.get("syntax") or rec.get("load_err") or rec.get("check_err")
-                    info.error = f"the reference solution fails its own check: {_err_text(err)}"
-                elif "rec" in rec and type(rec["rec"]) is dict:
-                    r = rec["rec"]
-                    try:
-                        args, kwargs = serial.from_jsonable(r["a"])
-                        value = (
-                            serial.ExpectedError(str(r["x"]))
-                            if "x" in r
-                            else serial.from_jsonable(r["v"])
-                        )
-                    except (serial.DecodeError, KeyError, TypeError, ValueError) as e:
-                        info.error = f"a call of the reference could not be recorded ({e})"
-                        continue
-                    calls.append(r["a"])
-                    expected.append(value)
-                    texts.append(suites.call_text(task.suite["entry_point"], args, kwargs))
-            if ending is not None and info.error is None:
-                info.error = f"the reference's check() did not finish: {ending[1]}"
-            if not calls and info.error is None:
-                info.error = "the reference's check() never called `candidate`"
-            info.calls, info.expected, info.call_texts = calls, expected, texts
-            return
-        # assert / function: sequential records
-        n = task.n
-        outcomes = self._seq_outcomes(run, header, records, n, reference=True)
-        if outcomes["phase"] != "tests":
-            info.error = f"the reference solution failed to load: {outcomes['message']}"
-            return
-        task.outcomes.update(outcomes["by_index"])
-        nxt = outcomes.get("restart")
-        if nxt is not None:
-            spec = self._seq_spec(task, task.suite["reference"], run.limits, nxt)
-            self.ref.queue.append(Run(task, spec, run.limits, start=nxt))
-            task.pending += 1
-
-    def finish_ref(self, task: RefTask) -> None:
-        info = task.info
-        if task.suite["kind"] == "function" and info.error is None:
-            if "outputs" in task.suite:
-                info.expected = task.suite["outputs"]
-            else:
-                expected = []
-                for i in range(task.n):
-                    kind, payload = task.outcomes.get(i, ("died", (R.RUNTIME_ERROR, "no result")))
-                    if kind == "value":
-                        try:
-                            expected.append(serial.from_jsonable(payload[0]))
-                        except (serial.DecodeError, IndexError, TypeError):
-                            expected.append(serial.ExpectedError("UndecodableResult"))
-                    elif kind == "error":
-                        expected.append(serial.ExpectedError(str(payload.get("type"))))
-                    else:
-                        expected.append(serial.ExpectedError(payload[0]))
-                info.expected = expected
-        self.ref_cache[task.key] = info
-        del self.ref_tasks[task.key]
-        for job in task.waiting:
-            self.apply_ref(job, info)
 
     def apply_ref(self, job: Job, info: RefInfo) -> None:
         if info.error is not None and job.kind in ("check", "function") and info.expected is None:
@@ -637,304 +318,64 @@ class Service:
             return
         job.ref = info
         if "reference" in job.suite:  # (a check suite's reference is always there)
-            self.set_reference_cpu(job, info.cpu)
+            job.set_reference_cpu(info.cpu)
         if job.kind == "check":
             job.n = len(info.calls)
         self.launch(job)
-
-    @staticmethod
-    def set_reference_cpu(job: Job, cpu: float) -> None:
-        """Derive the job's CPU limit from its reference's cost (rounded as results report it,
-        so a cost read back from a client's cache gives exactly the same limit)."""
-        job.reference_cpu = round(cpu, 4)
-        job.limits = job.base_limits.with_reference(job.reference_cpu)
-
-    # -- candidate runs ------------------------------------------------------------------------
 
     def launch(self, job: Job) -> None:
         job.tests = [None] * job.n
         if job.kind == "stdio":
             for c, case in enumerate(job.suite["cases"]):
-                spec = self._spec("stdio", job.code, job.suite, job.limits, stdin=case["input"])
+                spec = run_spec("stdio", job.code, job.suite, job.limits, stdin=case["input"])
                 self.cand.queue.append(Run(job, spec, job.limits, case=c))
                 job.pending += 1
         else:
-            spec = self._seq_spec(job, job.code, job.limits, 0)
+            spec = self._seq_spec(job, 0)
             self.cand.queue.append(Run(job, spec, job.limits))
             job.pending += 1
+
+    @staticmethod
+    def _seq_spec(job: Job, start: int, trace: int = -1) -> dict:
+        calls = job.ref.calls if job.ref is not None else None
+        return seq_spec(job.suite, job.code, job.limits, start, trace, recorded_calls=calls)
+
+    def ref_run_done(self, task: RefTask) -> None:
+        task.pending -= 1
+        if task.pending == 0:
+            for job in self.references.finish(task):
+                self.apply_ref(job, task.info)
 
     def on_run_done(self, run: Run, header: dict, out: bytes, err: bytes, res: bytes) -> None:
         records = parse_records(res)
         job = run.job
         if isinstance(job, RefTask):
-            self.on_ref_run(job, run, header, records)
-            job.pending -= 1
-            if job.pending == 0:
-                self.finish_ref(job)
+            self.references.on_run(job, run, header, records)
+            self.ref_run_done(job)
             return
         job.cpu += float(header.get("cpu") or 0.0)
         if run.trace:
             self.on_trace_run(job, records)
             return
-        if self.confirm_timeout(job, run, header):
+        if judging.rerun_decision(job, run, header):
+            self.cand.queue.append(run)  # at the back: later, when the load may have passed
             return
         if not job.have_output:
             job.stdout, job.stderr, job.have_output = out, err, True
         if job.kind == "stdio":
-            job.tests[run.case] = self.judge_stdio(job, run, header, out, records)
+            job.tests[run.case] = judging.judge_stdio(job, run, header, out, records)
         else:
-            outcomes = self._seq_outcomes(run, header, records, job.n)
-            self.judge_seq(job, run, outcomes)
-        if run.confirmed is not None:
-            first = run.case if job.kind == "stdio" else run.start
-            last = first + 1 if job.kind == "stdio" else job.n
-            for i in range(first, last):
-                t = job.tests[i]
-                if t is not None and t.verdict == R.TIMEOUT and t.confirmed is None:
-                    job.tests[i] = dataclasses.replace(t, confirmed=run.confirmed)
+            outcomes = judging.seq_outcomes(run, header, records, job.n)
+            nxt = judging.judge_seq(job, run, outcomes)
+            if nxt is not None:  # a crash: a new run continues from the next test
+                self.cand.queue.appendleft(
+                    Run(job, self._seq_spec(job, nxt), job.limits, start=nxt)
+                )
+                job.pending += 1
+        judging.mark_confirmed(job, run)
         job.pending -= 1
         if job.pending == 0:
             self.finish(job)
-
-    def confirm_timeout(self, job: Job, run: Run, header: dict) -> bool:
-        """The load rule: re-run a timeout that load could explain; True when it was re-queued.
-
-        A timeout is load-suspect when the run was killed at its CPU limit and that limit is
-        within `Limits.rerun_margin` of the reference-derived one (or the suite has no
-        reference), or when the wall-clock backstop caught a program that was computing (the
-        host starved it). Such a run is run again, up to `Limits.timeout_reruns` times, and
-        only the last run is judged; a timeout there is ``confirmed``. Timeouts that load
-        cannot explain (an idle program at the backstop; a CPU limit far above the reference's
-        cost) are reported at once, also as ``confirmed``.
-        """
-        cause = timeout_cause(header, run.limits)
-        if cause is None:
-            return False
-        suspect = cause == "starved" or (
-            cause == "cpu" and run.limits.load_suspect(job.reference_cpu)
-        )
-        if suspect and run.reruns < run.limits.timeout_reruns:
-            run.reruns += 1
-            job.reruns += 1
-            self.cand.queue.append(run)  # at the back: later, when the load may have passed
-            return True
-        run.confirmed = (not suspect) or run.reruns > 0
-        return False
-
-    def _seq_outcomes(
-        self, run: Run, header: dict, records: list[dict], n: int, reference: bool = False
-    ) -> dict:
-        """Per-test outcomes of an assert/calls run, and whether to restart after a crash.
-
-        A candidate that times out gets ``timeout`` for the remaining tests too (its CPU budget
-        covers the whole run); a reference run restarts after the slow test instead.
-        """
-        ending = classify_ending(header, run.limits)
-        loaded = False
-        by_index: dict[int, tuple[str, Any]] = {}
-        seen: collections.Counter = collections.Counter()
-        done = False
-        for rec in records:
-            if "syntax" in rec and not loaded:
-                err = rec["syntax"] if type(rec["syntax"]) is dict else {}
-                return {"phase": "syntax", "err": err, "message": _err_text(err)}
-            if "load_err" in rec and not loaded:
-                err = rec["load_err"] if type(rec["load_err"]) is dict else {}
-                return {"phase": "load", "err": err, "message": _err_text(err)}
-            if rec.get("loaded") == 1:
-                loaded = True
-            elif rec.get("done") == 1:
-                done = True
-            elif "i" in rec and type(rec["i"]) is int and run.start <= rec["i"] < n:
-                i = rec["i"]
-                seen[i] += 1
-                if "v" in rec and type(rec["v"]) is list:
-                    by_index[i] = ("value", rec["v"])
-                elif "x" in rec and type(rec["x"]) is dict:
-                    by_index[i] = ("error", rec["x"])
-        if not loaded:
-            if ending is None:
-                ending = (R.RUNTIME_ERROR, "the program exited while it was being loaded")
-            return {"phase": "died", "ending": ending, "message": ending[1]}
-        out: dict[int, tuple[str, Any]] = {}
-        restart = None
-        for i in range(run.start, n):
-            if seen[i] > 1:
-                out[i] = ("dup", None)
-            elif i in by_index:
-                out[i] = by_index[i]
-            else:
-                if done or (ending is None and run.trace):
-                    out[i] = (
-                        "died",
-                        (
-                            R.RUNTIME_ERROR,
-                            "no result was reported for this test "
-                            "(the program interfered with the test harness)",
-                        ),
-                    )
-                    continue
-                if ending is None:
-                    ending_i = (R.RUNTIME_ERROR, "the program exited before this test finished")
-                else:
-                    ending_i = ending
-                out[i] = ("died", ending_i)
-                if ending_i[0] == R.TIMEOUT and not reference:
-                    for j in range(i + 1, n):
-                        out[j] = (
-                            "died",
-                            (R.TIMEOUT, "not run: an earlier test used up the time limit"),
-                        )
-                elif i + 1 < n:
-                    restart = i + 1
-                break
-        return {"phase": "tests", "by_index": out, "restart": restart}
-
-    def judge_seq(self, job: Job, run: Run, outcomes: dict) -> None:
-        phase = outcomes["phase"]
-        if phase != "tests":
-            if phase == "syntax":
-                job.syntax = True
-                job.error = outcomes["err"].get("tb") or outcomes["message"]
-                verdict, message, tb = R.SYNTAX_ERROR, outcomes["message"], job.error
-            elif phase == "load":
-                err = outcomes["err"]
-                verdict, message, tb = _exception_verdict(err), outcomes["message"], err.get("tb")
-                job.error = tb or message
-            else:
-                verdict, message = outcomes["ending"]
-                tb = None
-                job.error = message
-            for i in range(run.start, job.n):
-                job.tests[i] = self._test_result(
-                    job, i, verdict, error=message, traceback=_clip(tb, 4000)
-                )
-            return
-        for i, (kind, payload) in outcomes["by_index"].items():
-            job.tests[i] = self.judge_one(job, i, kind, payload)
-        nxt = outcomes["restart"]
-        if nxt is not None:
-            spec = self._seq_spec(job, job.code, job.limits, nxt)
-            self.cand.queue.appendleft(Run(job, spec, job.limits, start=nxt))
-            job.pending += 1
-
-    def _test_result(self, job: Job, i: int, verdict: str, **kw) -> TestResult:
-        shown_input, expected = self._shown(job, i)
-        return TestResult(i, verdict, input=shown_input, expected=expected, **kw)
-
-    def _shown(self, job: Job, i: int) -> tuple[str, str | None]:
-        kind = job.kind
-        if kind == "assert":
-            split = suites.split_assert(job.suite["tests"][i], job.suite.get("entry_point"))
-            return split.source, split.shown_expected
-        if kind == "function":
-            args = job.suite["inputs"][i]
-            exp = job.ref.expected[i] if job.ref and job.ref.expected else None
-            return suites.call_text(job.suite["entry_point"], args), serial.short_repr(exp)
-        if kind == "check":
-            return job.ref.call_texts[i], serial.short_repr(job.ref.expected[i])
-        case = job.suite["cases"][i]
-        return _clip(case["input"]), _clip(case["output"])
-
-    def judge_one(self, job: Job, i: int, kind: str, payload) -> TestResult:
-        if kind == "dup":
-            return self._test_result(
-                job,
-                i,
-                R.RUNTIME_ERROR,
-                error="the result of this test was reported more than once "
-                "(the program wrote to the test harness' result channel)",
-            )
-        if kind == "died":
-            return self._test_result(job, i, payload[0], error=payload[1])
-        if kind == "error":
-            expected = job.ref.expected[i] if job.kind in ("function", "check") else None
-            if isinstance(expected, serial.ExpectedError) and expected.type_name == payload.get(
-                "type"
-            ):
-                return self._test_result(job, i, R.PASSED)
-            return self._test_result(
-                job,
-                i,
-                _exception_verdict(payload),
-                error=_err_text(payload),
-                traceback=_clip(str(payload.get("tb") or ""), 4000) or None,
-            )
-        try:
-            values = [serial.from_jsonable(v) for v in payload]
-        except (serial.DecodeError, RecursionError) as e:
-            return self._test_result(
-                job, i, R.RUNTIME_ERROR, error=f"the reported result is malformed ({e})"
-            )
-        if job.kind == "assert":
-            split = suites.split_assert(job.suite["tests"][i], job.suite.get("entry_point"))
-            if len(values) != len(split.holes):
-                return self._test_result(job, i, R.RUNTIME_ERROR, error="malformed result")
-            held, error = split.judge(values)
-            if len(values) == 1:
-                got = serial.short_repr(values[0])
-            else:
-                got = "; ".join(
-                    f"{h} = {serial.short_repr(v, 150)}" for h, v in zip(split.holes, values)
-                )
-            return self._test_result(
-                job, i, R.PASSED if held else R.WRONG_ANSWER, got=got, error=error
-            )
-        if len(values) != 1:
-            return self._test_result(job, i, R.RUNTIME_ERROR, error="malformed result")
-        expected = job.ref.expected[i]
-        atol = job.suite.get("atol", 0.0)
-        mode = job.suite.get("compare", "exact")
-        ok = compare.outputs_match(values[0], expected, atol=atol, compare=mode)
-        error = None
-        if isinstance(expected, serial.ExpectedError):
-            error = f"expected the call to raise {expected.type_name}"
-        return self._test_result(
-            job,
-            i,
-            R.PASSED if ok else R.WRONG_ANSWER,
-            got=serial.short_repr(values[0]),
-            error=error,
-        )
-
-    def judge_stdio(self, job: Job, run: Run, header: dict, out: bytes, records) -> TestResult:
-        i = run.case
-        ending = classify_ending(header, run.limits)
-        got = _clip(out.decode("utf-8", "replace"))
-        if ending is not None:
-            return self._test_result(job, i, ending[0], error=ending[1], got=got)
-        err = None
-        done = False
-        for rec in records:
-            if "syntax" in rec and type(rec["syntax"]) is dict:
-                job.syntax = True
-                job.error = rec["syntax"].get("tb") or _err_text(rec["syntax"])
-                return self._test_result(
-                    job,
-                    i,
-                    R.SYNTAX_ERROR,
-                    error=_err_text(rec["syntax"]),
-                    traceback=_clip(rec["syntax"].get("tb"), 4000),
-                )
-            if "x" in rec and type(rec["x"]) is dict and err is None:
-                err = rec["x"]
-            if rec.get("done") == 1:
-                done = True
-        if err is not None:
-            return self._test_result(
-                job,
-                i,
-                _exception_verdict(err),
-                error=_err_text(err),
-                traceback=_clip(str(err.get("tb") or ""), 4000) or None,
-                got=got,
-            )
-        del done  # a clean exit (also os._exit(0) after flushing) is judged on its output
-        expected = job.suite["cases"][i]["output"]
-        ok = compare.stdout_matches(out.decode("utf-8", "replace"), expected)
-        return self._test_result(job, i, R.PASSED if ok else R.WRONG_ANSWER, got=got)
-
-    # -- finishing ----------------------------------------------------------------------------
 
     def finish(self, job: Job, no_code: bool = False) -> None:
         if no_code:
@@ -958,24 +399,18 @@ class Service:
                 job.tracing = True
                 self.start_trace(job, first.index)
                 return
-        result = ExecResult(
-            verdict=verdict,
-            tests=tuple(tests),
-            error=_clip(job.error, 4000),
-            stdout=_text(job.stdout),
-            stderr=_text(job.stderr),
-            cpu_seconds=job.cpu,
-            wall_seconds=time.monotonic() - job.t0,
-            cpu_limit=job.limits.cpu_seconds,
+        result = judging.exec_result(
+            job,
+            tests,
+            verdict,
+            wall=time.monotonic() - job.t0,
             sandbox="bwrap" if self.sandboxed else "fallback",
-            reference_cpu=job.reference_cpu,
-            reruns=job.reruns,
         )
         self.send_client({"id": job.jid, "result": result.to_json()})
 
     def start_trace(self, job: Job, i: int) -> None:
         if job.kind == "stdio":
-            spec = self._spec(
+            spec = run_spec(
                 "stdio",
                 job.code,
                 job.suite,
@@ -984,7 +419,7 @@ class Service:
                 trace=0,
             )
         else:
-            spec = self._seq_spec(job, job.code, job.limits, i, trace=i)
+            spec = self._seq_spec(job, i, trace=i)
         job.trace_index = i
         job.pending += 1
         self.cand.queue.appendleft(Run(job, spec, job.limits, start=i, case=i, trace=True))
@@ -992,7 +427,7 @@ class Service:
     def on_trace_run(self, job: Job, records: list[dict]) -> None:
         events = next((r["trace"] for r in records if type(r.get("trace")) is list), None)
         if events:
-            lines = [_clip(str(e), 200) for e in events[:80]]
+            lines = [clip(str(e), 200) for e in events[:80]]
             text = "\n".join(lines)
             t = job.tests[job.trace_index]
             job.tests[job.trace_index] = dataclasses.replace(t, trace=text)
