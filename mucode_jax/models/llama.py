@@ -341,7 +341,12 @@ class RMSNorm(nnx.Module):
 
 @struct.dataclass
 class LayerCache:
-    """KV cache of one layer: keys and values [B, S, K, H]."""
+    """KV cache of one layer: keys and values [B, K, S, H].
+
+    Heads before slots: the decode step's dots (``q . k`` over H, ``p . v`` over S, batched
+    over B and K) read the cache in this layout as it is, with no per-step relayout (a
+    [B, S, K, H] cache made XLA transpose every layer's whole cache at every decode step).
+    """
 
     k: Array
     v: Array
@@ -396,26 +401,52 @@ class Attention(nnx.Module):
         q = shard(apply_rope(q, positions, inv_freq), ("batch", "length", "q_heads", "head_dim"))
         k = shard(apply_rope(k, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
         v = shard(v, ("batch", "length", "kv_heads", "head_dim"))
+        if cache is None or cache.k.shape[2] == x.shape[1]:
+            # No cache, or a prefill that fills the whole cache: attend over the new keys.
+            out = attention(q, k, v, mask)
         if cache is not None:
-            k = jax.lax.dynamic_update_slice_in_dim(
-                cache.k, k.astype(cache.k.dtype), cache_end, axis=1
+            put = lambda buf, new: jax.lax.dynamic_update_slice_in_dim(
+                buf, new.swapaxes(1, 2).astype(buf.dtype), cache_end, axis=2
             )
-            v = jax.lax.dynamic_update_slice_in_dim(
-                cache.v, v.astype(cache.v.dtype), cache_end, axis=1
-            )
-            cache = LayerCache(k=k, v=v)
-            k, v = k.astype(dt), v.astype(dt)
-        b, t, n, h = q.shape
-        kh = k.shape[2]
-        q = q.reshape(b, t, kh, n // kh, h)
-        scores = jnp.einsum("btkgh,bskh->bkgts", q, k) * (h**-0.5)
-        scores = scores.astype(jnp.float32)
-        big_neg = jnp.finfo(jnp.float32).min
-        scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-        out = jnp.einsum("bkgts,bskh->btkgh", probs, v).reshape(b, t, n, h)
+            cache = LayerCache(k=put(cache.k, k), v=put(cache.v, v))
+            if cache.k.shape[2] != x.shape[1]:
+                out = cached_attention(q, cache.k.astype(dt), cache.v.astype(dt), mask)
         out = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(dt))
         return out, cache
+
+
+def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """q [B, T, N, H], k and v [B, S, K, H], mask [B, T, S] bool -> [B, T, N, H].
+
+    `jax.nn.dot_product_attention`: cuDNN's fused kernel on GPU where it applies, XLA
+    elsewhere; softmax in float32. A query row with nothing to attend to (padding) gets the
+    mean of the values, as in `attention_reference`.
+    """
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
+
+
+def attention_reference(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """`attention` as plain einsums (the reference its tests compare with)."""
+    b, t, n, h = q.shape
+    kh = k.shape[2]
+    qg = q.reshape(b, t, kh, n // kh, h)
+    scores = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (h**-0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bskh->btkgh", probs, v).reshape(b, t, n, h)
+
+
+def cached_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """q [B, T, N, H] against a cache k, v [B, K, S, H] (its layout), mask [B, T, S]."""
+    b, t, n, h = q.shape
+    kh = k.shape[1]
+    qg = q.reshape(b, t, kh, n // kh, h)
+    scores = jnp.einsum("btkgh,bksh->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (h**-0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bksh->btkgh", probs, v).reshape(b, t, n, h)
 
 
 class MLP(nnx.Module):
@@ -614,7 +645,7 @@ class Llama(nnx.Module):
 def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
     """An empty KV cache of ``max_length`` slots in ``dtype`` (default: the compute dtype)."""
     dtype = config.dtype if dtype is None else dtype
-    shape = (batch_size, max_length, config.num_key_value_heads, config.head_dim)
+    shape = (batch_size, config.num_key_value_heads, max_length, config.head_dim)
     layers = tuple(
         LayerCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
         for _ in range(config.num_hidden_layers)
@@ -628,7 +659,7 @@ def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype: Any
 
 def cache_logical_axes(config: LlamaConfig) -> Cache:
     """Logical axes of each cache array, for sharding the cache like the activations."""
-    kv = ("batch", "cache_length", "kv_heads", "head_dim")
+    kv = ("batch", "kv_heads", "cache_length", "head_dim")
     return Cache(
         layers=tuple(LayerCache(k=kv, v=kv) for _ in range(config.num_hidden_layers)),
         segment_ids=("batch", "cache_length"),

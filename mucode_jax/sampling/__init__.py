@@ -1,5 +1,7 @@
-"""Sampling from a `Llama`: prefill + one `jax.lax.while_loop` decode, bucketed, sharded."""
+"""Sampling from a `Llama`: prefill + one `jax.lax.while_loop` decode (`loop`, the device side),
+bucketed and sharded by `Sampler` (`sampler`, the host side)."""
 
+from mucode_jax.sampling.loop import SamplingState
 from mucode_jax.sampling.methods import (
     Greedy,
     SamplingMethod,
@@ -11,7 +13,6 @@ from mucode_jax.sampling.methods import (
 from mucode_jax.sampling.sampler import (
     SampleOutput,
     Sampler,
-    SamplingState,
     generate,
     power_of_two_buckets,
 )

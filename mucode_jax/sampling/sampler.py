@@ -1,5 +1,6 @@
-"""Batched autoregressive sampling: one prefill, then one `jax.lax.while_loop` decode.
+"""Batched autoregressive sampling, the host side: `Sampler` (buckets, shardings, chunks).
 
+The device side — the pure prefill and decode functions it jits — is `sampling.loop`.
 How a call to `Sampler.sample` runs:
 
 1. Prompts are LEFT-padded to a prompt-length bucket ``P`` and the batch is padded to
@@ -7,10 +8,10 @@ How a call to `Sampler.sample` runs:
    run compiles once per (``P``, ``B``) pair and never again (`Sampler.warmup` does
    all pairs up front). Batches larger than the largest bucket are split into chunks
    (sorted by prompt length, so a chunk pads little).
-2. `prefill` runs the whole padded prompt through the model in one forward, writing
+2. `loop.prefill` runs the whole padded prompt through the model in one forward, writing
    the KV cache at slots ``[0, P)``, and draws the first new token from the logits of
    the last slot. The cache then gets ``max_new_tokens`` empty slots appended.
-3. `decode` is one `jax.lax.while_loop` over a `SamplingState` (the KV cache, the
+3. `loop.decode` is one `jax.lax.while_loop` over a `SamplingState` (the KV cache, the
    token buffer, per-row flags, the step), donated so the cache is updated in place.
    Every row writes its next token at cache slot ``cache.end`` (the same for the whole
    batch); RoPE positions are per row (real tokens so far), as HF `generate` uses for
@@ -29,10 +30,12 @@ trainer recomputes from a forward pass, and what PPO ratios and KL penalties use
 ``sampling_logprobs`` are those under the distribution actually sampled from (after
 temperature, top-k, top-p; 0 for greedy).
 
-Determinism: the draw of prompt ``i`` uses the key ``fold_in(fold_in(key(seed), step),
-i)``, so for a fixed seed, prompts and weights the output does not depend on the
+Determinism: the draw of prompt ``i`` at new-token index ``t`` uses the key
+``fold_in(fold_in(key(seed), t), r_i)`` with ``r_i`` its row seed (``row_seeds[i]``, by
+default ``i``), so for a fixed seed, prompts and weights the output does not depend on the
 batch bucket, on chunking, or on the other prompts in the batch (up to floating-point
-differences between compiled shapes).
+differences between compiled shapes); with per-row seeds (e.g. one per search) a prompt's
+samples do not depend on its position in the call either.
 """
 
 from __future__ import annotations
@@ -45,52 +48,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx, struct
+from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mucode_jax import sharding as sh
-from mucode_jax.models.llama import Cache, LayerCache, Llama, cache_logical_axes, default_positions
-from mucode_jax.models.llama import init_cache as _init_cache
+from mucode_jax.models.llama import Llama, cache_logical_axes
+from mucode_jax.sampling import loop
+from mucode_jax.sampling.loop import SamplingState
 from mucode_jax.sampling.methods import Greedy, SamplingMethod, make_method
 
 Array = jax.Array
-
-
-@struct.dataclass
-class SamplingState:
-    """Everything the decode loop carries (B = batch bucket, M = max new tokens).
-
-    Attributes:
-      tokens: [B, M] int32 new tokens; ``pad_id`` after a row is done and in unwritten
-        columns.
-      logprobs: [B, M] float32 log-probability of each new token under the model's
-        unmodified distribution (temperature 1); 0 where no token was written.
-      sampling_logprobs: [B, M] float32 log-probability under the sampling distribution.
-      last_tokens: [B] int32 the token to feed next (the newest one).
-      positions: [B] int32 RoPE position of ``last_tokens`` (real tokens before it).
-      lengths: [B] int32 new tokens written so far (an end id that stopped the row counts).
-      done: [B] bool, the row produced an end id or reached its limit.
-      limits: [B] int32 per-row limit on new tokens (<= M).
-      row_ids: [B] int32 index of each row's prompt in the caller's list (for the keys).
-      step: [] int32 number of columns of ``tokens`` written (the next one to write).
-      cache: the KV cache; ``cache.end`` is the slot where ``last_tokens`` goes.
-      rng: [] the base PRNG key of this call.
-    """
-
-    tokens: Array
-    logprobs: Array
-    sampling_logprobs: Array
-    last_tokens: Array
-    positions: Array
-    lengths: Array
-    done: Array
-    limits: Array
-    row_ids: Array
-    step: Array
-    cache: Cache
-    rng: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +204,6 @@ class Sampler:
 
         self._graphdef, params = nnx.split(model)
         self._abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-        self.num_traces = 0  # how often prefill / decode were traced (= compiled)
         self._build_jits(params)
         self._params = None
         self.update_params(params)
@@ -251,9 +218,29 @@ class Sampler:
         axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
         return math.prod(self.mesh.shape[a] for a in axes)
 
+    @property
+    def num_traces(self) -> int:
+        """How often prefill / decode were traced (= compiled)."""
+        return self._spec.traces.n
+
     def _build_jits(self, params) -> None:
-        prefill = functools.partial(_prefill, self)
-        decode = functools.partial(_decode, self)
+        cache_sh = None
+        if self.mesh is not None:
+            named = lambda axes: sh.logical_to_sharding(axes, self.mesh, self.rules)
+            is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, str) for a in x)
+            cache_sh = jax.tree.map(named, cache_logical_axes(self.config), is_leaf=is_axes)
+        self._spec = loop.LoopSpec(
+            graphdef=self._graphdef,
+            config=self.config,
+            max_new_tokens=self.max_new_tokens,
+            eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+            cache_dtype=self.cache_dtype,
+            prefill_chunk=self.prefill_chunk,
+            cache_shardings=cache_sh,
+        )
+        prefill = functools.partial(loop.prefill, self._spec)
+        decode = functools.partial(loop.decode, self._spec)
         if self.mesh is None:
             self._param_shardings = None
             self._prefill = jax.jit(prefill, static_argnums=0)
@@ -267,10 +254,6 @@ class Sampler:
         self._param_shardings = sh.state_shardings(params, mesh, rules)
         row, rows = named(("batch",)), named(("batch", "length"))
         repl = NamedSharding(mesh, PartitionSpec())
-        cache_axes = cache_logical_axes(self.config)
-        is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, str) for a in x)
-        cache_sh = jax.tree.map(named, cache_axes, is_leaf=is_axes)
-        self._cache_shardings = cache_sh
         state_sh = SamplingState(
             tokens=rows,
             logprobs=rows,
@@ -329,12 +312,15 @@ class Sampler:
         seed: int = 0,
         max_new_tokens: int | Sequence[int] | None = None,
         method: SamplingMethod | None = None,
+        row_seeds: Sequence[int] | None = None,
     ) -> SampleOutput:
         """Samples a continuation of every prompt.
 
         Args:
           prompts: token-id lists (no padding), each at most the largest prompt bucket.
           seed: PRNG seed; the same seed, prompts and weights give the same tokens.
+          row_seeds: one int in [0, 2**31) per prompt: prompt ``i``'s random stream is
+            ``(seed, row_seeds[i])``, whatever else is in the call (default: its index ``i``).
           max_new_tokens: a limit for all rows or one per prompt, each in [1, M]
             (default: M, the sampler's ``max_new_tokens``).
           method: overrides the sampler's method for this call (compiles once per
@@ -351,6 +337,7 @@ class Sampler:
         if n == 0:
             raise ValueError("prompts is empty; pass at least one token-id list.")
         limits = self._limits(max_new_tokens, n)
+        rows = _row_seeds(row_seeds, n)
         lens = np.array([len(p) for p in prompts])
         self._check_prompts(prompts, lens)
 
@@ -361,7 +348,7 @@ class Sampler:
         pending = None
         with sh.use_mesh(self.mesh, self.rules):
             for idx in pieces:
-                arrays = self._prepare([prompts[i] for i in idx], limits[idx], idx)
+                arrays = self._prepare([prompts[i] for i in idx], limits[idx], rows[idx])
                 arrays = self._place(*arrays, np.uint32(seed % 2**32))
                 state = self._prefill(method, self._params, *arrays)
                 state = self._decode(method, self._params, state)
@@ -455,7 +442,7 @@ class Sampler:
         lim = np.ones(b, np.int32)
         lim[:n] = limits
         ids = np.zeros(b, np.int32)
-        ids[:n] = row_ids  # dummy rows keep 0: their draws are discarded
+        ids[:n] = row_ids  # the rows' seeds; dummy rows keep 0 (their draws are discarded)
         return tokens, mask, lim, ids
 
     def _place(self, *arrays: np.ndarray) -> tuple:
@@ -480,157 +467,23 @@ class Sampler:
             )
 
 
+def _row_seeds(row_seeds: Sequence[int] | None, n: int) -> np.ndarray:
+    if row_seeds is None:
+        return np.arange(n, dtype=np.int32)
+    arr = np.asarray(row_seeds)
+    if arr.shape != (n,) or arr.dtype.kind not in "iu":
+        raise ValueError(f"row_seeds must be {n} ints (one per prompt), got shape {arr.shape}.")
+    if n and (arr.min() < 0 or arr.max() >= 2**31):
+        raise ValueError("row_seeds must lie in [0, 2**31); reduce them, e.g. modulo 2**31.")
+    return arr.astype(np.int32)
+
+
 def _to_host(x: Array) -> np.ndarray:
     if not x.is_fully_addressable:  # multi-host: every host gets the whole batch
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
-
-
-# ---------------------------------------------------------------------------------------
-# The jitted functions (``self`` is bound with functools.partial: only config is read).
-
-
-def _choose(
-    method: SamplingMethod, logits: Array, rng: Array, step: Array, row_ids: Array
-) -> tuple[Array, Array, Array]:
-    """Next tokens [B], their model log-probs [B] and sampling log-probs [B]."""
-    logits = logits.astype(jnp.float32)
-    key = jax.random.fold_in(rng, step)
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, row_ids)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    if isinstance(method, Greedy):
-        tokens = method.get_next_tokens(logits, keys)
-        sampling_lp = jnp.zeros(tokens.shape, jnp.float32)
-    else:
-        adjusted = method.adjust_logits(logits)
-        tokens = method.draw(adjusted, keys)
-        picked = jnp.take_along_axis(adjusted, tokens[:, None], axis=-1)[:, 0]
-        sampling_lp = picked - jax.nn.logsumexp(adjusted, axis=-1)
-    logprobs = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - lse
-    return tokens, logprobs, sampling_lp
-
-
-def _is_end(tokens: Array, eos_ids: tuple[int, ...]) -> Array:
-    if not eos_ids:
-        return jnp.zeros(tokens.shape, bool)
-    return jnp.isin(tokens, jnp.asarray(eos_ids, jnp.int32))
-
-
-def _constrain_cache(sampler: Sampler, cache: Cache) -> Cache:
-    if sampler.mesh is None:
-        return cache
-    return jax.tree.map(jax.lax.with_sharding_constraint, cache, sampler._cache_shardings)
-
-
-def _prefill(
-    sampler: Sampler,
-    method: SamplingMethod,
-    params: Any,
-    tokens: Array,
-    mask: Array,
-    limits: Array,
-    row_ids: Array,
-    seed: Array,
-) -> SamplingState:
-    """Prefills tokens / mask [B, P] (left-padded) and draws the first new token."""
-    sampler.num_traces += 1
-    model = nnx.merge(sampler._graphdef, params)
-    b, p = tokens.shape
-    m = sampler.max_new_tokens
-    positions = default_positions(mask)
-    chunk = sampler.prefill_chunk
-    if chunk is None or p <= chunk:
-        # One pass over P cache slots, then room for the new tokens (attention runs
-        # over the P prompt slots only).
-        cache = _init_cache(sampler.config, b, p, sampler.cache_dtype)
-        cache = _constrain_cache(sampler, cache)
-        x, cache, _ = model.hidden(tokens, segment_ids=mask, positions=positions, cache=cache)
-        last = x[:, -1]
-        pad_kv = lambda a: jnp.pad(a, ((0, 0), (0, m), (0, 0), (0, 0)))
-        cache = Cache(
-            layers=tuple(LayerCache(k=pad_kv(c.k), v=pad_kv(c.v)) for c in cache.layers),
-            segment_ids=jnp.pad(cache.segment_ids, ((0, 0), (0, m))),
-            end=cache.end,
-        )
-    else:
-        # Chunks of the prompt in order, each appended to the cache (P % chunk == 0).
-        cache = _init_cache(sampler.config, b, p + m, sampler.cache_dtype)
-        split = lambda a: a.reshape(b, p // chunk, chunk).swapaxes(0, 1)  # [P/C, B, C]
-
-        def step(cache, xs):
-            tok_c, mask_c, pos_c = xs
-            chunk_model = nnx.merge(sampler._graphdef, params)
-            x, cache, _ = chunk_model.hidden(
-                tok_c, segment_ids=mask_c, positions=pos_c, cache=_constrain_cache(sampler, cache)
-            )
-            return _constrain_cache(sampler, cache), x[:, -1]
-
-        cache, lasts = jax.lax.scan(step, cache, (split(tokens), split(mask), split(positions)))
-        last = lasts[-1]
-    cache = _constrain_cache(sampler, cache)
-    logits = model.logits(last)  # [B, V] at the last prompt slot
-    rng = jax.random.key(seed)
-    first, lp, slp = _choose(method, logits, rng, jnp.int32(0), row_ids)
-    done = _is_end(first, sampler.eos_ids) | (limits <= 1)
-    column = lambda x, dtype, fill: jnp.full((b, m), fill, dtype).at[:, 0].set(x)
-    return SamplingState(
-        tokens=column(first, jnp.int32, sampler.pad_id),
-        logprobs=column(lp, jnp.float32, 0.0),
-        sampling_logprobs=column(slp, jnp.float32, 0.0),
-        last_tokens=first,
-        positions=jnp.sum(mask, axis=1).astype(jnp.int32),
-        lengths=jnp.ones((b,), jnp.int32),
-        done=done,
-        limits=limits,
-        row_ids=row_ids,
-        step=jnp.int32(1),
-        cache=cache,
-        rng=rng,
-    )
-
-
-def _decode(
-    sampler: Sampler, method: SamplingMethod, params: Any, state: SamplingState
-) -> SamplingState:
-    """Runs the decode loop until every row is done or the buffer is full."""
-    sampler.num_traces += 1
-    m = state.tokens.shape[1]
-
-    def cond(s: SamplingState) -> Array:
-        return (s.step < m) & ~jnp.all(s.done) & (s.cache.end < s.cache.max_length)
-
-    def body(s: SamplingState) -> SamplingState:
-        model = nnx.merge(sampler._graphdef, params)
-        b = s.last_tokens.shape[0]
-        logits, cache = model(
-            s.last_tokens[:, None],
-            segment_ids=jnp.ones((b, 1), jnp.int32),
-            positions=s.positions[:, None],
-            cache=s.cache,
-        )
-        tok, lp, slp = _choose(method, logits[:, 0], s.rng, s.step, s.row_ids)
-        active = ~s.done
-        tok = jnp.where(active, tok, sampler.pad_id)
-        lp = jnp.where(active, lp, 0.0)
-        slp = jnp.where(active, slp, 0.0)
-        put = lambda buf, x: jax.lax.dynamic_update_slice_in_dim(buf, x[:, None], s.step, axis=1)
-        lengths = s.lengths + active.astype(jnp.int32)
-        done = s.done | _is_end(tok, sampler.eos_ids) | (lengths >= s.limits)
-        return s.replace(
-            tokens=put(s.tokens, tok),
-            logprobs=put(s.logprobs, lp),
-            sampling_logprobs=put(s.sampling_logprobs, slp),
-            last_tokens=tok,
-            positions=s.positions + 1,
-            lengths=lengths,
-            done=done,
-            step=s.step + 1,
-            cache=_constrain_cache(sampler, cache),
-        )
-
-    return jax.lax.while_loop(cond, body, state)
 
 
 # ---------------------------------------------------------------------------------------

@@ -193,6 +193,28 @@ def test_deterministic_for_a_seed_and_independent_of_the_batch():
     assert d.tokens == a.tokens[:2]
 
 
+def test_row_seeds_make_a_rows_samples_independent_of_its_position():
+    rows = prompts([3, 7, 2, 11, 4], seed=4)
+    sampler = shared_sampler()
+    method = Temperature(1.0)
+    seeds = [101, 202, 303, 404, 505]
+    a = sampler.sample(rows, seed=7, method=method, row_seeds=seeds)
+    # The same prompts shuffled, and one alone: each prompt's tokens follow its own seed.
+    perm = [3, 0, 4, 1, 2]
+    b = sampler.sample(
+        [rows[i] for i in perm], seed=7, method=method, row_seeds=[seeds[i] for i in perm]
+    )
+    assert [b.tokens[perm.index(i)] for i in range(5)] == a.tokens
+    c = sampler.sample([rows[2]], seed=7, method=method, row_seeds=[303])
+    assert c.tokens[0] == a.tokens[2]
+    # Without row seeds the stream follows the position instead (a differs from the default).
+    assert sampler.sample(rows, seed=7, method=method).tokens != a.tokens
+    with pytest.raises(ValueError, match="row_seeds must be 5 ints"):
+        sampler.sample(rows, seed=7, row_seeds=[1, 2])
+    with pytest.raises(ValueError, match=r"\[0, 2\*\*31\)"):
+        sampler.sample(rows, seed=7, row_seeds=[-1, 2, 3, 4, 5])
+
+
 def test_per_row_length_limits_and_padding_rows_dropped():
     rows = prompts([4, 6, 3], seed=5)
     sampler = shared_sampler()

@@ -48,10 +48,10 @@ SCRIPT = textwrap.dedent(
     with sh.use_mesh(mesh):
         arrays = sharded._prepare(prompts, np.full(6, 12, np.int32), np.arange(6))
         state = sharded._prefill(sharded.method, sharded._params, *arrays, np.uint32(0))
-        assert state.cache.layers[0].k.sharding.spec == P(("data", "fsdp"), None, "tensor")
+        assert state.cache.layers[0].k.sharding.spec == P(("data", "fsdp"), "tensor")
         assert state.tokens.sharding.spec == P(("data", "fsdp"))
         state = sharded._decode(sharded.method, sharded._params, state)
-        assert state.cache.layers[1].v.sharding.spec == P(("data", "fsdp"), None, "tensor")
+        assert state.cache.layers[1].v.sharding.spec == P(("data", "fsdp"), "tensor")
         assert state.done.sharding.spec == P(("data", "fsdp"))
     traces = sharded.num_traces
     sharded.update_params(params)
