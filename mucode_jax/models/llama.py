@@ -32,6 +32,13 @@ from mucode_jax.sharding import shard
 Array = jax.Array
 
 
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_all": jax.checkpoint_policies.dots_saveable,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
     """Shape and numerics of a Llama model (field names follow HF `LlamaConfig`)."""
@@ -56,12 +63,21 @@ class LlamaConfig:
     param_dtype: Any = jnp.float32
     dtype: Any = jnp.float32  # compute dtype
     remat: bool = False  # rematerialise each decoder layer in the backward pass
+    # What a rematerialised layer keeps for the backward pass: "full" (its input only),
+    # "dots" (also the results of its matmuls without batch dimensions: the projections and
+    # the MLP, not the attention scores), "dots_all" (every matmul result).
+    remat_policy: str = "full"
 
     def __post_init__(self):
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                 f"num_key_value_heads={self.num_key_value_heads}; fix the model config."
+            )
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(
+                f"remat_policy={self.remat_policy!r} is unknown; use one of "
+                f"{', '.join(map(repr, REMAT_POLICIES))}."
             )
         if isinstance(self.rope_scaling, Mapping):
             object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
@@ -589,7 +605,10 @@ class Llama(nnx.Module):
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache.layers[i]
             if c.remat and cache is None:
-                fn = nnx.remat(lambda lyr, x, p, m: lyr(x, p, m, inv_freq)[0])
+                fn = nnx.remat(
+                    lambda lyr, x, p, m: lyr(x, p, m, inv_freq)[0],
+                    policy=REMAT_POLICIES[c.remat_policy],
+                )
                 x = fn(layer, x, positions, mask)
             else:
                 x, layer_cache = layer(x, positions, mask, inv_freq, layer_cache, end)

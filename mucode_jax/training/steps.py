@@ -34,18 +34,30 @@ from mucode_jax.training.state import TrainState
 LossFn = Callable[[Any, dict[str, jax.Array]], tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
 
 
-def sft_loss_fn(graphdef: nnx.GraphDef) -> LossFn:
+LOGITS_CHUNK = 512  # positions whose logits the SFT loss holds at once
+
+
+def sft_loss_fn(graphdef: nnx.GraphDef, logits_chunk: int | None = LOGITS_CHUNK) -> LossFn:
     """Token cross-entropy of a causal LM on a (packed) micro-batch.
 
     Micro-batch keys, each [B, T]: ``inputs`` tokens, ``targets`` the next tokens,
     ``weights`` 1.0 on assistant target tokens, ``segment_ids`` (0 = padding) and
-    ``positions`` (restarting at 0 in each packed segment).
+    ``positions`` (restarting at 0 in each packed segment). The logits are computed
+    ``logits_chunk`` positions at a time (`losses.chunked_sft_loss_sums`), never as a whole
+    [B, T, V] float32 array; None computes them at once.
     """
 
     def fn(params, mb):
         model = nnx.merge(graphdef, params)
-        logits = model(mb["inputs"], segment_ids=mb["segment_ids"], positions=mb["positions"])
-        total, count = losses.sft_loss_sums(logits, mb["targets"], mb["weights"])
+        hidden = model(
+            mb["inputs"],
+            segment_ids=mb["segment_ids"],
+            positions=mb["positions"],
+            return_logits=False,
+        )
+        total, count = losses.chunked_sft_loss_sums(
+            hidden, model.logits, mb["targets"], mb["weights"], logits_chunk
+        )
         aux = {"tokens": jnp.sum(mb["segment_ids"] != 0).astype(jnp.float32)}
         return total, count, aux
 

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from mucode_jax import sharding as sh
@@ -60,3 +61,43 @@ def test_remat_and_accumulation_do_not_change_the_losses():
     _, accum = _step(LlamaConfig.tiny(num_hidden_layers=1, vocab_size=256), accum=2)
     np.testing.assert_allclose(remat, base, rtol=1e-6)
     np.testing.assert_allclose(accum, base, rtol=1e-5)
+
+
+def test_remat_policies_do_not_change_the_losses():
+    _, base = _step(LlamaConfig.tiny(num_hidden_layers=1, vocab_size=256, remat=True))
+    for policy in ("dots", "dots_all"):
+        cfg = LlamaConfig.tiny(num_hidden_layers=1, vocab_size=256, remat=True, remat_policy=policy)
+        _, out = _step(cfg)
+        np.testing.assert_allclose(out, base, rtol=1e-6)
+    with pytest.raises(ValueError, match="remat_policy='some'"):
+        LlamaConfig.tiny(remat_policy="some")
+
+
+def test_chunked_cross_entropy_equals_the_whole_logits_and_never_builds_them():
+    cfg = LlamaConfig.tiny(num_hidden_layers=1, vocab_size=512)
+    model = Llama(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    mb = {k: v[0] for k, v in _batch().items()}  # [4, 32]
+    results = {}
+    for chunk in (None, 7, 32):  # 7 does not divide T = 32: the last chunk is padded
+        fn = steps.sft_loss_fn(graphdef, logits_chunk=chunk)
+        (total, (count, _)), grads = jax.value_and_grad(
+            lambda p, fn=fn: (lambda t, c, a: (t, (c, a)))(*fn(p, mb)), has_aux=True
+        )(params)
+        results[chunk] = (float(total), float(count), grads)
+    base_total, base_count, base_grads = results[None]
+    for chunk in (7, 32):
+        total, count, grads = results[chunk]
+        assert count == base_count
+        np.testing.assert_allclose(total, base_total, rtol=1e-6)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(base_grads)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    # The compiled gradient holds at most one chunk of float32 logits, never all of them.
+    fn = steps.sft_loss_fn(graphdef, logits_chunk=8)
+    hlo = jax.jit(jax.grad(lambda p: fn(p, mb)[0])).lower(params).compile().as_text()
+    assert "f32[4,32,512]" not in hlo and "f32[4,8,512]" in hlo
+    whole = steps.sft_loss_fn(graphdef, logits_chunk=None)
+    assert (
+        "f32[4,32,512]"
+        in jax.jit(jax.grad(lambda p: whole(p, mb)[0])).lower(params).compile().as_text()
+    )
