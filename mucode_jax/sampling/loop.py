@@ -9,7 +9,9 @@ built and bound with ``functools.partial``, so the jitted functions take only
   ``prefill_chunk`` when it is longer, a `jax.lax.scan`), the KV cache written at slots
   ``[0, P)``, room for ``M`` new tokens appended, the first token drawn.
 * `decode`: one `jax.lax.while_loop` over a `SamplingState` (donated by the caller, so the
-  cache is updated in place) until every row is done or the buffer is full. Every row writes
+  cache is updated in place) until every row is done, the buffer is full, or a step the host
+  chose (it decodes in phases, and between phases `compact` gathers the rows still running
+  into a smaller batch bucket, so finished rows stop costing compute). Every row writes
   its next token at cache slot ``cache.end`` (the same for the batch); RoPE positions are per
   row (real tokens so far), as HF `generate` uses for left-padded batches.
 
@@ -189,14 +191,16 @@ def prefill(
 
 
 def decode(
-    spec: LoopSpec, method: SamplingMethod, params: Any, state: SamplingState
+    spec: LoopSpec, method: SamplingMethod, params: Any, state: SamplingState, stop: Array
 ) -> SamplingState:
-    """Runs the decode loop until every row is done or the buffer is full."""
+    """Runs the decode loop until every row is done, the buffer is full, or ``step == stop``
+    (a traced [] int32: the host decodes in phases between which it may `compact`)."""
     spec.traces.n += 1
     m = state.tokens.shape[1]
 
     def cond(s: SamplingState) -> Array:
-        return (s.step < m) & ~jnp.all(s.done) & (s.cache.end < s.cache.max_length)
+        going = (s.step < m) & (s.step < stop) & ~jnp.all(s.done)
+        return going & (s.cache.end < s.cache.max_length)
 
     def body(s: SamplingState) -> SamplingState:
         model = nnx.merge(spec.graphdef, params)
@@ -228,3 +232,26 @@ def decode(
         )
 
     return jax.lax.while_loop(cond, body, state)
+
+
+def compact(state: SamplingState, rows: Array) -> SamplingState:
+    """The state of the batch rows ``rows`` [B'] (in that order): every per-row array and the
+    cache gathered along the batch axis; the step, the cache end and the key are shared."""
+    take = lambda a: jnp.take(a, rows, axis=0)
+    cache = state.cache
+    return state.replace(
+        tokens=take(state.tokens),
+        logprobs=take(state.logprobs),
+        sampling_logprobs=take(state.sampling_logprobs),
+        last_tokens=take(state.last_tokens),
+        positions=take(state.positions),
+        lengths=take(state.lengths),
+        done=take(state.done),
+        limits=take(state.limits),
+        row_ids=take(state.row_ids),
+        cache=Cache(
+            layers=tuple(LayerCache(k=take(c.k), v=take(c.v)) for c in cache.layers),
+            segment_ids=take(cache.segment_ids),
+            end=cache.end,
+        ),
+    )

@@ -143,6 +143,11 @@ class Sampler:
         the prefill to B x N x chunk x (P + M) floats instead of B x N x P x P; prompt
         buckets above it are rounded up to a multiple of it. None: one pass.
       pad_id: the token id written to padding (any valid id: it is masked out).
+      compact_every: decode in phases of this many steps; after a phase in which at most
+        half of the batch bucket is still running, the running rows move to the smallest
+        batch bucket that holds them (`loop.compact`), so finished rows stop costing
+        compute. None: one decode loop per call. `stats` counts the row-steps computed and
+        those that produced a token.
     """
 
     def __init__(
@@ -161,6 +166,7 @@ class Sampler:
         cache_dtype: Any = None,
         pad_id: int | None = None,
         prefill_chunk: int | None = 512,
+        compact_every: int | None = 32,
     ):
         if not isinstance(model, Llama):
             raise TypeError(f"Sampler needs a mucode_jax Llama model, got {type(model).__name__}.")
@@ -185,6 +191,10 @@ class Sampler:
                     f"Token id {e} (end or pad id) is outside the vocabulary [0, {v})."
                 )
 
+        if compact_every is not None and int(compact_every) < 1:
+            raise ValueError(f"compact_every must be >= 1 or None, got {compact_every}.")
+        self.compact_every = None if compact_every is None else int(compact_every)
+        self.stats = {"row_steps": 0, "useful_row_steps": 0}
         if prefill_chunk is not None and int(prefill_chunk) < 1:
             raise ValueError(f"prefill_chunk must be >= 1 or None, got {prefill_chunk}.")
         self.prefill_chunk = None if prefill_chunk is None else int(prefill_chunk)
@@ -245,6 +255,7 @@ class Sampler:
             self._param_shardings = None
             self._prefill = jax.jit(prefill, static_argnums=0)
             self._decode = jax.jit(decode, static_argnums=0, donate_argnums=2)
+            self._compact = jax.jit(loop.compact)
             return
         mesh, rules = self.mesh, self.rules
 
@@ -278,10 +289,11 @@ class Sampler:
         self._decode = jax.jit(
             decode,
             static_argnums=0,
-            in_shardings=(self._param_shardings, state_sh),
+            in_shardings=(self._param_shardings, state_sh, repl),
             out_shardings=state_sh,
             donate_argnums=2,
         )
+        self._compact = jax.jit(loop.compact, in_shardings=(state_sh, repl), out_shardings=state_sh)
 
     def update_params(self, params: Any) -> None:
         """Swaps in new weights (an `nnx.State` of the same model, or the model itself).
@@ -351,12 +363,21 @@ class Sampler:
                 arrays = self._prepare([prompts[i] for i in idx], limits[idx], rows[idx])
                 arrays = self._place(*arrays, np.uint32(seed % 2**32))
                 state = self._prefill(method, self._params, *arrays)
-                state = self._decode(method, self._params, state)
+                owner = np.full(arrays[0].shape[0], -1)  # caller index per batch row; -1: dummy
+                owner[: len(idx)] = idx
+                self.stats["row_steps"] += len(owner)  # the prefill drew one token per row
+                if self.compact_every is None:
+                    state = self._decode(method, self._params, state, np.int32(self.max_new_tokens))
+                    steps = int(_to_host(state.step)) - 1
+                    self.stats["row_steps"] += len(owner) * steps
+                    self._count_tokens(state, np.flatnonzero(owner >= 0))
+                else:
+                    state, owner = self._decode_in_phases(method, state, owner, results)
                 out = (state.tokens, state.logprobs, state.sampling_logprobs, state.lengths)
                 del state  # frees the cache once decode is done
                 if pending is not None:
                     self._collect(*pending, results)
-                pending = (idx, out)
+                pending = (owner, out)
             self._collect(*pending, results)
 
         tokens, logprobs, slogprobs = [], [], []
@@ -378,13 +399,25 @@ class Sampler:
     ) -> None:
         """Compiles every (prompt bucket, batch bucket) pair that the given sizes hit.
 
-        Defaults to all buckets. Runs each pair once with one new token.
+        Defaults to all buckets. Runs each pair once with one new token, and compiles the
+        compaction gathers from each batch bucket to the smaller ones.
         """
         ps = self.prompt_buckets if prompt_lengths is None else prompt_lengths
         bs = self.batch_buckets if batch_sizes is None else batch_sizes
+        method = self.method if method is None else method
         for p in sorted({_bucket(int(x), self.prompt_buckets) for x in ps}):
             for b in sorted({_bucket(int(x), self.batch_buckets) for x in bs}):
                 self.sample([[self.pad_id] * p] * b, max_new_tokens=1, method=method)
+                smaller = [x for x in self.batch_buckets if x <= b // 2]
+                if self.compact_every is None or not smaller:
+                    continue
+                ones = np.ones(b, np.int32)
+                arrays = self._prepare([[self.pad_id] * p] * b, ones, np.arange(b))
+                with sh.use_mesh(self.mesh, self.rules):
+                    arrays = self._place(*arrays, np.uint32(0))
+                    state = self._prefill(method, self._params, *arrays)
+                    for x in smaller:  # the gathers that compaction from this bucket uses
+                        self._compact(state, self._replicated(np.arange(x, dtype=np.int32)))
 
     def _limits(self, max_new_tokens, n: int) -> np.ndarray:
         m = self.max_new_tokens
@@ -456,9 +489,55 @@ class Sampler:
             out.append(jax.make_array_from_callback(a.shape, sharding, lambda i, a=a: a[i]))
         return tuple(out)
 
-    def _collect(self, idx: np.ndarray, out, results: dict) -> None:
+    def _decode_in_phases(self, method, state, owner: np.ndarray, results: dict):
+        """Decode ``compact_every`` steps at a time; between phases, collect finished rows
+        and gather the running ones into a smaller bucket when at most half still run."""
+        m, step = self.max_new_tokens, 1
+        while True:
+            stop = min(m, step + self.compact_every)
+            state = self._decode(method, self._params, state, np.int32(stop))
+            done = _to_host(state.done)
+            new_step = int(_to_host(state.step))
+            self.stats["row_steps"] += len(owner) * (new_step - step)
+            step = new_step
+            live = np.flatnonzero(~done & (owner >= 0))
+            if live.size == 0 or step >= m:
+                self._count_tokens(state, np.flatnonzero(owner >= 0))
+                return state, owner
+            b = _bucket(live.size, self.batch_buckets)
+            if b > len(owner) // 2:
+                continue
+            finished = np.flatnonzero(done & (owner >= 0))
+            out = (state.tokens, state.logprobs, state.sampling_logprobs, state.lengths)
+            self._collect(owner, out, results, rows=finished)
+            self._count_tokens(state, finished)
+            spare = np.flatnonzero(done)[: b - live.size]  # finished rows pad the new bucket
+            keep = np.concatenate([live, spare]).astype(np.int32)
+            state = self._compact(state, self._replicated(keep))
+            owner = np.concatenate([owner[live], np.full(spare.size, -1)])
+
+    def _count_tokens(self, state, rows: np.ndarray) -> None:
+        """Add the tokens of batch rows ``rows`` (real prompts) to the useful row-steps."""
+        self.stats["useful_row_steps"] += int(_to_host(state.lengths)[rows].sum())
+
+    def reset_stats(self) -> dict[str, int]:
+        """Returns `stats` (row-steps computed, and those that produced a prompt's token) and
+        starts counting anew."""
+        out, self.stats = self.stats, {"row_steps": 0, "useful_row_steps": 0}
+        return out
+
+    def _replicated(self, a: np.ndarray):
+        if self.mesh is None:
+            return a
+        sharding = NamedSharding(self.mesh, PartitionSpec())
+        return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
+
+    def _collect(self, owner: np.ndarray, out, results: dict, rows=None) -> None:
+        """Results of batch rows ``rows`` (default: every row with an owner >= 0)."""
         tokens, logprobs, slogprobs, lengths = (_to_host(x) for x in out)
-        for j, i in enumerate(idx):
+        rows = np.flatnonzero(owner >= 0) if rows is None else rows
+        for j in rows:
+            i = owner[j]
             k = int(lengths[j])
             results[int(i)] = (
                 tokens[j, :k].tolist(),

@@ -22,8 +22,8 @@ import pytest
 from mucode_jax.data import load_problems
 from mucode_jax.execution import Executor, Limits
 from mucode_jax.execution import __main__ as cli
-from mucode_jax.execution.limits import Limits as _Limits
 from mucode_jax.execution.judging import timeout_cause
+from mucode_jax.execution.limits import Limits as _Limits
 
 FILES = {
     "mbpp": "mbpp/mbpp.jsonl",

@@ -90,7 +90,8 @@ def test_decode_step_moves_no_cache_sized_array():
     state = sampler._prefill(sampler.method, sampler._params, *arrays, np.uint32(0))
     cache_shape = state.cache.layers[0].k.shape
     assert cache_shape == (8, 2, 32 + 64, 16)  # [B, K, S, H]
-    hlo = sampler._decode.lower(sampler.method, sampler._params, state).compile().as_text()
+    decode = sampler._decode.lower(sampler.method, sampler._params, state, np.int32(64))
+    hlo = decode.compile().as_text()
     moved = []
     for line in hlo.splitlines():
         m = re.search(r"= \w+\[([\d,]+)\]\S* (transpose|copy)\(", line)

@@ -215,6 +215,26 @@ def test_row_seeds_make_a_rows_samples_independent_of_its_position():
         sampler.sample(rows, seed=7, row_seeds=[-1, 2, 3, 4, 5])
 
 
+def test_compaction_changes_nothing_but_the_cost():
+    model = ours()
+    rows = prompts([3, 7, 2, 11, 4, 9, 5, 8], seed=6)
+    limits = [2, 30, 3, 5, 30, 4, 2, 6]  # most rows end early, two run long
+    kw = dict(max_new_tokens=32, batch_buckets=(2, 4, 8), eos_ids=(), method=Temperature(1.0))
+    whole = Sampler(model, compact_every=None, **kw)
+    phased = Sampler(model, compact_every=4, **kw)
+    a = whole.sample(rows, seed=3, max_new_tokens=limits)
+    b = phased.sample(rows, seed=3, max_new_tokens=limits)
+    assert a.tokens == b.tokens and [len(t) for t in a.tokens] == limits
+    for x, y in zip(a.logprobs, b.logprobs):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    useful = sum(limits)
+    assert whole.stats == {"row_steps": 8 * 30, "useful_row_steps": useful}
+    # Phases of 4 steps: after step 5 two rows still run; they move to the bucket of 2.
+    assert phased.stats["useful_row_steps"] == useful
+    assert phased.stats["row_steps"] < 0.5 * whole.stats["row_steps"]
+    assert phased.reset_stats()["useful_row_steps"] == useful and phased.stats["row_steps"] == 0
+
+
 def test_per_row_length_limits_and_padding_rows_dropped():
     rows = prompts([4, 6, 3], seed=5)
     sampler = shared_sampler()
