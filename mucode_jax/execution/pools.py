@@ -1,0 +1,186 @@
+"""The service's worker processes: pools of warm workers, started before the service's loop.
+
+`main` is the service process's entry point. It starts the candidate workers first — each
+needs a ``bwrap`` sandbox and a fresh interpreter, the longest part of start-up — and only
+then imports the event loop (`service`) and its judging modules, so those imports overlap the
+workers' start. Whether bubblewrap works here is probed by a sandbox that runs at the same time
+as the workers start (`sandbox.start_probe`); when it does not, those workers are stopped
+before they ran anything and fallback workers start instead (``sandbox="auto"``), or the
+service exits (``sandbox="bwrap"``).
+
+Two pools: *candidate* workers (programs under test) and *reference* workers (reference
+solutions only, started on first use), each worker with a uid slot of its own when the service
+runs as root.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from mucode_jax.execution import protocol, sandbox
+
+UID_BASE = 1_000_000
+MAX_WORKERS = 32  # uid slots: candidates 0-31, reference workers 32-63
+
+
+class WorkerHandle:
+    """One worker process, as the service sees it: its pipes and the run it is busy with."""
+
+    def __init__(self, workers: Workers, pool: Pool, slot: int):
+        self.pool, self.slot = pool, slot
+        uid = workers.uid_base + slot if workers.uid_base is not None else None
+        if workers.sandboxed:
+            scratch = sandbox.SCRATCH
+        else:
+            scratch = os.path.join(workers.tmp_root, f"w{slot}")
+        config = json.dumps({"uid": uid, "scratch": scratch, "sandboxed": workers.sandboxed})
+        cmd = sandbox.worker_command(workers.python, config, workers.sandboxed)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=sandbox.sandbox_env()
+        )
+        self.in_fd = self.proc.stdin.fileno()
+        self.out_fd = self.proc.stdout.fileno()
+        os.set_blocking(self.out_fd, False)
+        self.reader = protocol.FrameReader()
+        self.run: Any = None  # the `jobs.Run` in progress
+        self.uid = uid
+
+    def send(self, run) -> None:
+        self.run = run
+        protocol.write_frame(self.in_fd, {"op": "run", "spec": run.spec})
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            protocol.write_frame(self.in_fd, {"op": "exit"})
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+
+
+class Pool:
+    """Workers of one kind, the idle ones, and the runs waiting for one."""
+
+    def __init__(self, workers: Workers, name: str, size: int, first_slot: int):
+        self.owner, self.name, self.size, self.first_slot = workers, name, size, first_slot
+        self.workers: list[WorkerHandle] = []
+        self.idle: list[WorkerHandle] = []
+        self.queue: collections.deque = collections.deque()
+
+    def ensure_started(self, want: int | None = None) -> None:
+        """Start workers until `want` (default: all `size`) are running."""
+        want = self.size if want is None else min(self.size, want)
+        used = {w.slot for w in self.workers}
+        free = [s for s in range(self.first_slot, self.first_slot + self.size) if s not in used]
+        while len(self.workers) < want and free:
+            self.add(free.pop(0))
+
+    def add(self, slot: int) -> None:
+        w = WorkerHandle(self.owner, self, slot)
+        self.workers.append(w)
+        self.idle.append(w)
+        self.owner.selector.register(w.out_fd, selectors.EVENT_READ, w)
+
+    def stop_all(self) -> None:
+        """Kill every worker of the pool (before it ran anything: the probe failed)."""
+        for w in self.workers:
+            self.owner.selector.unregister(w.out_fd)
+            with contextlib.suppress(OSError):
+                w.proc.kill()
+            w.proc.wait()
+        self.workers, self.idle = [], []
+
+
+class Workers:
+    """Both pools, the selector their pipes are registered with, and how workers start."""
+
+    def __init__(self, config: dict):
+        self.python = config.get("python") or sandbox.python_executable()
+        mode = config.get("sandbox", "auto")
+        self.uid_base = None
+        if os.geteuid() == 0:
+            self.uid_base = UID_BASE + (os.getpid() % 4_000_000) * 64
+        self.selector = selectors.DefaultSelector()
+        n = max(1, min(int(config.get("workers") or os.cpu_count() or 1), MAX_WORKERS))
+        self.cand = Pool(self, "candidate", n, 0)
+        self.ref = Pool(self, "reference", n, MAX_WORKERS)  # started on first use
+        self.sandboxed, self.fallback_reason, self.tmp_root = True, None, ""
+        if mode == "none":
+            self.use_fallback("sandbox='none' was requested")
+            self.cand.ensure_started()
+            return
+        probe = sandbox.start_probe(self.python)
+        if not isinstance(probe, str):
+            self.cand.ensure_started()
+        self.probe = probe
+
+    def confirm_sandbox(self, mode: str) -> None:
+        """Wait for the probe; without bubblewrap, replace the workers by fallback ones."""
+        probe, self.probe = getattr(self, "probe", None), None
+        if probe is None:
+            return
+        reason = sandbox.finish_probe(probe)
+        if reason is None:
+            return
+        self.cand.stop_all()
+        if mode == "bwrap":
+            raise SystemExit(f"sandbox='bwrap' was requested but {reason}")
+        self.use_fallback(reason)
+        self.cand.ensure_started()
+
+    def use_fallback(self, reason: str) -> None:
+        """Run workers without bubblewrap (see `sandbox`), each with a scratch dir of its own."""
+        import tempfile
+
+        self.sandboxed, self.fallback_reason = False, reason
+        self.tmp_root = tempfile.mkdtemp(prefix="mucode-exec-")
+        os.chmod(self.tmp_root, 0o711)
+
+    @property
+    def kind(self) -> str:
+        """``"bwrap"`` or ``"fallback"``."""
+        return "bwrap" if self.sandboxed else "fallback"
+
+    def shutdown(self) -> None:
+        """Ask every worker to exit, kill the ones that do not, remove the fallback's dirs."""
+        if getattr(self, "closed", False):
+            return
+        self.closed = True
+        workers = self.cand.workers + self.ref.workers
+        for w in workers:
+            w.close()
+        deadline = time.monotonic() + 5
+        for w in workers:
+            try:
+                w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+        if self.tmp_root:
+            import shutil
+
+            shutil.rmtree(self.tmp_root, ignore_errors=True)
+
+
+def main(config_json: str) -> None:
+    """The service process: start the workers, then import and run the event loop."""
+    config = json.loads(config_json)
+    sys.stdout = sys.stderr  # fd 1 carries frames only
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client decides when to stop
+    workers = Workers(config)
+    try:
+        from mucode_jax.execution import service  # while the workers start
+
+        workers.confirm_sandbox(config.get("sandbox", "auto"))
+        sandbox.compile_package()  # later worker and service starts skip compiling
+        service.Service(workers).loop()
+    finally:
+        with contextlib.suppress(Exception):
+            workers.shutdown()
