@@ -24,12 +24,12 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
 from mucode_jax.execution import protocol, sandbox
 
 UID_BASE = 1_000_000
 MAX_WORKERS = 32  # uid slots: candidates 0-31, reference workers 32-63
+PIPELINE_DEPTH = 2  # runs a candidate worker holds: the one in progress and the next
 
 
 class WorkerHandle:
@@ -51,12 +51,17 @@ class WorkerHandle:
         self.out_fd = self.proc.stdout.fileno()
         os.set_blocking(self.out_fd, False)
         self.reader = protocol.FrameReader()
-        self.run: Any = None  # the `jobs.Run` in progress
+        self.runs: collections.deque = collections.deque()  # sent `jobs.Run`s, oldest first
         self.uid = uid
 
     def send(self, run) -> None:
-        self.run = run
-        protocol.write_frame(self.in_fd, {"op": "run", "spec": run.spec})
+        """Queue `run` in the worker's pipe; it starts when the runs sent before it are done."""
+        self.runs.append(run)
+        try:
+            protocol.write_frame(self.in_fd, {"op": "run", "spec": run.spec})
+        except OSError:
+            self.runs.pop()
+            raise
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -66,13 +71,33 @@ class WorkerHandle:
 
 
 class Pool:
-    """Workers of one kind, the idle ones, and the runs waiting for one."""
+    """Workers of one kind and the runs waiting for one.
 
-    def __init__(self, workers: Workers, name: str, size: int, first_slot: int):
+    A worker may hold up to `depth` runs: the one in progress and the next ones, already in its
+    pipe, so it starts the next run the moment it has replied, without waiting for the service
+    to be scheduled (on a loaded host that wait costs more than the run). The runs still run one
+    at a time, each after the previous one's cleanup. Idle workers are always used first.
+    """
+
+    def __init__(self, workers: Workers, name: str, size: int, first_slot: int, depth: int = 1):
         self.owner, self.name, self.size, self.first_slot = workers, name, size, first_slot
+        self.depth = depth
         self.workers: list[WorkerHandle] = []
-        self.idle: list[WorkerHandle] = []
         self.queue: collections.deque = collections.deque()
+
+    def available(self) -> WorkerHandle | None:
+        """The worker for the next queued run: an idle one (starting workers while the pool is
+        not full), else the least busy one with fewer than `depth` runs; None if there is none."""
+        best = None
+        for w in self.workers:
+            if not w.runs:
+                return w
+            if best is None or len(w.runs) < len(best.runs):
+                best = w
+        if len(self.workers) < self.size:
+            self.ensure_started(len(self.workers) + len(self.queue))
+            return self.workers[-1]
+        return best if best is not None and len(best.runs) < self.depth else None
 
     def ensure_started(self, want: int | None = None) -> None:
         """Start workers until `want` (default: all `size`) are running."""
@@ -85,7 +110,6 @@ class Pool:
     def add(self, slot: int) -> None:
         w = WorkerHandle(self.owner, self, slot)
         self.workers.append(w)
-        self.idle.append(w)
         self.owner.selector.register(w.out_fd, selectors.EVENT_READ, w)
 
     def stop_all(self) -> None:
@@ -95,7 +119,7 @@ class Pool:
             with contextlib.suppress(OSError):
                 w.proc.kill()
             w.proc.wait()
-        self.workers, self.idle = [], []
+        self.workers = []
 
 
 class Workers:
@@ -109,7 +133,7 @@ class Workers:
             self.uid_base = UID_BASE + (os.getpid() % 4_000_000) * 64
         self.selector = selectors.DefaultSelector()
         n = max(1, min(int(config.get("workers") or os.cpu_count() or 1), MAX_WORKERS))
-        self.cand = Pool(self, "candidate", n, 0)
+        self.cand = Pool(self, "candidate", n, 0, depth=PIPELINE_DEPTH)
         self.ref = Pool(self, "reference", n, MAX_WORKERS)  # started on first use
         self.sandboxed, self.fallback_reason, self.tmp_root = True, None, ""
         if mode == "none":

@@ -8,7 +8,7 @@ so no candidate child can find them in memory it inherited.
 
 This module is the event loop and its glue: one ``selectors`` loop over the client's pipe and
 every worker's pipe; a job is accepted (`accept`), waits for its reference if it needs one
-(`references.References`), is cut into runs (`jobs`) that the pools dispatch to idle workers,
+(`references.References`), is cut into runs (`jobs`) that the pools dispatch to workers (`pools.Pool.available`),
 and each finished run is judged (`judging`) — or, for a timeout that load could explain, run
 again first (`judging.rerun_decision`). A job whose runs are all judged goes back to the client.
 """
@@ -85,7 +85,7 @@ class Service:
         self.shutdown()
 
     def busy(self) -> bool:
-        return any(w.run for p in (self.cand, self.ref) for w in p.workers) or bool(
+        return any(w.runs for p in (self.cand, self.ref) for w in p.workers) or bool(
             self.cand.queue or self.ref.queue
         )
 
@@ -114,10 +114,9 @@ class Service:
             self.worker_died(w)
             return
         for header, blobs in w.reader.feed(data):
-            run, w.run = w.run, None
-            w.pool.idle.append(w)
-            if run is None:
+            if not w.runs:
                 continue
+            run = w.runs.popleft()
             if "error" in header:
                 self.run_failed(run, f"worker error: {header['error']}")
             else:
@@ -128,8 +127,6 @@ class Service:
         self.selector.unregister(w.out_fd)
         pool = w.pool
         pool.workers.remove(w)
-        if w in pool.idle:
-            pool.idle.remove(w)
         with contextlib.suppress(Exception):
             w.proc.kill()
             w.proc.wait(timeout=5)
@@ -139,8 +136,9 @@ class Service:
             raise SystemExit(3)
         if self.running or self.busy():
             pool.add(w.slot)
-        if w.run is not None:
-            run = w.run
+        if w.runs:
+            run, *unstarted = w.runs
+            pool.queue.extendleft(reversed(unstarted))  # still in the dead worker's pipe
             run.attempts += 1
             if run.attempts < 2:
                 pool.queue.appendleft(run)
@@ -166,16 +164,13 @@ class Service:
     def dispatch(self) -> None:
         for pool in (self.cand, self.ref):
             while pool.queue:
-                if not pool.idle:
-                    pool.ensure_started(len(pool.workers) + len(pool.queue))
-                    if not pool.idle:
-                        break
-                w = pool.idle.pop()
+                w = pool.available()
+                if w is None:
+                    break
                 run = pool.queue.popleft()
                 try:
                     w.send(run)
-                except OSError:
-                    w.run = None
+                except OSError:  # a dead worker: `worker_died` replaces it
                     pool.queue.appendleft(run)
                     break
 
