@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import json
 import os
 import selectors
@@ -30,6 +31,7 @@ from mucode_jax.execution import protocol, sandbox
 UID_BASE = 1_000_000
 MAX_WORKERS = 32  # uid slots: candidates 0-31, reference workers 32-63
 PIPELINE_DEPTH = 2  # runs a candidate worker holds: the one in progress and the next
+F_GETPIPE_SZ = 1032  # fcntl: a pipe's capacity
 
 
 class WorkerHandle:
@@ -52,16 +54,40 @@ class WorkerHandle:
         os.set_blocking(self.out_fd, False)
         self.reader = protocol.FrameReader()
         self.runs: collections.deque = collections.deque()  # sent `jobs.Run`s, oldest first
+        self.sizes: collections.deque = collections.deque()  # their frames' sizes
         self.uid = uid
+        try:
+            self.pipe_room = fcntl.fcntl(self.in_fd, F_GETPIPE_SZ) // 2
+        except OSError:
+            self.pipe_room = 4096 // 2
 
-    def send(self, run) -> None:
+    def can_queue(self, size: int) -> bool:
+        """Whether a frame of `size` bytes can be sent now without the write ever blocking.
+
+        A worker reads its next frame only after its current run; a write it does not read
+        would block the whole service (and deadlock it, were the worker then blocked writing
+        a large reply). So a busy worker is sent a frame only while every frame it may not have
+        read yet fits, with that one, into half of its pipe's capacity.
+        """
+        return not self.runs or sum(self.sizes) + size <= self.pipe_room
+
+    def send(self, run, frame: bytes) -> None:
         """Queue `run` in the worker's pipe; it starts when the runs sent before it are done."""
         self.runs.append(run)
+        self.sizes.append(len(frame))
         try:
-            protocol.write_frame(self.in_fd, {"op": "run", "spec": run.spec})
+            protocol.write_bytes(self.in_fd, frame)
         except OSError:
             self.runs.pop()
+            self.sizes.pop()
             raise
+
+    def done(self):
+        """The run the worker just replied to (the oldest one sent), or None."""
+        if not self.runs:
+            return None
+        self.sizes.popleft()
+        return self.runs.popleft()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -85,19 +111,21 @@ class Pool:
         self.workers: list[WorkerHandle] = []
         self.queue: collections.deque = collections.deque()
 
-    def available(self) -> WorkerHandle | None:
-        """The worker for the next queued run: an idle one (starting workers while the pool is
-        not full), else the least busy one with fewer than `depth` runs; None if there is none."""
+    def available(self, size: int) -> WorkerHandle | None:
+        """The worker for a run whose frame has `size` bytes: an idle one (starting workers
+        while the pool is not full), else the least busy one with fewer than `depth` runs that
+        can take the frame without blocking (`WorkerHandle.can_queue`); None if there is none."""
         best = None
         for w in self.workers:
             if not w.runs:
                 return w
-            if best is None or len(w.runs) < len(best.runs):
-                best = w
+            if len(w.runs) < self.depth and w.can_queue(size):
+                if best is None or len(w.runs) < len(best.runs):
+                    best = w
         if len(self.workers) < self.size:
             self.ensure_started(len(self.workers) + len(self.queue))
             return self.workers[-1]
-        return best if best is not None and len(best.runs) < self.depth else None
+        return best
 
     def ensure_started(self, want: int | None = None) -> None:
         """Start workers until `want` (default: all `size`) are running."""

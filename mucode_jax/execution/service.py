@@ -114,9 +114,9 @@ class Service:
             self.worker_died(w)
             return
         for header, blobs in w.reader.feed(data):
-            if not w.runs:
+            run = w.done()
+            if run is None:
                 continue
-            run = w.runs.popleft()
             if "error" in header:
                 self.run_failed(run, f"worker error: {header['error']}")
             else:
@@ -164,12 +164,15 @@ class Service:
     def dispatch(self) -> None:
         for pool in (self.cand, self.ref):
             while pool.queue:
-                w = pool.available()
+                run = pool.queue[0]
+                if run.frame is None:  # packed once, also for a run that runs again
+                    run.frame = protocol.pack({"op": "run", "spec": run.spec})
+                w = pool.available(len(run.frame))
                 if w is None:
                     break
-                run = pool.queue.popleft()
+                pool.queue.popleft()
                 try:
-                    w.send(run)
+                    w.send(run, run.frame)
                 except OSError:  # a dead worker: `worker_died` replaces it
                     pool.queue.appendleft(run)
                     break
