@@ -1,7 +1,8 @@
 """A warm worker: one long-lived process (inside its own sandbox) that forks a child per run.
 
-The worker pre-imports the harness and common standard-library modules, freezes the GC, then
-serves run requests from the service on stdin. Per run it:
+The worker imports the harness, freezes the GC, then serves run requests from the service on
+stdin; after its first reply (so that start-up does not wait for them) it pre-imports common
+standard-library modules and freezes the GC again, so later children inherit them. Per run it:
 
 1. makes a fresh scratch directory owned by the run's uid (mode 0700);
 2. forks a child that calls `os.setsid` (own session and process group), moves stdin (a memfd or
@@ -346,9 +347,9 @@ def main(config_json: str) -> None:
     sys.stdout = sys.stderr
     worker = Worker(config)
     _site()
-    _preimport()
     gc.collect()
     gc.freeze()
+    preimported = False
     while True:
         frame = protocol.read_frame(in_fd)
         if frame is None or frame[0].get("op") == "exit":
@@ -359,3 +360,8 @@ def main(config_json: str) -> None:
             header, blobs = {"error": f"{type(e).__name__}: {e}"}, ()
         protocol.write_frame(out_fd, header, blobs)
         del frame
+        if not preimported:  # after the first reply, so that start-up does not wait for it
+            preimported = True
+            _preimport()
+            gc.collect()
+            gc.freeze()
