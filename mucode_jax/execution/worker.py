@@ -1,8 +1,9 @@
 """A warm worker: one long-lived process (inside its own sandbox) that forks a child per run.
 
 The worker imports the harness, freezes the GC, then serves run requests from the service on
-stdin; after its first reply (so that start-up does not wait for them) it pre-imports common
-standard-library modules and freezes the GC again, so later children inherit them. Per run it:
+stdin; after a reply when no request waits, at the latest after a few runs (so that start-up
+does not wait for them), it pre-imports common standard-library modules and freezes the GC
+again, so later children inherit them. Per run it:
 
 1. makes a fresh scratch directory owned by the run's uid (mode 0700);
 2. forks a child that calls `os.setsid` (own session and process group), moves stdin (a memfd or
@@ -42,6 +43,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 RESULT_CAP = 64 << 20
+PREIMPORT_AFTER = 8  # runs after which the worker pre-imports PREIMPORT even when busy
 PREIMPORT = (
     "abc array bisect calendar cmath collections collections.abc contextlib copy dataclasses "
     "datetime decimal enum fractions functools hashlib heapq io itertools json math numbers "
@@ -360,7 +362,11 @@ def main(config_json: str) -> None:
             header, blobs = {"error": f"{type(e).__name__}: {e}"}, ()
         protocol.write_frame(out_fd, header, blobs)
         del frame
-        if not preimported:  # after the first reply, so that start-up does not wait for it
+        # After a reply, when no frame waits (start-up, and an ``exit`` right after the first
+        # runs, do not wait for it), or at the latest after PREIMPORT_AFTER runs.
+        if not preimported and (
+            worker.runs >= PREIMPORT_AFTER or not select.select([in_fd], [], [], 0)[0]
+        ):
             preimported = True
             _preimport()
             gc.collect()
