@@ -6,14 +6,27 @@ with `exec` under a `signal.setitimer` time limit, driven by a thread pool of ``
 threads. Ours: `Executor(workers=--workers)` (bubblewrap sandboxes, fork per program, judging
 on the trusted side). Both run every program to a verdict; both must agree on pass/fail.
 
-    python launch/bench_executor.py --workers=2 --trivial=3000
+    python launch/bench_executor.py --workers=2 --trivial=3000 --repeats=3
 
-Program sets: the 974 MBPP reference solutions with all their asserts (challenge tests
-included), and ``--trivial`` copies of ``def f(x): return x`` with ``assert f(1) == 1``.
-Reported: wall-clock programs/s, programs/s per worker (core), and our CPU per program over
-every process of the executor (client, service, workers, sandboxed children; read from
-/proc, so it does not depend on what else runs on the machine). The load average is printed
-because the machine is shared.
+Every figure is measured ``--repeats`` times, ours and the baseline alternating, and printed as
+median [min-max]; the load average is printed before and after each, because the machine may
+be shared. Figures:
+
+* ``startup``: `Executor()` until the first result is back (in this process), and the CLI
+  (``python -m mucode_jax.execution``) on a 1-program file, from process start to exit.
+* ``cli``: the CLI on ``--cli`` trivial programs, start-up included, against the baseline on
+  the same programs (run in this process: it pays no interpreter start).
+* ``trivial``: steady state, ``--trivial`` copies of ``def f(x): return x`` with
+  ``assert f(1) == 1`` after a warm-up; the baseline on ``--baseline_trivial`` of them.
+  Reported: programs/s, per worker (core), our CPU per program over every process of the
+  executor (client, service, workers, sandboxed children; read from /proc) and programs per
+  CPU-second (what one dedicated core would do, whatever the load).
+* ``mbpp``: the 974 MBPP reference solutions with all their asserts (challenge tests included).
+  Their own work is the same in both executors and bounds both (task 123 alone needs ~2.4 s of
+  CPU), so ``mbpp`` also prints the bound ``max(longest program, sum of program CPU / workers)``
+  and ``mbpp-light``: the same comparison on the tasks whose program needs under
+  ``--light_cpu`` seconds of CPU (measured by our first run), where the executor's overhead,
+  not the programs, decides.
 """
 
 from __future__ import annotations
@@ -21,11 +34,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import json
 import multiprocessing
 import os
 import platform
 import resource
 import signal
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,13 +56,17 @@ from mucode_jax.execution import Executor
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Parallel workers (both sides).")
 flags.DEFINE_integer("trivial", 3000, "Number of trivial programs.")
-flags.DEFINE_integer("baseline_trivial", 600, "Trivial programs for the (slow) baseline.")
+flags.DEFINE_integer("baseline_trivial", 200, "Trivial programs for the (slow) baseline.")
 flags.DEFINE_string(
     "mbpp",
     str(Path(__file__).resolve().parents[1].parent / "shared/data/mbpp/mbpp.jsonl"),
     "MBPP JSONL.",
 )
 flags.DEFINE_float("timeout", 3.0, "Per-program time limit (s) for the baseline.")
+flags.DEFINE_integer("repeats", 3, "Repeats of every figure (median and range are printed).")
+flags.DEFINE_integer("cli", 200, "Trivial programs of the CLI run (start-up included).")
+flags.DEFINE_float("light_cpu", 0.05, "CPU seconds below which an MBPP program is 'light'.")
+flags.DEFINE_string("only", "", "Comma-separated subset of startup,cli,trivial,mbpp.")
 
 TRIVIAL = ("def f(x):\n    return x\n", ["assert f(1) == 1"])
 
@@ -144,11 +165,16 @@ def _tree_cpu(root: int) -> float:
     return total
 
 
-def run_ours(ex: Executor, programs, workers: int) -> tuple[float, float, list[bool]]:
-    suites = [
+def _suites(programs):
+    return [
         {"kind": "assert", "setup": setup, "tests": tests, **({"entry_point": ep} if ep else {})}
         for _, tests, setup, ep in programs
     ]
+
+
+def run_ours(ex: Executor, programs, workers: int):
+    """(wall, CPU of every executor process, results) of one `map` after a warm-up."""
+    suites = _suites(programs)
     ex.map([programs[0][0]] * 20, suites[0])  # warm-up
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = _tree_cpu(ex._proc.pid)
@@ -158,7 +184,43 @@ def run_ours(ex: Executor, programs, workers: int) -> tuple[float, float, list[b
     self1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = _tree_cpu(ex._proc.pid) - cpu0
     cpu += (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
-    return wall, cpu, [r.passed for r in results]
+    return wall, cpu, results
+
+
+def run_cli(programs, workers: int, path: Path) -> tuple[float, list[bool]]:
+    """Wall time of the CLI on `programs`, from process start to exit (start-up included)."""
+    with open(path / "in.jsonl", "w") as f:
+        for i, (code, suite) in enumerate(zip([p[0] for p in programs], _suites(programs))):
+            f.write(json.dumps({"id": i, "code": code, "tests": suite}) + "\n")
+    cmd = [sys.executable, "-m", "mucode_jax.execution", "--input", str(path / "in.jsonl")]
+    cmd += ["--output", str(path / "out.jsonl"), "--workers", str(workers)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    with open(path / "out.jsonl") as f:
+        return wall, [json.loads(line)["verdict"] == "passed" for line in f]
+
+
+def startup(workers: int) -> float:
+    """`Executor()` until the first result is back."""
+    t0 = time.perf_counter()
+    with Executor(workers=workers) as ex:
+        ex.run(TRIVIAL[0], {"kind": "assert", "tests": TRIVIAL[1]})
+        return time.perf_counter() - t0
+
+
+def _stat(xs) -> str:
+    xs = sorted(xs)
+    med = statistics.median(xs)
+    return f"{med:.3g} [{xs[0]:.3g}-{xs[-1]:.3g}]"
+
+
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def _agree(a, b) -> str:
+    return f"{sum(x == y for x, y in zip(a, b)) / len(b):.1%}"
 
 
 def main(argv):
@@ -174,28 +236,86 @@ def main(argv):
         for p in load_problems("mbpp", path=FLAGS.mbpp)
     ]
     trivial = [(TRIVIAL[0], TRIVIAL[1], "", None)] * FLAGS.trivial
-    w = FLAGS.workers
-    load0 = os.getloadavg()
-    print(f"# {datetime.date.today()} {platform.node()} {os.cpu_count()} CPUs, load {load0[0]:.2f}")
+    w, reps = FLAGS.workers, FLAGS.repeats
+    only = set(FLAGS.only.split(",")) if FLAGS.only else {"startup", "cli", "trivial", "mbpp"}
+    print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC {platform.node()}")
+    print(f"# {os.cpu_count()} CPUs, workers={w}, repeats={reps}; figures: median [min-max]")
+    if "startup" in only:
+        load0 = _load()
+        t_ex, t_cli = [], []
+        with tempfile.TemporaryDirectory() as d:
+            for _ in range(reps):
+                t_ex.append(startup(w))
+                t_cli.append(run_cli(trivial[:1], w, Path(d))[0])
+        print(
+            f"startup  Executor() to first result {_stat(t_ex)} s | CLI, 1 program, process "
+            f"start to exit {_stat(t_cli)} s | load {load0} -> {_load()}"
+        )
+    if "cli" in only:
+        load0 = _load()
+        progs = [(TRIVIAL[0], TRIVIAL[1], "", None)] * FLAGS.cli
+        ours, base, agree = [], [], ""
+        with tempfile.TemporaryDirectory() as d:
+            for _ in range(reps):
+                wall, ok = run_cli(progs, w, Path(d))
+                bwall, bok = run_baseline(progs, w)
+                ours.append(wall)
+                base.append(bwall)
+                agree = _agree(ok, bok)
+        ratio = [b / o for o, b in zip(ours, base)]
+        print(
+            f"cli      {FLAGS.cli} programs, start-up included: ours {_stat(ours)} s "
+            f"({_stat([FLAGS.cli / x for x in ours])}/s) | baseline {_stat(base)} s "
+            f"({_stat([FLAGS.cli / x for x in base])}/s) | speed-up {_stat(ratio)}x | agree "
+            f"{agree} | load {load0} -> {_load()}"
+        )
     with Executor(workers=w) as ex:
-        print(f"# sandbox={ex.sandbox}, workers={w}")
-        out = {}
-        for name, progs, base_n in (
-            ("trivial", trivial, FLAGS.baseline_trivial),
-            ("mbpp", mbpp, len(mbpp)),
-        ):
-            wall, cpu, ok = run_ours(ex, progs, w)
-            bwall, bok = run_baseline(progs[:base_n], w)
-            agree = sum(a == b for a, b in zip(ok, bok)) / len(bok)
-            ours, base = len(progs) / wall, base_n / bwall
-            out[name] = (ours, base)
+        print(f"# sandbox={ex.sandbox}")
+        if "trivial" in only:
+            load0 = _load()
+            rate, per_cpu, cpu_ms, brate, agree = [], [], [], [], ""
+            for _ in range(reps):
+                wall, cpu, res = run_ours(ex, trivial, w)
+                bwall, bok = run_baseline(trivial[: FLAGS.baseline_trivial], w)
+                rate.append(len(trivial) / wall)
+                per_cpu.append(len(trivial) / cpu)
+                cpu_ms.append(cpu / len(trivial) * 1e3)
+                brate.append(FLAGS.baseline_trivial / bwall)
+                agree = _agree([r.passed for r in res], bok)
             print(
-                f"{name:8s} ours {ours:7.1f}/s ({ours / w:6.1f}/s/core, {cpu / len(progs) * 1e3:.2f} ms CPU/program, "
-                f"{len(progs) / cpu:6.1f} programs per CPU-second) | baseline {base:6.1f}/s "
-                f"({base / w:5.1f}/s/core) | speed-up {ours / base:4.1f}x | pass {sum(ok)}/{len(ok)}, "
-                f"agree {agree:.1%}"
+                f"trivial  ours {_stat(rate)}/s ({_stat([r / w for r in rate])}/s per worker), "
+                f"{_stat(cpu_ms)} ms CPU/program = {_stat(per_cpu)} programs per CPU-second | "
+                f"baseline {_stat(brate)}/s | speed-up {_stat([a / b for a, b in zip(rate, brate)])}x "
+                f"| agree {agree} | load {load0} -> {_load()}"
             )
-    print(f"# load after: {os.getloadavg()[0]:.2f}")
+        if "mbpp" in only:
+            load0 = _load()
+            rate, brate, lrate, lbrate, bound, agree, light = [], [], [], [], [], "", None
+            for _ in range(reps):
+                wall, _, res = run_ours(ex, mbpp, w)
+                bwall, bok = run_baseline(mbpp, w)
+                rate.append(len(mbpp) / wall)
+                brate.append(len(mbpp) / bwall)
+                agree = _agree([r.passed for r in res], bok)
+                cpus = [r.cpu_seconds for r in res]
+                bound.append(len(mbpp) / max(max(cpus), sum(cpus) / w))
+                if light is None:
+                    light = [p for p, c in zip(mbpp, cpus) if c < FLAGS.light_cpu]
+                lwall, _, _ = run_ours(ex, light, w)
+                lbwall, _ = run_baseline(light, w)
+                lrate.append(len(light) / lwall)
+                lbrate.append(len(light) / lbwall)
+            print(
+                f"mbpp     {len(mbpp)} references: ours {_stat(rate)}/s | baseline "
+                f"{_stat(brate)}/s | speed-up {_stat([a / b for a, b in zip(rate, brate)])}x | "
+                f"bound of any executor (programs' own CPU) {_stat(bound)}/s | agree {agree} | "
+                f"load {load0} -> {_load()}"
+            )
+            print(
+                f"mbpp-light {len(light)} references under {FLAGS.light_cpu:g} s CPU: ours "
+                f"{_stat(lrate)}/s | baseline {_stat(lbrate)}/s | speed-up "
+                f"{_stat([a / b for a, b in zip(lrate, lbrate)])}x"
+            )
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class Executor:
         python = python or sandbox_python()
         config = json.dumps({"workers": self.workers, "sandbox": sandbox, "python": python})
         self._proc = subprocess.Popen(
-            [python, "-I", "-B", "-c", sandbox_boot(), package_root(), "service", config],
+            [python, "-I", "-S", "-c", sandbox_boot(), package_root(), "pools", config],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=sandbox_env(),

@@ -82,6 +82,7 @@ class Run:
     attempts: int = 0
     reruns: int = 0  # load-suspect timeouts of this run that were run again
     confirmed: bool | None = None  # for a timeout of this run: see TestResult.confirmed
+    frame: bytes | None = None  # the packed frame a worker gets (`service.Service.dispatch`)
 
 
 def run_spec(mode: str, code: str, suite: dict, limits: Limits, **extra) -> dict:

@@ -19,6 +19,7 @@ Every run of a program (one per assert/function suite, one per stdin/stdout case
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -105,7 +106,7 @@ class Limits:
         return self.cpu_seconds <= (1 + self.rerun_margin) * self.cpu_factor * reference_cpu
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in _NAMES}  # all plain numbers (or None)
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None, base: Limits | None = None) -> Limits:
@@ -117,8 +118,20 @@ class Limits:
             raise ValueError(
                 f"'limits' must be an object like {{\"cpu_seconds\": 2}}, got {type(d).__name__}."
             )
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - set(_NAMES))
         if unknown:
-            raise ValueError(f"Unknown limit {unknown[0]!r}; known limits are {sorted(names)}.")
-        return dataclasses.replace(base, **d)
+            raise ValueError(f"Unknown limit {unknown[0]!r}; known limits are {sorted(_NAMES)}.")
+        try:
+            # The same few limits come with every job; the key keeps each value's type (2 and
+            # 2.0 and True are equal, but not the same limit).
+            return _replace(base, tuple(sorted((k, type(v), v) for k, v in d.items())))
+        except TypeError:  # an unhashable value: let the validation name it
+            return dataclasses.replace(base, **d)
+
+
+@functools.lru_cache(maxsize=256)
+def _replace(base: Limits, items: tuple) -> Limits:
+    return dataclasses.replace(base, **{k: v for k, _, v in items})
+
+
+_NAMES = tuple(f.name for f in dataclasses.fields(Limits))

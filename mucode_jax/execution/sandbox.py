@@ -10,6 +10,10 @@ is wiped afterwards, rlimits, no_new_privs and (when the service runs as root) a
 uid of its own, so it cannot signal, trace or read its worker. Runs in one worker are sequential;
 everything a run leaves behind (processes, files) is removed before the next one starts.
 
+Workers run Python with ``-I -S -B``: no site start-up (an installation's ``.pth`` files may
+import whole libraries at every interpreter start); `worker` adds the site-packages directory
+and the ``exit``/``quit`` built-ins itself, once.
+
 Fallback (no usable ``bwrap``): workers run as plain processes with the same per-child limits,
 uid switch (when root), process-group kill and scratch wipe, but without namespaces — a program
 can then read world-readable files and use the network. The executor warns once.
@@ -94,25 +98,81 @@ def sandbox_env() -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
 
 
-@functools.cache
-def probe_bwrap(python: str) -> str | None:
-    """None if a bwrap sandbox starts Python here, else the reason it does not."""
+PROBE = "import os; os.listdir('/proc')"
+
+
+def start_probe(python: str) -> subprocess.Popen | str:
+    """Start a bwrap sandbox that runs Python once (the probe), or the reason it cannot start.
+
+    The service starts its workers while the probe runs (`finish_probe`), so the probe costs no
+    start-up time when bwrap works; Python runs with ``-S`` (no site, no ``.pth`` files) there.
+    """
     if shutil.which("bwrap") is None:
         return (
             "bubblewrap (bwrap) is not installed; install it with `apt-get install -y bubblewrap`"
         )
     try:
-        proc = subprocess.run(
-            bwrap_command(python) + [python, "-I", "-c", "import os; os.listdir('/proc')"],
-            capture_output=True,
-            timeout=30,
+        return subprocess.Popen(
+            bwrap_command(python) + [python, "-I", "-S", "-c", PROBE],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             env=sandbox_env(),
         )
-    except (OSError, subprocess.TimeoutExpired) as e:
+    except OSError as e:
         return f"bwrap failed to start: {e}"
-    if proc.returncode != 0:
-        return f"bwrap failed: {proc.stderr.decode(errors='replace').strip()[:300]}"
+
+
+def finish_probe(probe: subprocess.Popen | str) -> str | None:
+    """None if the probe's sandbox ran Python, else the reason it did not."""
+    if isinstance(probe, str):
+        return probe
+    try:
+        _, err = probe.communicate(timeout=30)
+    except subprocess.TimeoutExpired as e:
+        probe.kill()
+        probe.wait()
+        return f"bwrap failed to start: {e}"
+    if probe.returncode != 0:
+        return f"bwrap failed: {err.decode(errors='replace').strip()[:300]}"
     return None
+
+
+@functools.cache
+def probe_bwrap(python: str) -> str | None:
+    """None if a bwrap sandbox starts Python here, else the reason it does not."""
+    return finish_probe(start_probe(python))
+
+
+def compile_package() -> None:
+    """Write the bytecode cache of the package's modules where it is missing or stale.
+
+    Workers see the package read-only and run with ``-B``; without a cache every worker start
+    would compile its modules from source. The service calls this once its workers are started
+    (off the start-up path); unwritable package directories are left alone.
+    """
+    import importlib.util
+    import py_compile
+
+    for name in sorted(os.listdir(PACKAGE_DIR)):
+        if not name.endswith(".py"):
+            continue
+        src = os.path.join(PACKAGE_DIR, name)
+        try:
+            st = os.stat(src)
+            with open(importlib.util.cache_from_source(src), "rb") as f:
+                head = f.read(16)
+            if head[:4] == importlib.util.MAGIC_NUMBER and head[8:16] == (
+                (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+                + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+            ):
+                continue
+        except OSError:
+            pass
+        try:
+            py_compile.compile(src, doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            pass
 
 
 def worker_command(python: str, config_json: str, sandboxed: bool) -> list[str]:
@@ -121,6 +181,7 @@ def worker_command(python: str, config_json: str, sandboxed: bool) -> list[str]:
         return bwrap_command(python) + [
             python,
             "-I",
+            "-S",
             "-B",
             "-c",
             BOOT,
@@ -128,4 +189,4 @@ def worker_command(python: str, config_json: str, sandboxed: bool) -> list[str]:
             "worker",
             config_json,
         ]
-    return [python, "-I", "-B", "-c", BOOT, package_root(), "worker", config_json]
+    return [python, "-I", "-S", "-B", "-c", BOOT, package_root(), "worker", config_json]

@@ -2,32 +2,28 @@
 
 Started by `Executor` with ``subprocess`` (fork+exec, never a bare fork of the caller, so the
 caller may have imported JAX), it reads jobs from its stdin and writes verdicts to its stdout.
-It keeps two pools: *candidate* workers (programs under test) and *reference* workers (the
-datasets' reference solutions, `references`). Expected values never enter a candidate worker,
+It keeps two pools (`pools`, which also starts the process): *candidate* workers (programs
+under test) and *reference* workers (the datasets' reference solutions, `references`). Expected values never enter a candidate worker,
 so no candidate child can find them in memory it inherited.
 
 This module is the event loop and its glue: one ``selectors`` loop over the client's pipe and
 every worker's pipe; a job is accepted (`accept`), waits for its reference if it needs one
-(`references.References`), is cut into runs (`jobs`) that the pools dispatch to idle workers,
+(`references.References`), is cut into runs (`jobs`) that the pools dispatch to workers (`pools.Pool.available`),
 and each finished run is judged (`judging`) — or, for a timeout that load could explain, run
 again first (`judging.rerun_decision`). A job whose runs are all judged goes back to the client.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
-import json
 import os
 import selectors
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 
-from mucode_jax.execution import judging, protocol, results, sandbox, suites
+from mucode_jax.execution import judging, pools, protocol, results, suites
 from mucode_jax.execution.jobs import Job, RefInfo, RefTask, Run, run_spec, seq_spec
 from mucode_jax.execution.judging import clip, parse_records
 from mucode_jax.execution.limits import Limits
@@ -35,93 +31,15 @@ from mucode_jax.execution.references import References
 from mucode_jax.execution.results import TestResult
 
 R = results
-UID_BASE = 1_000_000
-MAX_WORKERS = 32  # uid slots: candidates 0-31, reference workers 32-63
-
-
-class WorkerHandle:
-    def __init__(self, service: Service, pool: Pool, slot: int):
-        self.pool, self.slot = pool, slot
-        uid = service.uid_base + slot if service.uid_base is not None else None
-        if service.sandboxed:
-            scratch = sandbox.SCRATCH
-        else:
-            scratch = os.path.join(service.tmp_root, f"w{slot}")
-        config = json.dumps({"uid": uid, "scratch": scratch, "sandboxed": service.sandboxed})
-        cmd = sandbox.worker_command(service.python, config, service.sandboxed)
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=sandbox.sandbox_env()
-        )
-        self.in_fd = self.proc.stdin.fileno()
-        self.out_fd = self.proc.stdout.fileno()
-        os.set_blocking(self.out_fd, False)
-        self.reader = protocol.FrameReader()
-        self.run: Run | None = None
-        self.uid = uid
-
-    def send(self, run: Run) -> None:
-        self.run = run
-        protocol.write_frame(self.in_fd, {"op": "run", "spec": run.spec})
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            protocol.write_frame(self.in_fd, {"op": "exit"})
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()
-
-
-class Pool:
-    def __init__(self, service: Service, name: str, size: int, first_slot: int):
-        self.service, self.name, self.size, self.first_slot = service, name, size, first_slot
-        self.workers: list[WorkerHandle] = []
-        self.idle: list[WorkerHandle] = []
-        self.queue: collections.deque[Run] = collections.deque()
-
-    def ensure_started(self, want: int | None = None) -> None:
-        """Start workers until `want` (default: all `size`) are running."""
-        want = self.size if want is None else min(self.size, want)
-        used = {w.slot for w in self.workers}
-        free = [s for s in range(self.first_slot, self.first_slot + self.size) if s not in used]
-        while len(self.workers) < want and free:
-            self.add(free.pop(0))
-
-    def add(self, slot: int) -> None:
-        w = WorkerHandle(self.service, self, slot)
-        self.workers.append(w)
-        self.idle.append(w)
-        self.service.selector.register(w.out_fd, selectors.EVENT_READ, w)
-
-
-# ---------------------------------------------------------------------------------------------
-# The service.
-# ---------------------------------------------------------------------------------------------
 
 
 class Service:
-    def __init__(self, config: dict):
-        self.python = config.get("python") or sandbox.python_executable()
-        mode = config.get("sandbox", "auto")
-        reason = None
-        if mode == "none":
-            self.sandboxed, reason = False, "sandbox='none' was requested"
-        else:
-            reason = sandbox.probe_bwrap(self.python)
-            if reason is not None and mode == "bwrap":
-                raise SystemExit(f"sandbox='bwrap' was requested but {reason}")
-            self.sandboxed = reason is None
-        self.fallback_reason = reason
-        self.uid_base = None
-        if os.geteuid() == 0:
-            self.uid_base = UID_BASE + (os.getpid() % 4_000_000) * 64
-        self.tmp_root = ""
-        if not self.sandboxed:
-            self.tmp_root = tempfile.mkdtemp(prefix="mucode-exec-")
-            os.chmod(self.tmp_root, 0o711)
-        self.selector = selectors.DefaultSelector()
-        n = max(1, min(int(config.get("workers") or os.cpu_count() or 1), MAX_WORKERS))
-        self.cand = Pool(self, "candidate", n, 0)
-        self.ref = Pool(self, "reference", n, MAX_WORKERS)  # started on first use
-        self.cand.ensure_started()
+    """The event loop over the client's pipe and the workers' pipes (`pools.Workers`)."""
+
+    def __init__(self, workers: pools.Workers):
+        self.workers = workers
+        self.selector = workers.selector
+        self.cand, self.ref = workers.cand, workers.ref
         self.references = References(self.ref.queue.append)
         self.in_reader = protocol.FrameReader()
         self.out_buffer: list[bytes] = []
@@ -141,12 +59,12 @@ class Service:
         self.send_client(
             {
                 "hello": {
-                    "sandbox": "bwrap" if self.sandboxed else "fallback",
-                    "reason": self.fallback_reason,
+                    "sandbox": self.workers.kind,
+                    "reason": self.workers.fallback_reason,
                     "workers": self.cand.size,
                     "uids": []
-                    if self.uid_base is None
-                    else list(range(self.uid_base, self.uid_base + 64)),
+                    if self.workers.uid_base is None
+                    else list(range(self.workers.uid_base, self.workers.uid_base + 64)),
                 }
             }
         )
@@ -167,7 +85,7 @@ class Service:
         self.shutdown()
 
     def busy(self) -> bool:
-        return any(w.run for p in (self.cand, self.ref) for w in p.workers) or bool(
+        return any(w.runs for p in (self.cand, self.ref) for w in p.workers) or bool(
             self.cand.queue or self.ref.queue
         )
 
@@ -187,7 +105,7 @@ class Service:
             elif op == "shutdown":
                 self.running = False
 
-    def on_worker_readable(self, w: WorkerHandle) -> None:
+    def on_worker_readable(self, w: pools.WorkerHandle) -> None:
         try:
             data = os.read(w.out_fd, 1 << 20)
         except BlockingIOError:
@@ -196,8 +114,7 @@ class Service:
             self.worker_died(w)
             return
         for header, blobs in w.reader.feed(data):
-            run, w.run = w.run, None
-            w.pool.idle.append(w)
+            run = w.done()
             if run is None:
                 continue
             if "error" in header:
@@ -206,12 +123,10 @@ class Service:
                 self.worker_failures = 0
                 self.on_run_done(run, header, *blobs)
 
-    def worker_died(self, w: WorkerHandle) -> None:
+    def worker_died(self, w: pools.WorkerHandle) -> None:
         self.selector.unregister(w.out_fd)
         pool = w.pool
         pool.workers.remove(w)
-        if w in pool.idle:
-            pool.idle.remove(w)
         with contextlib.suppress(Exception):
             w.proc.kill()
             w.proc.wait(timeout=5)
@@ -221,8 +136,9 @@ class Service:
             raise SystemExit(3)
         if self.running or self.busy():
             pool.add(w.slot)
-        if w.run is not None:
-            run = w.run
+        if w.runs:
+            run, *unstarted = w.runs
+            pool.queue.extendleft(reversed(unstarted))  # still in the dead worker's pipe
             run.attempts += 1
             if run.attempts < 2:
                 pool.queue.appendleft(run)
@@ -248,34 +164,21 @@ class Service:
     def dispatch(self) -> None:
         for pool in (self.cand, self.ref):
             while pool.queue:
-                if not pool.idle:
-                    pool.ensure_started(len(pool.workers) + len(pool.queue))
-                    if not pool.idle:
-                        break
-                w = pool.idle.pop()
-                run = pool.queue.popleft()
+                run = pool.queue[0]
+                if run.frame is None:  # packed once, also for a run that runs again
+                    run.frame = protocol.pack({"op": "run", "spec": run.spec})
+                w = pool.available(len(run.frame))
+                if w is None:
+                    break
+                pool.queue.popleft()
                 try:
-                    w.send(run)
-                except OSError:
-                    w.run = None
+                    w.send(run, run.frame)
+                except OSError:  # a dead worker: `worker_died` replaces it
                     pool.queue.appendleft(run)
                     break
 
     def shutdown(self) -> None:
-        workers = self.cand.workers + self.ref.workers
-        for w in workers:
-            w.close()
-        deadline = time.monotonic() + 5
-        for w in workers:
-            try:
-                w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait()
-        if self.tmp_root:
-            import shutil
-
-            shutil.rmtree(self.tmp_root, ignore_errors=True)
+        self.workers.shutdown()
 
     def accept(self, header: dict) -> None:
         jid = header["id"]
@@ -404,7 +307,7 @@ class Service:
             tests,
             verdict,
             wall=time.monotonic() - job.t0,
-            sandbox="bwrap" if self.sandboxed else "fallback",
+            sandbox=self.workers.kind,
         )
         self.send_client({"id": job.jid, "result": result.to_json()})
 
@@ -437,12 +340,5 @@ class Service:
 
 
 def main(config_json: str) -> None:
-    config = json.loads(config_json)
-    sys.stdout = sys.stderr  # fd 1 carries frames only
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client decides when to stop
-    service = Service(config)
-    try:
-        service.loop()
-    finally:
-        with contextlib.suppress(Exception):
-            service.shutdown()
+    """The service process (also reachable as ``pools.main``, which the client starts)."""
+    pools.main(config_json)

@@ -204,8 +204,13 @@ def _shown(test: ast.expr, names: frozenset[str], src: bytes, memo: dict) -> tup
 
 
 @functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)
 def split_assert(source: str, entry_point: str | None = None) -> SplitAssert:
     """Split one ``assert`` statement; raises ValueError naming the problem.
+
+    Cached (the service needs each test's split for every program it judges on it: to
+    validate the suite, to send the holes, to judge and to show it); a `SplitAssert` is
+    immutable, and its skeleton runs in a fresh namespace each time.
 
     Args:
       source: the assert statement.

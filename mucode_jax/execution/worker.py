@@ -1,7 +1,9 @@
 """A warm worker: one long-lived process (inside its own sandbox) that forks a child per run.
 
-The worker pre-imports the harness and common standard-library modules, freezes the GC, then
-serves run requests from the service on stdin. Per run it:
+The worker imports the harness, freezes the GC, then serves run requests from the service on
+stdin; after a reply when no request waits, at the latest after a few runs (so that start-up
+does not wait for them), it pre-imports common standard-library modules and freezes the GC
+again, so later children inherit them. Per run it:
 
 1. makes a fresh scratch directory owned by the run's uid (mode 0700);
 2. forks a child that calls `os.setsid` (own session and process group), moves stdin (a memfd or
@@ -41,6 +43,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 RESULT_CAP = 64 << 20
+PREIMPORT_AFTER = 8  # runs after which the worker pre-imports PREIMPORT even when busy
 PREIMPORT = (
     "abc array bisect calendar cmath collections collections.abc contextlib copy dataclasses "
     "datetime decimal enum fractions functools hashlib heapq io itertools json math numbers "
@@ -304,6 +307,21 @@ class Worker:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _site() -> None:
+    """What ``site`` gives programs, without its start-up cost (workers run with ``-S``: the
+    ``.pth`` files of an installation may import whole libraries at every interpreter start):
+    the installation's site-packages on `sys.path`, and the ``exit``/``quit``/``help``/
+    ``copyright`` built-ins. ``.pth`` files are not processed."""
+    import site
+
+    for path in site.getsitepackages():
+        if os.path.isdir(path) and path not in sys.path:
+            sys.path.append(path)
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
 def _preimport() -> None:
     import importlib
 
@@ -330,9 +348,10 @@ def main(config_json: str) -> None:
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
     sys.stdout = sys.stderr
     worker = Worker(config)
-    _preimport()
+    _site()
     gc.collect()
     gc.freeze()
+    preimported = False
     while True:
         frame = protocol.read_frame(in_fd)
         if frame is None or frame[0].get("op") == "exit":
@@ -343,3 +362,12 @@ def main(config_json: str) -> None:
             header, blobs = {"error": f"{type(e).__name__}: {e}"}, ()
         protocol.write_frame(out_fd, header, blobs)
         del frame
+        # After a reply, when no frame waits (start-up, and an ``exit`` right after the first
+        # runs, do not wait for it), or at the latest after PREIMPORT_AFTER runs.
+        if not preimported and (
+            worker.runs >= PREIMPORT_AFTER or not select.select([in_fd], [], [], 0)[0]
+        ):
+            preimported = True
+            _preimport()
+            gc.collect()
+            gc.freeze()

@@ -129,6 +129,23 @@ def test_back_pressure_and_many_in_flight():
         assert all(f.result().passed for f in futures)
 
 
+def test_large_frames_and_replies_never_stall_the_pipelined_workers():
+    # Specs larger than a pipe (big stdin) and replies larger than a pipe (big stdout), mixed
+    # with small runs that a busy worker may hold in its pipe: none of the writes may block.
+    big_in = "x" * 300_000 + "\n"
+    echo = "import sys\nprint(sys.stdin.read().strip()[:10])\nprint('y' * 200_000)\n"
+    stdio = {
+        "kind": "stdio",
+        "cases": [{"input": big_in, "output": "x" * 10 + "\n" + "y" * 200_000}],
+    }
+    with Executor(workers=1) as ex:
+        futures = []
+        for _ in range(3):
+            futures += [ex.submit(echo, stdio) for _ in range(2)]
+            futures += [ex.submit(ADD, ASSERTS) for _ in range(3)]
+        assert all(f.result(timeout=120).passed for f in futures)
+
+
 def test_verdicts_are_deterministic_under_load(executor):
     busy = "def f(x):\n    s = 0\n    for i in range(200000):\n        s += i\n    return x\n"
     spin = "def f(x):\n    while True:\n        pass\n"
