@@ -29,7 +29,7 @@ import numpy as np
 
 from mucode_jax import metrics as M
 from mucode_jax import rollout
-from mucode_jax.types import Problem
+from mucode_jax.types import Problem, Trajectory
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -54,7 +54,7 @@ def _mean_over_searches(v: np.ndarray) -> list[float | None]:
 
 
 def summarize(
-    records: Sequence[dict[str, Any]],
+    records: Sequence[Trajectory],
     problems: Sequence[Problem],
     config: rollout.SearchConfig,
     *,
@@ -74,8 +74,8 @@ def summarize(
     curves = M.per_turn_success(labels, t_max)
     by_problem: dict[str, list[int]] = {pid: [] for pid in ids}
     for r in records:
-        if r["problem_id"] in by_problem:
-            by_problem[r["problem_id"]].extend(int(c["label"]) for c in r["turns"][0]["candidates"])
+        if r.problem_id in by_problem:
+            by_problem[r.problem_id].extend(int(c.label) for c in r.turns[0].candidates)
     n = np.array([len(by_problem[pid]) for pid in ids])
     c = np.array([sum(by_problem[pid]) for pid in ids])
     pak = {}
@@ -192,8 +192,8 @@ _RESUME_KEYS = (
     "top_p",
     "top_k",
     "max_new_tokens",
-    "granularity",
-    "feedback_style",
+    "feedback_body",
+    "feedback_wrapper",
     "feedback_chars",
     "seed",
 )
@@ -228,8 +228,8 @@ def eval_defaults():
     c.max_prompt_length = 4096
     c.max_batch_size = 64  # sampler batch bucket
     c.batch_size = 64  # conversations per generation call
-    c.granularity = "failed"
-    c.feedback_style = "mucode"
+    c.feedback_body = "failed"  # binary, failed, failed_and_passed, trace, mucode, rlef
+    c.feedback_wrapper = "mucode"  # mucode ("Feedback: ..."), rlef ("... Give it another try.")
     c.feedback_chars = 2000
     c.verifier_max_length = 2048
     c.pass_k = (1, 5, 10)
@@ -344,9 +344,11 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
         num_candidates=int(config.num_candidates),
         max_turns=int(config.max_turns),
         select=modes[0],
-        feedback_style=config.feedback_style,
-        granularity=config.granularity,
-        feedback_chars=int(config.feedback_chars),
+        feedback=dict(
+            body=config.feedback_body,
+            wrapper=config.feedback_wrapper,
+            max_chars=int(config.feedback_chars),
+        ),
         batch_size=int(config.batch_size),
         seed=int(config.seed),
     )

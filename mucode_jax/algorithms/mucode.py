@@ -28,13 +28,13 @@ from typing import Any
 
 import ml_collections
 
-from mucode_jax import evaluation, rollout
+from mucode_jax import evaluation, records, rollout
+from mucode_jax.algorithms import relabel
 from mucode_jax.algorithms.artifacts import Artifact, Store, content_key
+from mucode_jax.data import verifier_data as vd
 from mucode_jax.types import Problem
 
 log = logging.getLogger("mucode_jax.mucode")
-
-MODES = ("mucode", "multi_star", "multi_star2", "mucode_r", "rft_lv")
 
 
 def _jsonl_write(path: Path, rows: Sequence[Any]) -> None:
@@ -253,10 +253,8 @@ class Driver:
         c = self.config
 
         def fn(out: Path):
-            from mucode_jax.data import verifier_data as vd
-
-            records = _jsonl_read(rolls.path / "rollouts.jsonl")
-            samples = vd.verifier_samples_from_trajectories(records, iteration=iteration)
+            trajectories = records.read_trajectories(rolls.path / "rollouts.jsonl")
+            samples = vd.verifier_samples_from_trajectories(trajectories, iteration=iteration)
             pairs, stats = vd.build_verifier_pairs(
                 samples,
                 pairs_per_problem=c.verifier.data.pairs_per_problem,
@@ -302,37 +300,36 @@ class Driver:
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
 
     def scores(self, ver: Artifact, rolls: Artifact) -> Artifact:
-        """Every candidate of every turn of the rollouts, with ``score`` = R(x, y)."""
+        """R(x, y) of every candidate of every turn of the rollouts, as their own artifact."""
 
         def fn(out: Path):
             scorer = self.models.scorer(ver.path)
-            records = _jsonl_read(rolls.path / "rollouts.jsonl")
-            xs, ys, where = [], [], []
-            for r in records:
-                x = r["messages"][0]["content"]
-                for turn in r["turns"]:
-                    for cand in turn["candidates"]:
-                        xs.append(x)
-                        ys.append(cand["completion"])
-                        where.append(cand)
-            for cand, s in zip(where, scorer.score(xs, ys)):
-                cand["score"] = float(s)
-            _jsonl_write(out / "rollouts.jsonl", records)
+            keys, xs, ys = [], [], []
+            for tr in records.read_trajectories(rolls.path / "rollouts.jsonl"):
+                for t, turn in enumerate(tr.turns):
+                    for k, cand in enumerate(turn.candidates):
+                        keys.append((tr.problem_id, tr.search, t, k))
+                        xs.append(tr.prompt)
+                        ys.append(cand.completion)
+            records.write_scores(out / "scores.jsonl", dict(zip(keys, scorer.score(xs, ys))))
 
         return self.store.run("scores", {"verifier": ver, "rollouts": rolls}, fn)
 
     def sft_data(
-        self, mode: str, scored: Artifact, previous: Artifact | None, iteration: int
+        self,
+        mode: str,
+        rolls: Artifact,
+        scores: Artifact,
+        previous: Artifact | None,
+        iteration: int,
     ) -> Artifact:
         c = self.config
 
         def fn(out: Path):
-            from mucode_jax.algorithms import relabel
-
-            records = _jsonl_read(scored.path / "rollouts.jsonl")
             convs, stats = relabel.build_sft_data(
                 mode,
-                records,
+                records.read_trajectories(rolls.path / "rollouts.jsonl"),
+                scores=records.read_scores(scores.path / "scores.jsonl"),
                 config=relabel.RelabelConfig(**c.relabel.to_dict()),
                 seed=c.seed + iteration,
                 iteration=iteration,
@@ -343,7 +340,8 @@ class Driver:
 
         inputs = {
             "mode": mode,
-            "scored": scored,
+            "rollouts": rolls,
+            "scores": scores,
             "previous": previous,
             "iteration": iteration,
             "cfg": c.relabel,
@@ -408,8 +406,8 @@ class Driver:
         results: dict[str, Any] = {}
         base = self.base()
         for mode in [c.mode, *c.baselines]:
-            if mode not in MODES:
-                raise ValueError(f"Unknown data mode {mode!r}; use one of {MODES}.")
+            if mode not in relabel.MODES:
+                raise ValueError(f"Unknown data mode {mode!r}; use one of {relabel.MODES}.")
             gen, vdata, sft = base, None, None
             for i in range(1, c.iterations + 1):
                 log.info("=== %s: iteration %d of %d", mode, i, c.iterations)
@@ -418,8 +416,8 @@ class Driver:
                 ver = self.verifier(base, vdata)
                 if i == 1 and "base" not in results:
                     results["base"] = self.evaluate(base, ver, "base")
-                scored = self.scores(ver, rolls)
-                sft = self.sft_data(mode, scored, sft, i)
+                scores = self.scores(ver, rolls)
+                sft = self.sft_data(mode, rolls, scores, sft, i)
                 gen = self.generator(base, sft)
                 results[f"{mode}/iter{i}"] = self.evaluate(gen, ver, f"{mode}/iter{i}")
         summary = {"models": results, "timings": self.store.timings}
