@@ -11,10 +11,10 @@ from mucode_jax import prompts as P
 from mucode_jax import records as records_io
 from mucode_jax import rollout
 from mucode_jax.data.problems import load_problems
-from mucode_jax.evaluation import summarize
 from mucode_jax.execution import Executor
 from mucode_jax.execution.feedback import render
 from mucode_jax.execution.results import ExecResult, TestResult
+from mucode_jax.summary import summarize
 from mucode_jax.types import Problem, SearchSettings, Trajectory
 
 T = 3
