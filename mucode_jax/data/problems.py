@@ -27,7 +27,7 @@ import doctest
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -536,11 +536,3 @@ def load_problems(
     if split is not None and name in ("mbpp", "mbpp_sanitized"):
         problems = [p for p in problems if p.metadata["split"] == split]
     return problems
-
-
-def iter_problems(
-    names: Iterable[str], paths: dict[str, str | Path] | None = None
-) -> Iterator[Problem]:
-    """Problems of several datasets in turn (local paths by name where given)."""
-    for n in names:
-        yield from load_problems(n, path=(paths or {}).get(n))
