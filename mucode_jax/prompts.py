@@ -2,10 +2,12 @@
 
 Pure Python (plus NumPy for the loss mask). Everything the model reads is built here:
 
-* first-turn user prompts per dataset (the official μCode / RLEF wording, SPEC §7);
+* first-turn user prompts per dataset (the official μCode / RLEF wording);
 * feedback turns: μCode's ``"Feedback: {text}"`` and RLEF's ``"{text} Give it another try."``
   (the feedback *text* itself comes from `mucode_jax.execution.feedback` as a plain string);
-* Zheng et al.'s reasoning / instruction prompts and CoT-retry suffixes (SPEC §4);
+  `Feedback` names a body and a wrapper, exactly what a rollout shows the model;
+* `render_verifier_input`: the learned verifier's input ``[user x, assistant y]``;
+* Zheng et al.'s reasoning / instruction prompts and CoT-retry suffixes;
 * `render` / `render_with_mask`: token ids through ``tokenizer.apply_chat_template`` and the
   per-token mask of assistant tokens that the SFT trainer uses as its loss mask;
 * `extract_code`: the program inside a completion, or ``None`` (the executor's ``no_code``).
