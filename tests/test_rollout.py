@@ -289,7 +289,8 @@ def test_generation_overlaps_execution(tmp_path):
 # --- a real model: no recompilation after warm-up ---------------------------------------------
 
 
-def test_model_policy_does_not_recompile(tmp_path):
+def tiny_model_policy(corpus, *, seed, max_new_tokens, batch, wrap=lambda sampler: sampler):
+    """A random tiny Llama with a local tokenizer, as a `ModelPolicy` at temperature 1."""
     from flax import nnx
 
     from mucode_jax.data.tokenizer import build_tokenizer, eos_token_ids
@@ -297,21 +298,31 @@ def test_model_policy_does_not_recompile(tmp_path):
     from mucode_jax.sampling import Sampler
     from mucode_jax.sampling.methods import make_method
 
+    tok = build_tokenizer(corpus, vocab_size=300)
+    model = Llama(LlamaConfig.tiny(vocab_size=len(tok)), rngs=nnx.Rngs(seed))
+    sampler = Sampler(
+        model,
+        max_new_tokens=max_new_tokens,
+        eos_ids=eos_token_ids(tok),
+        prompt_buckets=(256,),
+        batch_buckets=(batch,),
+        pad_id=tok.pad_token_id or 0,
+    )
+    sampler = wrap(sampler)
+    return (
+        tok,
+        model,
+        sampler,
+        rollout.ModelPolicy(sampler, tok, method=make_method(temperature=1.0)),
+    )
+
+
+def test_model_policy_does_not_recompile(tmp_path):
     corpus = [
         "def add(a, b):\n    return a + b\n",
         "Write a function. Feedback: Code passed all tests ```python\nx = 1\n```",
     ] * 20
-    tok = build_tokenizer(corpus, vocab_size=300)
-    model = Llama(LlamaConfig.tiny(vocab_size=len(tok)), rngs=nnx.Rngs(0))
-    sampler = Sampler(
-        model,
-        max_new_tokens=6,
-        eos_ids=eos_token_ids(tok),
-        prompt_buckets=(256,),
-        batch_buckets=(4,),
-        pad_id=tok.pad_token_id or 0,
-    )
-    policy = rollout.ModelPolicy(sampler, tok, method=make_method(temperature=1.0))
+    _, _, sampler, policy = tiny_model_policy(corpus, seed=0, max_new_tokens=6, batch=4)
     problems = toy_problems(2)
     cfg = rollout.SearchConfig(num_searches=2, max_turns=3, batch_size=4)
     ex = FakeNoCode()
@@ -381,27 +392,13 @@ class SpySampler:
 def test_model_policy_rollout_keeps_sampled_ids_and_logprobs(tmp_path, monkeypatch):
     import jax
     import numpy as np
-    from flax import nnx
 
     from mucode_jax.data.sft import token_examples
-    from mucode_jax.data.tokenizer import build_tokenizer, eos_token_ids
-    from mucode_jax.models.llama import Llama, LlamaConfig
-    from mucode_jax.sampling import Sampler
-    from mucode_jax.sampling.methods import make_method
 
-    tok = build_tokenizer(["Task 1. ```python\nx = 1\n``` Feedback: failed"] * 20, vocab_size=300)
-    model = Llama(LlamaConfig.tiny(vocab_size=len(tok)), rngs=nnx.Rngs(1))
-    sampler = SpySampler(
-        Sampler(
-            model,
-            max_new_tokens=5,
-            eos_ids=eos_token_ids(tok),
-            prompt_buckets=(256,),
-            batch_buckets=(8,),
-            pad_id=tok.pad_token_id or 0,
-        )
+    corpus = ["Task 1. ```python\nx = 1\n``` Feedback: failed"] * 20
+    tok, model, sampler, policy = tiny_model_policy(
+        corpus, seed=1, max_new_tokens=5, batch=8, wrap=SpySampler
     )
-    policy = rollout.ModelPolicy(sampler, tok, method=make_method(temperature=1.0))
     cfg = rollout.SearchConfig(num_candidates=2, max_turns=2, batch_size=8)
     out = tmp_path / "m.jsonl"
     trajs = rollout.run_search(toy_problems(2), policy, FakeNoCode(), cfg, out)
