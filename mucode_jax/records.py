@@ -52,11 +52,16 @@ def _read(path: Path, kind: str) -> list[dict[str, Any]]:
             row = json.loads(raw)
         except json.JSONDecodeError:
             break
-        if row.get("version") != VERSION or row.get("kind") != kind:
+        if not isinstance(row, dict) or row.get("version") != VERSION:
+            version = row.get("version") if isinstance(row, dict) else None
             raise ValueError(
-                f"{path} holds a {row.get('kind', 'record')!r} record of version "
-                f"{row.get('version')}, but this mucode_jax reads {kind!r} records of version "
+                f"{path} holds records of version {version}, but this mucode_jax reads version "
                 f"{VERSION}; rerun the stage that wrote it into a fresh workdir."
+            )
+        if row.get("kind") != kind:
+            raise ValueError(
+                f"{path} holds {row.get('kind')!r} records, not {kind!r} records; pass the file "
+                "of the stage that writes them."
             )
         rows.append(row)
         good_end = pos

@@ -458,5 +458,10 @@ def test_a_system_message_does_not_change_the_first_prompt(tmp_path):
 def test_a_record_of_another_version_is_refused_in_one_sentence(tmp_path):
     path = tmp_path / "old.jsonl"
     path.write_text(json.dumps({"problem_id": "p", "search": 0, "messages": []}) + "\n")
-    with pytest.raises(ValueError, match=r"old.jsonl holds a 'record' record of version None"):
+    with pytest.raises(ValueError, match=r"old.jsonl holds records of version None, but .* 1;"):
         records_io.read_trajectories(path)
+    scores = tmp_path / "scores.jsonl"
+    records_io.write_scores(scores, {("p", 0, 1, 2): 0.5})
+    assert records_io.read_scores(scores) == {("p", 0, 1, 2): 0.5}
+    with pytest.raises(ValueError, match=r"scores.jsonl holds 'score' records, not 'trajectory'"):
+        records_io.read_trajectories(scores)
