@@ -14,6 +14,7 @@ cores; `--config.iterations=2` runs the paper's second iteration (roughly twice 
 
 import ml_collections
 
+from mucode_jax.algorithms.config import mucode_defaults
 from mucode_jax.training.config import sft_defaults, verifier_defaults
 
 MODEL = dict(
@@ -54,17 +55,11 @@ def _train(c: ml_collections.ConfigDict, *, lr: float, epochs: int, batch: int, 
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
+    c = mucode_defaults()
     c.tokenizer = "toy"
     c.tokenizer_vocab_size = 1024
-    c.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
-    c.mode = "mucode"
     c.baselines = ("multi_star",)
     c.iterations = 1  # 2 is the paper's setting; 1 keeps the demo inside 15 minutes
-    c.base = ""
-
-    c.data = ml_collections.ConfigDict()
     c.data.train = ml_collections.ConfigDict(
         dict(name="toy", split="train", limit=200, seed=0, families=FAMILIES)
     )
@@ -75,7 +70,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # The warm start stands in for a pretrained model: SFT on noisy first-turn solutions of
     # every toy train problem of the families (never a test statement), one turn only, so it
     # has never seen feedback.
-    c.warm_start = ml_collections.ConfigDict()
     c.warm_start.enabled = True
     c.warm_start.num_problems = -1  # -1: every toy train problem of the families
     c.warm_start.samples_per_problem = 2
@@ -84,38 +78,21 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.warm_start.sft.optim.warmup_steps = 20
     c.warm_start.sft.data.prefix_expansion = False
 
-    c.sampling = ml_collections.ConfigDict()
     c.sampling.dtype = "float32"
     c.sampling.max_new_tokens = 48
     c.sampling.max_prompt_length = 384
-    c.sampling.max_batch_size = 64
-
-    c.rollout = ml_collections.ConfigDict()
-    c.rollout.temperature = 0.7
-    c.rollout.top_p = 1.0
-    c.rollout.search = ml_collections.ConfigDict(
-        dict(num_searches=4, num_candidates=1, max_turns=3, batch_size=64)
-    )
+    c.rollout.search.num_searches = 4
 
     c.verifier = _train(verifier_defaults(), lr=5e-4, epochs=2, batch=32, max_length=128)
     c.verifier.data.pairs_per_problem = 8
     c.verifier.data.label_non_final_negative = True
     c.verifier.data.eval_fraction = 0.1
 
-    c.relabel = ml_collections.ConfigDict()
-
     c.sft = _train(sft_defaults(), lr=1e-3, epochs=3, batch=16, max_length=384)
 
-    c.eval = ml_collections.ConfigDict()
-    c.eval.modes = ("lv", "random")
-    c.eval.temperature = 0.7
-    c.eval.top_p = 1.0
     c.eval.pass_k = (1, 4)
-    c.eval.search = ml_collections.ConfigDict(
-        dict(num_searches=1, num_candidates=4, max_turns=3, batch_size=64)
-    )
-
-    c.executor = ml_collections.ConfigDict(dict(workers=2))
+    c.eval.search.num_candidates = 4
+    c.executor.workers = 2
     if arg == "ci":
         _shrink(c)
     elif arg:
@@ -143,7 +120,6 @@ def _shrink(c: ml_collections.ConfigDict) -> None:
     c.verifier.data.pairs_per_problem = 32
     c.verifier.data.max_length = 256
     c.sft.data.max_length = 256
-    c.rollout.search.num_searches = 4
     c.verifier.num_epochs = 1
     c.verifier.batch_size = 16
     c.sft.num_epochs = 1

@@ -5,7 +5,7 @@
       --config.data.train.path=/data/code_contests --config.data.test.path=/data/code_contests \
       --workdir /runs/mucode_cc_8b
 
-Official hyperparameters as in `mucode_mbpp_llama3p2_1b.py` (SPEC §2); the 8B needs fsdp over
+Official hyperparameters as in `mucode_mbpp_llama3p2_1b.py`; the 8B needs fsdp over
 all devices of a host or slice plus rematerialisation; tensor parallelism can be added with
 ``--config.mesh`` / the train configs' ``mesh`` (e.g. ``(("data",1),("fsdp",-1),("tensor",2))``).
 CodeContests problems read stdin: the public tests are shown in the prompt (dataset default).

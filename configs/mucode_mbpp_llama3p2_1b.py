@@ -4,7 +4,7 @@
       --config.base=/ckpt/Llama-3.2-1B-Instruct --config.tokenizer=/ckpt/Llama-3.2-1B-Instruct \
       --workdir /runs/mucode_mbpp_1b
 
-SPEC §2: N = 15 rollouts per problem at temperature 0.7 / top-p 1.0, 3 turns, 1000 new tokens;
+Official μCode settings: N = 15 rollouts per problem at temperature 0.7 / top-p 1.0, 3 turns, 1000 new tokens;
 verifier (Bradley–Terry, λ = 1e-3) from the base, lr 1e-6, 2 epochs, batch 64, max length
 2048, AdamW eps 1e-5, linear decay, no warm-up; generator SFT from the base, lr 5e-7, 2 epochs,
 effective batch 16, max length 8192; 2 iterations; evaluation: multi-turn BoN with N = 5
@@ -15,13 +15,14 @@ takes every device, so the same file runs on both. ``tests/test_real_configs.py`
 model, its shardings and both train steps ahead of time on 8 fake devices.
 
 Oracle assistance: the official script adds 100·label to the verifier score when picking y*
-(SPEC calls that the oracle-assisted variant). We keep it *off* here, so "mucode" is the
+(the oracle-assisted variant). We keep it *off* here, so "mucode" is the
 paper's learned-verifier method; set ``--config.relabel.oracle_assisted=True`` to reproduce
 the official script's selection.
 """
 
 import ml_collections
 
+from mucode_jax.algorithms.config import mucode_defaults
 from mucode_jax.training.config import sft_defaults, verifier_defaults
 
 MESH = (("data", 1), ("fsdp", -1), ("tensor", 1))
@@ -43,53 +44,25 @@ def _train(c: ml_collections.ConfigDict, preset: str, *, micro_batch: int):
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     del arg
     preset = "llama3.2-1b"
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.tokenizer = ""  # the HF checkpoint directory (tokenizer.json + chat template)
+    c = mucode_defaults()
     c.mesh = MESH
-    c.mode = "mucode"
     c.baselines = ("multi_star", "multi_star2", "mucode_r", "rft_lv")
-    c.iterations = 2
-    c.base = ""  # HF directory of Llama-3.2-1B-Instruct
 
-    c.data = ml_collections.ConfigDict()
-    c.data.train = ml_collections.ConfigDict(dict(name="mbpp", split="train", limit=0, path=""))
-    c.data.test = ml_collections.ConfigDict(dict(name="mbpp", split="test", limit=0, path=""))
-
-    c.warm_start = ml_collections.ConfigDict(dict(enabled=False))
-
-    c.sampling = ml_collections.ConfigDict()
-    c.sampling.dtype = "bfloat16"
-    c.sampling.max_new_tokens = 1000
     c.sampling.max_prompt_length = 6144  # 3 turns of prompt + code + feedback
     c.sampling.max_batch_size = 256
-
-    c.rollout = ml_collections.ConfigDict()
-    c.rollout.temperature = 0.7
-    c.rollout.top_p = 1.0
-    c.rollout.search = ml_collections.ConfigDict(
-        dict(num_searches=15, num_candidates=1, max_turns=3, batch_size=256)
-    )
+    c.rollout.search.batch_size = 256
 
     # Verifier: official lr 1e-6, 2 epochs, batch 64, max length 2048, eps 1e-5, linear, no warm-up.
     c.verifier = _train(verifier_defaults(), preset, micro_batch=8)
     c.verifier.data.pairs_per_problem = 32
     c.verifier.data.label_non_final_negative = True
 
-    c.relabel = ml_collections.ConfigDict()
     c.relabel.oracle_assisted = False
 
     # Generator: official lr 5e-7, 2 epochs, effective batch 16, max length 8192.
     c.sft = _train(sft_defaults(), preset, micro_batch=8)
 
-    c.eval = ml_collections.ConfigDict()
     c.eval.modes = ("lv", "pt", "pt_lv", "random")
-    c.eval.temperature = 0.7
-    c.eval.top_p = 1.0
-    c.eval.pass_k = (1, 5)
-    c.eval.search = ml_collections.ConfigDict(
-        dict(num_searches=10, num_candidates=5, max_turns=3, batch_size=256)
-    )
-
-    c.executor = ml_collections.ConfigDict(dict(workers=0))  # 0: one per CPU
+    c.eval.search.num_searches = 10
+    c.eval.search.batch_size = 256
     return c

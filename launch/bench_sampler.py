@@ -9,7 +9,7 @@ CPU (small config)::
 
   python launch/bench_sampler.py --preset=small --batch=8 --prompt_len=128 --new_tokens=128
 
-GPU (Llama-3.2-1B shape, bf16; also prints the fraction of the SPEC §9 ceiling)::
+GPU (Llama-3.2-1B shape, bf16; also prints the fraction of the memory-bandwidth ceiling)::
 
   python launch/bench_sampler.py --preset=llama3.2-1b --dtype=bfloat16 --batch=64,256 \
       --prompt_len=512 --new_tokens=512

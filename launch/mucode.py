@@ -25,6 +25,7 @@ def main(argv):
     from mucode_jax import sharding
 
     sharding.maybe_initialize_distributed()
+    from mucode_jax import report
     from mucode_jax.algorithms import mucode
     from mucode_jax.training import inputs
 
@@ -35,7 +36,7 @@ def main(argv):
     except ValueError as e:  # a user-facing mistake (config, data): one sentence, no trace
         sys.exit(f"mucode: {e}")
     print()
-    print(mucode.summary_table(summary["models"]))
+    print(report.summary_table(summary["models"]))
     print(f"summary: {Path(_WORKDIR.value) / 'summary.json'}")
 
 

@@ -3,14 +3,7 @@
 Used by `launch/evaluate.py` and by the expert-iteration driver after every iteration.
 For each selection mode the searches of every problem are run by `rollout.run_search`
 (appended to ``WORKDIR/search_<mode>.jsonl`` as they finish, so an interrupted evaluation
-resumes), then summarised:
-
-* ``bon``: BoN@t for t = 1..T with a bootstrap interval over problems (repeated searches are
-  averaged per problem first; see `metrics.bootstrap_ci`);
-* ``pass_at_k``: unbiased pass@k of the turn-1 candidates (all searches pooled), k in
-  ``pass_k`` (k <= samples per problem);
-* ``per_turn``: the per-turn success curves of `metrics.per_turn_success`, averaged over
-  searches (a turn that no episode of a search ran is left out; None when none ran it).
+resumes), then summarised by `summary.summarize` and drawn by `report.plot_per_turn`.
 
 `evaluate_from_config` is the launcher's whole job: an HF checkpoint directory with its
 tokenizer, a dataset (local JSONL or the hub), the selection modes -> the files above.
@@ -20,80 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mucode_jax import metrics as M
 from mucode_jax import rollout
+from mucode_jax.report import SearchProgress, plot_per_turn, write_json_atomic
+from mucode_jax.summary import summarize
 from mucode_jax.types import Problem
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Writes JSON to a temporary file beside ``path`` and renames it in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _mean_over_searches(v: np.ndarray) -> list[float | None]:
-    """[S, T] (or [T]) -> [T], ignoring NaN (a turn no episode of a search ran); None if all."""
-    v = np.asarray(v, np.float64).reshape(-1, np.shape(v)[-1])
-    ran = ~np.isnan(v)
-    sums = np.where(ran, v, 0.0).sum(axis=0)
-    counts = ran.sum(axis=0)
-    return [float(s / c) if c else None for s, c in zip(sums, counts)]
-
-
-def summarize(
-    records: Sequence[dict[str, Any]],
-    problems: Sequence[Problem],
-    config: rollout.SearchConfig,
-    *,
-    pass_k: Sequence[int] = (1, 5, 10),
-    n_boot: int = 2000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Metrics of one selection mode's finished searches."""
-    ids = [p.id for p in problems]
-    t_max = config.max_turns
-    labels = rollout.turn_labels_by_problem(records, ids, config.num_searches)  # [S][P][turn]
-    submitted = M.submitted_labels(labels, t_max)  # [S, P, T]
-    bon = []
-    for t in range(t_max):
-        mean, lo, hi = M.bootstrap_ci(submitted[:, :, t], n_boot=n_boot, seed=seed)
-        bon.append({"t": t + 1, "mean": mean, "lo": lo, "hi": hi})
-    curves = M.per_turn_success(labels, t_max)
-    by_problem: dict[str, list[int]] = {pid: [] for pid in ids}
-    for r in records:
-        if r["problem_id"] in by_problem:
-            by_problem[r["problem_id"]].extend(int(c["label"]) for c in r["turns"][0]["candidates"])
-    n = np.array([len(by_problem[pid]) for pid in ids])
-    c = np.array([sum(by_problem[pid]) for pid in ids])
-    pak = {}
-    for k in pass_k:
-        if k <= n.min():
-            per = M.pass_at_k_per_problem(n, c, k)
-            mean, lo, hi = M.bootstrap_ci(per, n_boot=n_boot, seed=seed)
-            pak[str(k)] = {"mean": mean, "lo": lo, "hi": hi}
-    return {
-        "num_problems": len(ids),
-        "num_searches": config.num_searches,
-        "num_candidates": config.num_candidates,
-        "max_turns": t_max,
-        "select": config.select,
-        "bon": bon,
-        "pass_at_k": pak,
-        "per_turn": {k: _mean_over_searches(v) for k, v in curves.items()},
-    }
 
 
 def run_evaluation(
@@ -133,37 +60,6 @@ def run_evaluation(
     return out
 
 
-def plot_per_turn(results: dict[str, dict[str, Any]], path: str | os.PathLike) -> None:
-    """BoN@t curves with their intervals, one line per (model, selection mode)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, res in results.items():
-        for mode, m in res["modes"].items():
-            ts = [b["t"] for b in m["bon"]]
-            mean = [100 * b["mean"] for b in m["bon"]]
-            lo = [100 * b["lo"] for b in m["bon"]]
-            hi = [100 * b["hi"] for b in m["bon"]]
-            label = f"{name} / {mode}" if len(results) > 1 else mode
-            ax.plot(ts, mean, marker="o", label=label)
-            ax.fill_between(ts, lo, hi, alpha=0.15)
-    ax.set_xlabel("turn t")
-    ax.set_ylabel("BoN@t (%)")
-    ax.set_ylim(0, 100)
-    ax.set_xticks(
-        sorted({b["t"] for r in results.values() for m in r["modes"].values() for b in m["bon"]})
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # --------------------------------------------------------------------------------------
 # The evaluation launcher's library function.
 
@@ -192,8 +88,8 @@ _RESUME_KEYS = (
     "top_p",
     "top_k",
     "max_new_tokens",
-    "granularity",
-    "feedback_style",
+    "feedback_body",
+    "feedback_wrapper",
     "feedback_chars",
     "seed",
 )
@@ -228,8 +124,8 @@ def eval_defaults():
     c.max_prompt_length = 4096
     c.max_batch_size = 64  # sampler batch bucket
     c.batch_size = 64  # conversations per generation call
-    c.granularity = "failed"
-    c.feedback_style = "mucode"
+    c.feedback_body = "failed"  # binary, failed, failed_and_passed, trace, mucode, rlef
+    c.feedback_wrapper = "mucode"  # mucode ("Feedback: ..."), rlef ("... Give it another try.")
     c.feedback_chars = 2000
     c.verifier_max_length = 2048
     c.pass_k = (1, 5, 10)
@@ -292,36 +188,6 @@ def _check_resume(config, workdir: Path) -> Callable[[], None]:
     return lambda: write_json_atomic(path, settings)
 
 
-class SearchProgress:
-    """A tqdm bar per selection mode over searches, with samples/s and an ETA."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.bar = None
-        self.desc = ""
-
-    def start(self, desc: str) -> None:
-        self.close()
-        self.desc = desc
-
-    def __call__(self, info: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=info["total"], desc=self.desc, unit="search", initial=0)
-        self.bar.set_postfix(
-            samples=info["samples"], samples_s=f"{info['samples_per_s']:.1f}", refresh=False
-        )
-        self.bar.update(info["done"] - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
     """Multi-turn BoN of an HF checkpoint on a benchmark, as ``launch/evaluate.py`` runs it.
 
@@ -344,9 +210,11 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
         num_candidates=int(config.num_candidates),
         max_turns=int(config.max_turns),
         select=modes[0],
-        feedback_style=config.feedback_style,
-        granularity=config.granularity,
-        feedback_chars=int(config.feedback_chars),
+        feedback=dict(
+            body=config.feedback_body,
+            wrapper=config.feedback_wrapper,
+            max_chars=int(config.feedback_chars),
+        ),
         batch_size=int(config.batch_size),
         seed=int(config.seed),
     )
@@ -365,41 +233,26 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
         workers=int(config.workers) or None,
         reference_cache=Path(workdir) / "reference_cpu.jsonl",
     ) as executor:
-        import jax.numpy as jnp
         from transformers import AutoTokenizer
 
-        from mucode_jax.data.tokenizer import eos_token_ids
-        from mucode_jax.models.hf import load_pretrained
-        from mucode_jax.sampling import Sampler
-        from mucode_jax.sampling.methods import make_method
+        from mucode_jax.inference import Models
 
         tokenizer = AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
-        dtype = getattr(jnp, config.dtype)
-        model = load_pretrained(ckpt, dtype=dtype)
-        sampler = Sampler(
-            model,
-            max_new_tokens=int(config.max_new_tokens),
-            max_prompt_length=int(config.max_prompt_length),
-            eos_ids=eos_token_ids(tokenizer),
-            max_batch_size=int(config.max_batch_size),
-            pad_id=tokenizer.pad_token_id or 0,
+        models = Models(
+            tokenizer,
+            dtype=config.dtype,
+            max_new_tokens=config.max_new_tokens,
+            max_prompt_length=config.max_prompt_length,
+            max_batch_size=config.max_batch_size,
+            verifier_max_length=config.verifier_max_length,
         )
-        method = make_method(
+        policy = models.policy(
+            ckpt,
             temperature=float(config.temperature),
             top_p=float(config.top_p),
             top_k=int(config.top_k),
         )
-        policy = rollout.ModelPolicy(sampler, tokenizer, method=method)
-        scorer = None
-        if config.verifier:
-            from mucode_jax.scoring import VerifierScorer
-
-            scorer = VerifierScorer(
-                load_pretrained(config.verifier, dtype=dtype),
-                tokenizer,
-                max_length=int(config.verifier_max_length),
-                max_batch_size=int(config.max_batch_size),
-            )
+        scorer = models.scorer(config.verifier) if config.verifier else None
         record_settings()  # the inputs load: from here on the workdir holds these searches
         bar = SearchProgress(bool(config.progress))
         results: dict[str, Any] = {}

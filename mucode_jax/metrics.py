@@ -1,4 +1,4 @@
-"""Evaluation metrics, one meaning each, used by every report and test (SPEC §5).
+"""Evaluation metrics, one meaning each, used by every report and test.
 
 * ``pass@k`` — the unbiased estimator of Chen et al. (2021, Codex): from ``n >= k`` samples of
   which ``c`` are correct, the probability that at least one of ``k`` samples drawn without

@@ -2,10 +2,12 @@
 
 Pure Python (plus NumPy for the loss mask). Everything the model reads is built here:
 
-* first-turn user prompts per dataset (the official μCode / RLEF wording, SPEC §7);
+* first-turn user prompts per dataset (the official μCode / RLEF wording);
 * feedback turns: μCode's ``"Feedback: {text}"`` and RLEF's ``"{text} Give it another try."``
   (the feedback *text* itself comes from `mucode_jax.execution.feedback` as a plain string);
-* Zheng et al.'s reasoning / instruction prompts and CoT-retry suffixes (SPEC §4);
+  `Feedback` names a body and a wrapper, exactly what a rollout shows the model;
+* `render_verifier_input`: the learned verifier's input ``[user x, assistant y]``;
+* Zheng et al.'s reasoning / instruction prompts and CoT-retry suffixes;
 * `render` / `render_with_mask`: token ids through ``tokenizer.apply_chat_template`` and the
   per-token mask of assistant tokens that the SFT trainer uses as its loss mask;
 * `extract_code`: the program inside a completion, or ``None`` (the executor's ``no_code``).
@@ -16,12 +18,15 @@ format every HF chat template takes.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
+from mucode_jax.execution import feedback as F
+from mucode_jax.execution.results import ExecResult
 from mucode_jax.types import Problem
 
 Message = dict[str, str]
@@ -130,9 +135,6 @@ def first_turn_messages(
 # Feedback turns.
 # ---------------------------------------------------------------------------------------------
 
-# What the official μCode environment reports when the public tests pass.
-PASSED_FEEDBACK = "Code passed all tests"
-
 RLEF_RETRY = "Give it another try."
 RLEF_FORMAT_REMINDER = (
     "Your code should be enclosed in triple backticks like so: ```python YOUR CODE HERE```. "
@@ -154,7 +156,7 @@ def mucode_feedback_message(feedback: str) -> Message:
 
     Args:
       feedback: the public-test result as text: an error / traceback / failed-test report, or
-        `PASSED_FEEDBACK`.
+        `mucode_jax.execution.feedback.PASSED_TEXT`.
     """
     return {"role": "user", "content": f"Feedback: {_check_feedback(feedback)}"}
 
@@ -180,6 +182,59 @@ def feedback_message(feedback: str, style: Literal["mucode", "rlef"] = "mucode")
     if style == "rlef":
         return rlef_feedback_message(feedback)
     raise ValueError(f"Unknown feedback style {style!r}; use 'mucode' or 'rlef'.")
+
+
+FEEDBACK_BODIES = (*F.GRANULARITIES, "mucode", "rlef")
+FEEDBACK_WRAPPERS = ("mucode", "rlef")
+
+
+@dataclasses.dataclass(frozen=True)
+class Feedback:
+    """Exactly what the model is shown after a turn: a body inside a wrapper.
+
+    Attributes:
+      body: how the public-test result becomes text: a granularity of
+        `mucode_jax.execution.feedback.render` (``binary``, ``failed``, ``failed_and_passed``,
+        ``trace``), ``mucode`` (the official μCode body: the first failure's raw traceback or
+        failing assert) or ``rlef`` (RLEF's failed-test template).
+      wrapper: the user turn around the body: ``mucode`` (``"Feedback: {body}"``) or ``rlef``
+        (``"{body}\n\nGive it another try."`` and the format reminder).
+      max_chars: the body's character budget (head and tail kept).
+    """
+
+    body: str = "failed"
+    wrapper: str = "mucode"
+    max_chars: int = 2000
+
+    def __post_init__(self):
+        if self.body not in FEEDBACK_BODIES:
+            raise ValueError(
+                f"Unknown feedback body {self.body!r}; use one of {', '.join(FEEDBACK_BODIES)}."
+            )
+        if self.wrapper not in FEEDBACK_WRAPPERS:
+            raise ValueError(f"Unknown feedback wrapper {self.wrapper!r}; use 'mucode' or 'rlef'.")
+
+    @property
+    def name(self) -> str:
+        """``body/wrapper/max_chars``, stored in every trajectory's settings."""
+        return f"{self.body}/{self.wrapper}/{self.max_chars}"
+
+    @property
+    def needs_trace(self) -> bool:
+        """Whether the executor must record a line trace (``submit(..., trace=True)``)."""
+        return self.body == "trace"
+
+    def text(self, result: ExecResult) -> str:
+        """The body for a public-test result."""
+        if self.body == "mucode":
+            return F.mucode(result, max_chars=self.max_chars)
+        if self.body == "rlef":
+            return F.rlef(result, max_chars=self.max_chars)
+        return F.render(result, self.body, max_chars=self.max_chars)
+
+    def message(self, text: str) -> Message:
+        """The user turn that carries a body."""
+        return feedback_message(text, self.wrapper)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +412,17 @@ def render(
         **template_kwargs,
     )
     return [int(i) for i in ids]
+
+
+def render_verifier_input(tokenizer: Any, prompt: str, response: str) -> list[int]:
+    """The learned verifier's input: ``[user: x, assistant: y]`` through the chat template.
+
+    The one definition that verifier training (`data.verifier_data`) and scoring
+    (`scoring.VerifierScorer`) share: the verifier sees the first prompt x and one program y,
+    never the history between them.
+    """
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    return render(tokenizer, messages, add_generation_prompt=False)
 
 
 def render_with_mask(

@@ -1,6 +1,6 @@
 """The multi-turn rollout engine: generation, execution, feedback, and Best-of-N search.
 
-One engine serves both uses of SPEC §2:
+One engine serves both uses of a generator in μCode:
 
 * **Rollouts** (training data): ``num_searches = N`` independent trajectories per problem,
   one candidate per turn (``num_candidates = 1``), temperature 0.7.
@@ -10,13 +10,14 @@ One engine serves both uses of SPEC §2:
 
 Per turn, every candidate's code runs on the public tests (its feedback) and on the private
 tests (the oracle label = public and private pass). The selected candidate's feedback
-becomes the next user message; a search stops when its selected program passes the public
-tests, or after ``max_turns``.
+(`prompts.Feedback`: a body inside a wrapper) becomes the next user message; a search stops
+when its selected program passes the public tests, or after ``max_turns``.
 
-Execution overlaps generation: candidates are submitted to the executor service as soon as
-they are generated, and the engine generates for other searches while they run. Finished
-searches are appended to a JSONL file one line each as they finish; a restarted run reads
-that file, skips finished searches and redoes only the others.
+Execution overlaps generation (`_Scheduler`): candidates are submitted to the executor
+service as soon as they are generated, and the engine generates for other searches while
+they run. Each finished search is appended to a JSONL file as one `types.Trajectory`
+(`mucode_jax.records`); a restarted run reads that file, skips finished searches and redoes
+only the others.
 """
 
 from __future__ import annotations
@@ -29,23 +30,34 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from mucode_jax import prompts as P
-from mucode_jax.types import Problem
+from mucode_jax import records
+from mucode_jax.types import Candidate, Message, Problem, SearchSettings, Trajectory, Turn
 
 SELECT_MODES = ("random", "pt", "lv", "pt_lv")
 
 
 @dataclasses.dataclass(frozen=True)
 class Completion:
-    """One generated assistant message."""
+    """One generated assistant message, with what the sampler returned for it.
+
+    Attributes:
+      text: the message (decoded tokens, end id dropped).
+      prompt_ids: int [P], the prompt the policy sampled from (empty for a scripted policy).
+      tokens: int [L], the sampled ids, end id included (see `Candidate.tokens`).
+      logprobs: float [L], per-token log-probabilities under the model (temperature 1).
+      sampling_logprobs: float [L], the same under the sampling distribution.
+    """
 
     text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_ids: tuple[int, ...] = ()
+    tokens: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
+    sampling_logprobs: tuple[float, ...] = ()
 
 
 class Policy(Protocol):
@@ -78,12 +90,11 @@ class SearchConfig:
       max_turns: T (>= 1).
       select: ``random``, ``pt`` (public tests), ``lv`` (learned verifier) or ``pt_lv``
         (public tests x 100 + verifier), used when ``num_candidates > 1``.
-      feedback_style: ``mucode`` ("Feedback: ...") or ``rlef``.
-      granularity: feedback text granularity (``binary``, ``failed``, ``failed_and_passed``,
-        ``trace``).
-      feedback_chars: truncation budget of a feedback message.
+      feedback: what the model is shown after a turn (a `prompts.Feedback`, or the dict of
+        its fields, as configs give it).
       stop_on_public_pass: end a search once its selected program passes the public tests.
       show_tests: put the public tests into the first prompt (None: the dataset's default).
+      system: a system message before the first prompt (None: none, as the official runs).
       batch_size: conversations per policy call.
       seed: base seed; each search and turn derive theirs from it.
     """
@@ -92,34 +103,29 @@ class SearchConfig:
     num_candidates: int = 1
     max_turns: int = 3
     select: str = "random"
-    feedback_style: str = "mucode"
-    granularity: str = "failed"
-    feedback_chars: int = 2000
+    feedback: P.Feedback = P.Feedback()
     stop_on_public_pass: bool = True
     show_tests: bool | None = None
+    system: str | None = None
     batch_size: int = 64
     seed: int = 0
 
     def __post_init__(self):
+        if isinstance(self.feedback, Mapping):
+            object.__setattr__(self, "feedback", P.Feedback(**self.feedback))
         if self.max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {self.max_turns}; set it to 1..T.")
         if self.num_searches < 1 or self.num_candidates < 1:
             raise ValueError("num_searches and num_candidates must be at least 1.")
         if self.select not in SELECT_MODES:
             raise ValueError(f"Unknown selection mode {self.select!r}; use one of {SELECT_MODES}.")
-        if self.feedback_style not in ("mucode", "rlef"):
-            raise ValueError(
-                f"feedback_style must be 'mucode' or 'rlef', got {self.feedback_style!r}."
-            )
 
-
-@dataclasses.dataclass
-class _Search:
-    problem: Problem
-    index: int
-    messages: list[dict[str, str]]
-    turns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    done: bool = False
+    @property
+    def settings(self) -> SearchSettings:
+        prompt = "official" if self.show_tests is None else f"official/show_tests={self.show_tests}"
+        if self.system is not None:
+            prompt += "/system"
+        return SearchSettings(self.select, self.num_candidates, self.feedback.name, prompt)
 
 
 def _seed(*parts: Any) -> int:
@@ -127,37 +133,22 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(h[:4], "little")
 
 
-def _candidate_record(c: Completion, code: str | None, public, private) -> dict[str, Any]:
-    return {
-        "completion": c.text,
-        "code": code,
-        "prompt_tokens": c.prompt_tokens,
-        "completion_tokens": c.completion_tokens,
-        "public": public.to_json(),
-        "private": private.to_json(),
-        "public_passed": bool(public.passed),
-        "label": bool(public.passed and private.passed),
-    }
-
-
-def _select(mode: str, cands: list[dict[str, Any]], rng: random.Random) -> int:
+def _select(mode: str, cands: Sequence[Candidate], rng: random.Random) -> int:
     """Index of the chosen candidate (ties broken at random).
 
     ``pt`` ranks by the fraction of public tests passed (1 when all pass), ``lv`` by the
     verifier score, ``pt_lv`` by ``pt x 100 + score``; ``random`` ties every candidate.
     """
 
-    def key(c):
-        pub = c["public"]
-        total = pub.get("total", len(pub.get("tests", ())))
-        pt = 1.0 if c["public_passed"] else pub.get("passed", 0) / max(1, total)
+    def key(c: Candidate) -> float:
+        pt = 1.0 if c.public_passed else c.public.num_passed / max(1, len(c.public.tests))
         if mode == "random":
             return 0.0
         if mode == "pt":
             return pt
         if mode == "lv":
-            return c["score"]
-        return pt * 100.0 + c["score"]
+            return c.score
+        return pt * 100.0 + c.score
 
     keys = [key(c) for c in cands]
     best = max(keys)
@@ -165,33 +156,191 @@ def _select(mode: str, cands: list[dict[str, Any]], rng: random.Random) -> int:
     return rng.choice(tied)
 
 
-def read_finished(path: str | os.PathLike) -> dict[tuple[str, int], dict[str, Any]]:
+@dataclasses.dataclass
+class _Search:
+    """A search in flight: the conversation so far and its finished turns."""
+
+    problem: Problem
+    index: int
+    messages: list[Message]
+    turns: list[Turn] = dataclasses.field(default_factory=list)
+    done: bool = False
+
+
+@dataclasses.dataclass
+class _Generated:
+    """One search's turn after generation: its completions and their executor futures."""
+
+    search: _Search
+    completions: list[Completion]
+    futures: list[tuple[cf.Future, cf.Future]]  # (public, private) per completion
+
+    def ready(self) -> bool:
+        return all(f.done() for pair in self.futures for f in pair)
+
+
+class _Scheduler:
+    """Runs searches to completion, overlapping generation with execution.
+
+    Scheduling invariant: after every generation call, whatever turns have finished
+    executing are drained (scored, selected, fed back) *without blocking*, so their searches
+    rejoin the queue for the next generation call; the scheduler blocks on the executor only
+    when no search is waiting to be generated for.
+    """
+
+    def __init__(self, problems, policy, executor, config, out, scorer, progress, finished):
+        self.policy, self.executor, self.config = policy, executor, config
+        self.out, self.scorer, self.progress = out, scorer, progress
+        self.waiting = collections.deque(
+            _Search(
+                p, i, P.first_turn_messages(p, system=config.system, show_tests=config.show_tests)
+            )
+            for p in problems
+            for i in range(config.num_searches)
+            if (p.id, i) not in finished
+        )
+        self.running: list[_Generated] = []
+        self.results: list[Trajectory] = list(finished.values())
+        self.total = len(problems) * config.num_searches
+        self.samples = 0
+        self.start = time.monotonic()
+
+    def run(self) -> list[Trajectory]:
+        while self.waiting or self.running:
+            if self.waiting:
+                self.generate()
+                self.drain(block=False)
+            else:
+                self.drain(block=True)
+            self.report()
+        return self.results
+
+    def generate(self) -> None:
+        """One policy call for the next searches; submits every candidate's code."""
+        c = self.config
+        per = c.num_candidates
+        take = max(1, c.batch_size // per)
+        batch = [self.waiting.popleft() for _ in range(min(take, len(self.waiting)))]
+        convs = [s.messages for s in batch for _ in range(per)]
+        seed = _seed(c.seed, [(s.problem.id, s.index, len(s.turns)) for s in batch])
+        comps = self.policy.complete(convs, seed=seed)
+        self.samples += len(comps)
+        for j, s in enumerate(batch):
+            mine = comps[j * per : (j + 1) * per]
+            futures = []
+            for comp in mine:
+                code = P.extract_code(comp.text)
+                public = self.executor.submit(
+                    code, s.problem.public_tests, trace=c.feedback.needs_trace
+                )
+                futures.append((public, self.executor.submit(code, s.problem.private_tests)))
+            self.running.append(_Generated(s, mine, futures))
+
+    def drain(self, block: bool) -> None:
+        """Finishes every turn whose programs have all run (waiting for one if ``block``)."""
+        if not self.running:
+            return
+        if block:
+            cf.wait(
+                [f for g in self.running for pair in g.futures for f in pair],
+                return_when=cf.FIRST_COMPLETED,
+            )
+        ready, still = [], []
+        for g in self.running:  # one pass: a future finishing meanwhile waits for the next
+            (ready if g.ready() else still).append(g)
+        self.running = still
+        scores = self.score(ready)
+        for g, sc in zip(ready, scores):
+            self.finish_turn(g, sc)
+            if g.search.done:
+                self.write(g.search)
+            else:
+                self.waiting.append(g.search)
+
+    def score(self, ready: list[_Generated]) -> list[list[float] | None]:
+        """One verifier call for every candidate of every ready turn."""
+        if self.scorer is None or not ready:
+            return [None] * len(ready)
+        flat = self.scorer.score(
+            [_first_prompt(g.search.messages) for g in ready for _ in g.completions],
+            [c.text for g in ready for c in g.completions],
+        )
+        out, pos = [], 0
+        for g in ready:
+            out.append(flat[pos : pos + len(g.completions)])
+            pos += len(g.completions)
+        return out
+
+    def finish_turn(self, g: _Generated, scores: list[float] | None) -> None:
+        """Selects a candidate, appends it and (unless the search ends) its feedback."""
+        c, s = self.config, g.search
+        cands = []
+        for k, (comp, (pub, priv)) in enumerate(zip(g.completions, g.futures)):
+            cands.append(
+                Candidate(
+                    completion=comp.text,
+                    code=P.extract_code(comp.text),
+                    public=pub.result(),
+                    private=priv.result(),
+                    tokens=comp.tokens,
+                    logprobs=comp.logprobs,
+                    sampling_logprobs=comp.sampling_logprobs,
+                    score=None if scores is None else float(scores[k]),
+                )
+            )
+        t = len(s.turns)
+        rng = random.Random(_seed(c.seed, s.problem.id, s.index, t, "select"))
+        chosen = 0 if len(cands) == 1 else _select(c.select, cands, rng)
+        sel = cands[chosen]
+        user = s.messages[-1]["content"]
+        s.messages.append({"role": "assistant", "content": sel.completion})
+        s.done = (c.stop_on_public_pass and sel.public_passed) or t + 1 >= c.max_turns
+        feedback = None if s.done else c.feedback.text(sel.public)
+        prompt_ids = g.completions[0].prompt_ids if g.completions else ()
+        s.turns.append(Turn(user, tuple(cands), chosen, prompt_ids, feedback))
+        if feedback is not None:
+            s.messages.append(c.feedback.message(feedback))
+
+    def write(self, s: _Search) -> None:
+        system = s.messages[0]["content"] if s.messages[0]["role"] == "system" else None
+        traj = Trajectory(
+            problem_id=s.problem.id,
+            dataset=s.problem.dataset,
+            search=s.index,
+            seed=self.config.seed,
+            turns=tuple(s.turns),
+            settings=self.config.settings,
+            system=system,
+        )
+        records.append_trajectory(self.out, traj)
+        self.results.append(traj)
+
+    def report(self) -> None:
+        if self.progress is None:
+            return
+        elapsed = time.monotonic() - self.start
+        self.progress(
+            {
+                "done": len(self.results),
+                "total": self.total,
+                "samples": self.samples,
+                "samples_per_s": self.samples / max(elapsed, 1e-9),
+                "elapsed_s": elapsed,
+            }
+        )
+
+
+def _first_prompt(messages: Sequence[Message]) -> str:
+    return next(m["content"] for m in messages if m["role"] == "user")
+
+
+def read_finished(path: str | os.PathLike) -> dict[tuple[str, int], Trajectory]:
     """Finished searches in a rollout JSONL, keyed by (problem id, search index).
 
     A last line cut short by a crash is dropped (and cut from the file), so a restarted run
     appends after the last complete search.
     """
-    path = Path(path)
-    out: dict[tuple[str, int], dict[str, Any]] = {}
-    if not path.exists():
-        return out
-    data = path.read_bytes()
-    good_end = 0
-    pos = 0
-    for raw in data.splitlines(keepends=True):
-        pos += len(raw)
-        if not raw.endswith(b"\n"):
-            break
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError:
-            break
-        out[(rec["problem_id"], int(rec["search"]))] = rec
-        good_end = pos
-    if good_end != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
-    return out
+    return {t.key: t for t in records.read_trajectories(path)}
 
 
 def run_search(
@@ -202,10 +351,9 @@ def run_search(
     output: str | os.PathLike,
     *,
     scorer: Scorer | None = None,
-    feedback_fn: Callable[..., str] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Runs every search of every problem; returns all finished search records.
+) -> list[Trajectory]:
+    """Runs every search of every problem; returns all finished trajectories.
 
     Args:
       problems: the problems.
@@ -215,169 +363,26 @@ def run_search(
       output: JSONL file; finished searches already in it are kept and skipped.
       scorer: the learned verifier, needed for the ``lv`` / ``pt_lv`` modes (and, when
         given, recorded for every candidate).
-      feedback_fn: ``feedback_fn(result, granularity=..., max_chars=...) -> str`` renders the
-        public-test result as text (default: `mucode_jax.execution.feedback.render`).
       progress: called after each policy call with counters (searches done, samples/s).
     """
     if config.select in ("lv", "pt_lv") and scorer is None:
         raise ValueError(f"Selection mode {config.select!r} needs a verifier scorer.")
-    if feedback_fn is None:
-        from mucode_jax.execution.feedback import render as feedback_fn  # noqa: N813
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("Problem ids are not unique; each problem needs its own id.")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     finished = read_finished(output)
-    searches = collections.deque(
-        _Search(p, i, P.first_turn_messages(p, show_tests=config.show_tests))
-        for p in problems
-        for i in range(config.num_searches)
-        if (p.id, i) not in finished
-    )
-    total = len(problems) * config.num_searches
-    results = list(finished.values())
-    pending: list[tuple[_Search, list[Completion], list[tuple[cf.Future, cf.Future]]]] = []
-    n_samples = 0
-    start = time.monotonic()
-
     with open(output, "a", encoding="utf-8") as out:
-
-        def first_prompt(search):
-            return next(m["content"] for m in search.messages if m["role"] == "user")
-
-        def finish_turn(search, comps, futures, scores):
-            cands = []
-            for c, (fpub, fpriv) in zip(comps, futures):
-                code = P.extract_code(c.text)
-                cands.append(_candidate_record(c, code, fpub.result(), fpriv.result()))
-            if scores is not None:
-                for cand, s in zip(cands, scores):
-                    cand["score"] = float(s)
-            t = len(search.turns)
-            rng = random.Random(_seed(config.seed, search.problem.id, search.index, t, "select"))
-            chosen = 0 if len(cands) == 1 else _select(config.select, cands, rng)
-            sel = cands[chosen]
-            turn = {
-                "turn": t + 1,
-                "prompt": search.messages[-1]["content"],
-                "candidates": cands,
-                "selected": chosen,
-                "label": sel["label"],
-                "public_passed": sel["public_passed"],
-            }
-            search.turns.append(turn)
-            search.messages.append({"role": "assistant", "content": sel["completion"]})
-            last = t + 1 >= config.max_turns
-            if (config.stop_on_public_pass and sel["public_passed"]) or last:
-                search.done = True
-                return
-            from mucode_jax.execution.results import ExecResult
-
-            text = feedback_fn(
-                ExecResult.from_json(sel["public"]),
-                granularity=config.granularity,
-                max_chars=config.feedback_chars,
-            )
-            turn["feedback"] = text
-            search.messages.append(P.feedback_message(text, style=config.feedback_style))
-
-        def write(search):
-            rec = {
-                "problem_id": search.problem.id,
-                "dataset": search.problem.dataset,
-                "search": search.index,
-                "num_candidates": config.num_candidates,
-                "select": config.select,
-                "messages": search.messages,
-                "turns": search.turns,
-                "labels": [t["label"] for t in search.turns],
-                "success": search.turns[-1]["label"],
-                "num_turns": len(search.turns),
-            }
-            out.write(json.dumps(rec) + "\n")
-            out.flush()
-            results.append(rec)
-
-        def drain(block: bool):
-            nonlocal pending
-            if not pending:
-                return
-            if block:
-                cf.wait(
-                    [f for _, _, fs in pending for pair in fs for f in pair],
-                    return_when=cf.FIRST_COMPLETED,
-                )
-            ready, still = [], []
-            for item in pending:
-                done = all(f.done() for pair in item[2] for f in pair)
-                (ready if done else still).append(item)
-            pending = still
-            # One verifier call for every candidate of every search whose turn is ready.
-            scores: list[Any] = [None] * len(ready)
-            if scorer is not None and ready:
-                flat = scorer.score(
-                    [first_prompt(s) for s, comps, _ in ready for _ in comps],
-                    [c.text for _, comps, _ in ready for c in comps],
-                )
-                pos = 0
-                for k, (_, comps, _) in enumerate(ready):
-                    scores[k] = flat[pos : pos + len(comps)]
-                    pos += len(comps)
-            for (search, comps, futures), sc in zip(ready, scores):
-                finish_turn(search, comps, futures, sc)
-                if search.done:
-                    write(search)
-                else:
-                    searches.append(search)
-
-        while searches or pending:
-            if searches:
-                per = config.num_candidates
-                take = max(1, config.batch_size // per)
-                batch = [searches.popleft() for _ in range(min(take, len(searches)))]
-                convs = [s.messages for s in batch for _ in range(per)]
-                seed = _seed(config.seed, [(s.problem.id, s.index, len(s.turns)) for s in batch])
-                comps = policy.complete(convs, seed=seed)
-                n_samples += len(comps)
-                for j, s in enumerate(batch):
-                    mine = comps[j * per : (j + 1) * per]
-                    futures = []
-                    for c in mine:
-                        code = P.extract_code(c.text)
-                        futures.append(
-                            (
-                                executor.submit(
-                                    code,
-                                    s.problem.public_tests,
-                                    trace=config.granularity == "trace",
-                                ),
-                                executor.submit(code, s.problem.private_tests),
-                            )
-                        )
-                    pending.append((s, mine, futures))
-                drain(block=False)
-            else:
-                drain(block=True)
-            if progress is not None:
-                elapsed = time.monotonic() - start
-                progress(
-                    {
-                        "done": len(results),
-                        "total": total,
-                        "samples": n_samples,
-                        "samples_per_s": n_samples / max(elapsed, 1e-9),
-                        "elapsed_s": elapsed,
-                    }
-                )
-    return results
+        sched = _Scheduler(problems, policy, executor, config, out, scorer, progress, finished)
+        return sched.run()
 
 
 def turn_labels_by_problem(
-    records: Iterable[dict[str, Any]], problem_ids: Sequence[str], num_searches: int
+    trajectories: Iterable[Trajectory], problem_ids: Sequence[str], num_searches: int
 ) -> list[list[list[int]]]:
     """``[search][problem][turn]`` oracle labels of the selected programs, for `metrics`."""
-    table = {(r["problem_id"], r["search"]): r["labels"] for r in records}
+    table = {t.key: t.labels for t in trajectories}
     missing = [(p, s) for s in range(num_searches) for p in problem_ids if (p, s) not in table]
     if missing:
         raise ValueError(
@@ -391,7 +396,11 @@ def turn_labels_by_problem(
 
 
 class ModelPolicy:
-    """Chat conversations -> completions with a tokenizer's chat template and a `Sampler`."""
+    """Chat conversations -> completions with a tokenizer's chat template and a `Sampler`.
+
+    Each `Completion` keeps what the sampler returned (prompt ids, sampled ids, log-probs),
+    so the trajectories can be trained on without encoding their text again.
+    """
 
     def __init__(self, sampler: Any, tokenizer: Any, *, method: Any = None, max_new_tokens=None):
         self.sampler = sampler
@@ -411,7 +420,7 @@ class ModelPolicy:
         ]
         limit = max(getattr(self.sampler, "prompt_buckets", (float("inf"),)))
         fits = [i for i, p in enumerate(prompts) if len(p) <= limit]
-        comps = [Completion("", len(p), 0) for p in prompts]
+        comps = [Completion("", tuple(p)) for p in prompts]
         if not fits:
             return comps
         out = self.sampler.sample(
@@ -421,8 +430,14 @@ class ModelPolicy:
             max_new_tokens=self.max_new_tokens,
         )
         eos = set(self.sampler.eos_ids)
-        for i, toks in zip(fits, out.tokens):
+        for j, i in enumerate(fits):
+            toks = out.tokens[j]
             body = [t for t in toks if t not in eos]
-            text = self.tokenizer.decode(body, skip_special_tokens=True)
-            comps[i] = Completion(text, len(prompts[i]), len(toks))
+            comps[i] = Completion(
+                text=self.tokenizer.decode(body, skip_special_tokens=True),
+                prompt_ids=tuple(prompts[i]),
+                tokens=tuple(int(t) for t in toks),
+                logprobs=tuple(float(x) for x in out.logprobs[j]),
+                sampling_logprobs=tuple(float(x) for x in out.sampling_logprobs[j]),
+            )
         return comps

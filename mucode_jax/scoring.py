@@ -1,8 +1,8 @@
 """Batched verifier scoring: (first prompt x, assistant message y) -> R(x, y).
 
 The hot path of LV selection in multi-turn Best-of-N and of μCode's relabeling. Inputs
-are rendered exactly as the verifier was trained (`data.verifier_data`: the chat template
-over ``[user: x, assistant: y]``, cut to the first ``max_length`` tokens), right-padded to a
+are rendered exactly as the verifier was trained (`prompts.render_verifier_input`: the chat
+template over ``[user: x, assistant: y]``, cut to the first ``max_length`` tokens), right-padded to a
 length bucket and batched to a batch bucket, and scored by one `jax.jit`-ed pure function
 over ``(params, tokens, mask)`` with the verifier graph fixed, so a long run compiles once
 per bucket pair and `update_params` swaps weights without recompiling.
@@ -80,8 +80,8 @@ class VerifierScorer:
         self._params = params
 
     def encode(self, prompt: str, response: str) -> list[int]:
-        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        return prompts.render(self.tokenizer, msgs, add_generation_prompt=False)[: self.max_length]
+        """The verifier's input ids for (x, y), cut to ``max_length`` (as in training)."""
+        return prompts.render_verifier_input(self.tokenizer, prompt, response)[: self.max_length]
 
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Scores token-id sequences (each at most ``max_length``): float32 [n]."""

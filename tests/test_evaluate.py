@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mucode_jax import rollout
+from mucode_jax import records, rollout
 from mucode_jax.evaluation import eval_defaults, evaluate_from_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,10 +71,11 @@ def test_evaluate_writes_metrics_plot_and_resumes(checkpoint, shared_data, tmp_p
     png = (tmp_path / "per_turn_success.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
     jsonl = {m: (tmp_path / f"search_{m}.jsonl").read_text() for m in ("pt", "random")}
-    for text in jsonl.values():
-        recs = [json.loads(x) for x in text.splitlines()]
-        assert len(recs) == 3
-        assert all(len(r["turns"][0]["candidates"]) == 2 for r in recs)
+    for mode in jsonl:
+        recs = records.read_trajectories(tmp_path / f"search_{mode}.jsonl")
+        assert len(recs) == 3 and {r.settings.select for r in recs} == {mode}
+        assert all(len(r.turns[0].candidates) == 2 for r in recs)
+        assert all(len(c.tokens) == len(c.logprobs) >= 1 for c in recs[0].turns[0].candidates)
 
     # Resume: everything is in the JSONL files, so the model is never asked again.
     def refuse(self, conversations, *, seed):

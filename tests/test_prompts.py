@@ -6,6 +6,7 @@ import pytest
 from mucode_jax import prompts
 from mucode_jax.data import tokenizer as tk
 from mucode_jax.data import toy
+from mucode_jax.execution.feedback import PASSED_TEXT
 from mucode_jax.types import Problem
 
 
@@ -73,7 +74,7 @@ def test_first_turn_messages_and_unknown_dataset():
 
 
 def test_feedback_messages():
-    assert prompts.mucode_feedback_message(prompts.PASSED_FEEDBACK) == {
+    assert prompts.mucode_feedback_message(PASSED_TEXT) == {
         "role": "user",
         "content": "Feedback: Code passed all tests",
     }
@@ -125,7 +126,7 @@ def _conversation():
         {"role": "assistant", "content": "```python\ndef f(x):\n    return x\n```"},
         prompts.mucode_feedback_message("NameError: name 'g' is not defined"),
         {"role": "assistant", "content": f"```python\n{problem.reference}```\n"},
-        prompts.mucode_feedback_message(prompts.PASSED_FEEDBACK),
+        prompts.mucode_feedback_message(PASSED_TEXT),
     ]
 
 

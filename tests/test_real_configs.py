@@ -6,7 +6,7 @@ generator and the verifier are built abstractly from the preset (`nnx.eval_shape
 weights), their parameter shardings come from the config's mesh and rules, and each train
 step is lowered with `jax.jit(...).lower(...)` on `ShapeDtypeStruct`s of the config's batch
 at its full sequence length (compiling is not needed to catch shape and sharding errors, and
-would take minutes for the 8B on a CPU). Also pins the official hyperparameters (SPEC §2).
+would take minutes for the 8B on a CPU). Also pins the official hyperparameters.
 """
 
 from __future__ import annotations

@@ -8,13 +8,14 @@ import json
 import pytest
 
 from mucode_jax import prompts as P
+from mucode_jax import records as records_io
 from mucode_jax import rollout
 from mucode_jax.data.problems import load_problems
-from mucode_jax.evaluation import summarize
 from mucode_jax.execution import Executor
 from mucode_jax.execution.feedback import render
 from mucode_jax.execution.results import ExecResult, TestResult
-from mucode_jax.types import Problem
+from mucode_jax.summary import summarize
+from mucode_jax.types import Problem, SearchSettings, Trajectory
 
 T = 3
 
@@ -60,13 +61,15 @@ class ScriptedPolicy:
                 code = self.problems[(i + 1) % len(self.problems)].reference
             else:
                 code = self.problems[i].reference
-            out.append(rollout.Completion(fence(code), 10, 20))
+            out.append(rollout.Completion(fence(code), tuple(range(10)), tuple(range(20))))
         return out
 
 
 def _strip_timing(obj):
     """Drops what varies between runs: timings, and a stdio suite's program-level stdout
     (which holds the output of whichever case the executor finished last)."""
+    if isinstance(obj, Trajectory):
+        obj = obj.to_json()
     if isinstance(obj, dict):
         return {
             k: _strip_timing(v)
@@ -83,35 +86,34 @@ def test_scripted_policy_turns_feedback_labels_metrics(problems, executor, tmp_p
     policy = ScriptedPolicy(problems)
     out = tmp_path / "r.jsonl"
     records = rollout.run_search(problems, policy, executor, cfg, out)
-    assert sorted(r["problem_id"] for r in records) == sorted(p.id for p in problems)
+    assert sorted(r.problem_id for r in records) == sorted(p.id for p in problems)
     for r in records:
-        p = next(q for q in problems if q.id == r["problem_id"])
-        assert r["num_turns"] == 2 and r["labels"] == [False, True] and r["success"]
-        t1, t2 = r["turns"]
-        assert not t1["public_passed"] and t2["public_passed"]
+        p = next(q for q in problems if q.id == r.problem_id)
+        assert len(r.turns) == 2 and r.labels == (False, True) and r.success
+        t1, t2 = r.turns
+        assert not t1.chosen.public_passed and t2.chosen.public_passed
         assert (
-            t1["candidates"][0]["code"]
+            t1.candidates[0].code
             == problems[(problems.index(p) + 1) % len(problems)].reference.strip()
         )
-        assert t2["candidates"][0]["code"] == p.reference.strip()
-        assert t2["candidates"][0]["private"]["verdict"] == "passed"
-        assert t1["candidates"][0]["completion_tokens"] == 20
-        expected = render(
-            ExecResult.from_json(t1["candidates"][0]["public"]),
-            granularity="failed",
-            max_chars=2000,
-        )
-        assert t1["feedback"] == expected and expected
-        assert "feedback" not in t2
-        roles = [m["role"] for m in r["messages"]]
+        assert t2.candidates[0].code == p.reference.strip()
+        assert t2.candidates[0].private.verdict == "passed"
+        assert t1.candidates[0].tokens == tuple(range(20))
+        assert t1.prompt_ids == tuple(range(10))
+        expected = render(t1.candidates[0].public, granularity="failed", max_chars=2000)
+        assert t1.feedback == expected and expected
+        assert t2.feedback is None
+        roles = [m["role"] for m in r.messages]
         assert roles == ["user", "assistant", "user", "assistant"]
-        assert r["messages"][2]["content"] == "Feedback: " + expected.strip()
-        assert t2["prompt"] == r["messages"][2]["content"]
-        assert r["messages"][0]["content"] == P.first_turn_prompt(p)
+        assert r.messages[2]["content"] == "Feedback: " + expected.strip()
+        assert t2.user == r.messages[2]["content"]
+        assert r.messages[0]["content"] == r.prompt == P.first_turn_prompt(p)
+        assert r.settings == SearchSettings("random", 1, "failed/mucode/2000", "official")
+        assert r.seed == 3
     # The file holds exactly the returned records.
-    lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert _strip_timing(sorted(lines, key=lambda r: r["problem_id"])) == _strip_timing(
-        sorted(records, key=lambda r: r["problem_id"])
+    lines = records_io.read_trajectories(out)
+    assert _strip_timing(sorted(lines, key=lambda r: r.problem_id)) == _strip_timing(
+        sorted(records, key=lambda r: r.problem_id)
     )
     m = summarize(records, problems, cfg, pass_k=(1,), n_boot=100)
     assert [b["mean"] for b in m["bon"]] == [0.0, 1.0, 1.0]
@@ -131,18 +133,18 @@ def test_resume_after_crash_gives_every_search_once(problems, executor, tmp_path
     partial = out.read_text().splitlines(keepends=True)
     assert len(partial) < len(problems) * 2
     with open(out, "a") as f:  # a crash in the middle of a write
-        line = json.dumps(full[0])
+        line = json.dumps(full[0].to_json())
         f.write(line[: len(line) // 2])
     assert len(rollout.read_finished(out)) == len(partial)
     assert out.read_text() == "".join(partial)  # the torn line is cut off
     again = rollout.run_search(problems, ScriptedPolicy(problems), executor, cfg, out)
-    keys = [(r["problem_id"], r["search"]) for r in again]
+    keys = [r.key for r in again]
     assert len(keys) == len(set(keys)) == len(problems) * 2
-    lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert sorted((r["problem_id"], r["search"]) for r in lines) == sorted(keys)
+    lines = records_io.read_trajectories(out)
+    assert sorted(r.key for r in lines) == sorted(keys)
 
     def by_key(rs):
-        return _strip_timing(sorted(rs, key=lambda r: (r["problem_id"], r["search"])))
+        return _strip_timing(sorted(rs, key=lambda r: r.key))
 
     assert by_key(again) == by_key(full)
 
@@ -207,21 +209,21 @@ def _chosen(mode, tmp_path, seed=0, n=1, searches=1):
         tmp_path / f"{mode}_{seed}.jsonl",
         scorer=FakeScorer(),
     )
-    recs.sort(key=lambda r: (r["problem_id"], r["search"]))
-    return [r["turns"][0]["selected"] for r in recs], recs
+    recs.sort(key=lambda r: r.key)
+    return [r.turns[0].selected for r in recs], recs
 
 
 def test_bon_selection_modes(tmp_path):
     picks, recs = _chosen("pt", tmp_path, n=8)
     assert set(picks) <= {1, 2} and len(set(picks)) == 2  # ties between public passes: random
-    assert all(r["turns"][0]["public_passed"] for r in recs)
-    assert [c["score"] for c in recs[0]["turns"][0]["candidates"]] == [c[2] for c in CANDS]
+    assert all(r.turns[0].chosen.public_passed for r in recs)
+    assert [c.score for c in recs[0].turns[0].candidates] == [c[2] for c in CANDS]
     FakeScorer.calls = 0
     picks, recs = _chosen("lv", tmp_path, n=3)
     assert FakeScorer.calls == 1  # one batched verifier call for the 3 x 4 candidates
-    assert picks == [3, 3, 3] and [r["labels"] for r in recs] == [[False]] * 3
+    assert picks == [3, 3, 3] and [r.labels for r in recs] == [(False,)] * 3
     picks, recs = _chosen("pt_lv", tmp_path, n=3)
-    assert picks == [2, 2, 2] and [r["labels"] for r in recs] == [[True]] * 3
+    assert picks == [2, 2, 2] and [r.labels for r in recs] == [(True,)] * 3
     a, _ = _chosen("random", tmp_path, seed=1, n=4, searches=4)
     b, _ = _chosen("random", tmp_path / "again", seed=1, n=4, searches=4)
     c, _ = _chosen("random", tmp_path, seed=2, n=4, searches=4)
@@ -281,13 +283,14 @@ def test_generation_overlaps_execution(tmp_path):
     cfg = rollout.SearchConfig(max_turns=2, batch_size=2)
     recs = rollout.run_search(toy_problems(6), Policy(), ex, cfg, tmp_path / "o.jsonl")
     assert len(recs) == 6 and seen[:3] == [0, 4, 8]
-    assert all(r["num_turns"] == 1 for r in recs)
+    assert all(len(r.turns) == 1 for r in recs)
 
 
 # --- a real model: no recompilation after warm-up ---------------------------------------------
 
 
-def test_model_policy_does_not_recompile(tmp_path):
+def tiny_model_policy(corpus, *, seed, max_new_tokens, batch, wrap=lambda sampler: sampler):
+    """A random tiny Llama with a local tokenizer, as a `ModelPolicy` at temperature 1."""
     from flax import nnx
 
     from mucode_jax.data.tokenizer import build_tokenizer, eos_token_ids
@@ -295,35 +298,45 @@ def test_model_policy_does_not_recompile(tmp_path):
     from mucode_jax.sampling import Sampler
     from mucode_jax.sampling.methods import make_method
 
+    tok = build_tokenizer(corpus, vocab_size=300)
+    model = Llama(LlamaConfig.tiny(vocab_size=len(tok)), rngs=nnx.Rngs(seed))
+    sampler = Sampler(
+        model,
+        max_new_tokens=max_new_tokens,
+        eos_ids=eos_token_ids(tok),
+        prompt_buckets=(256,),
+        batch_buckets=(batch,),
+        pad_id=tok.pad_token_id or 0,
+    )
+    sampler = wrap(sampler)
+    return (
+        tok,
+        model,
+        sampler,
+        rollout.ModelPolicy(sampler, tok, method=make_method(temperature=1.0)),
+    )
+
+
+def test_model_policy_does_not_recompile(tmp_path):
     corpus = [
         "def add(a, b):\n    return a + b\n",
         "Write a function. Feedback: Code passed all tests ```python\nx = 1\n```",
     ] * 20
-    tok = build_tokenizer(corpus, vocab_size=300)
-    model = Llama(LlamaConfig.tiny(vocab_size=len(tok)), rngs=nnx.Rngs(0))
-    sampler = Sampler(
-        model,
-        max_new_tokens=6,
-        eos_ids=eos_token_ids(tok),
-        prompt_buckets=(256,),
-        batch_buckets=(4,),
-        pad_id=tok.pad_token_id or 0,
-    )
-    policy = rollout.ModelPolicy(sampler, tok, method=make_method(temperature=1.0))
+    _, _, sampler, policy = tiny_model_policy(corpus, seed=0, max_new_tokens=6, batch=4)
     problems = toy_problems(2)
     cfg = rollout.SearchConfig(num_searches=2, max_turns=3, batch_size=4)
     ex = FakeNoCode()
     recs = rollout.run_search(problems, policy, ex, cfg, tmp_path / "m1.jsonl")
-    assert [r["num_turns"] for r in recs] == [3] * 4
+    assert [len(r.turns) for r in recs] == [3] * 4
     warm = sampler.num_traces
     assert warm > 0
     cfg2 = rollout.SearchConfig(num_searches=2, max_turns=3, batch_size=4, seed=7)
     recs = rollout.run_search(problems, policy, ex, cfg2, tmp_path / "m2.jsonl")
-    assert [r["num_turns"] for r in recs] == [3] * 4
+    assert [len(r.turns) for r in recs] == [3] * 4
     assert sampler.num_traces == warm
-    cands = [c for r in recs for t in r["turns"] for c in t["candidates"]]
-    assert all(0 < c["prompt_tokens"] <= 256 for c in cands)  # every turn was sampled
-    assert all(1 <= c["completion_tokens"] <= 6 for c in cands)
+    assert all(0 < len(t.prompt_ids) <= 256 for r in recs for t in r.turns)  # all sampled
+    cands = [c for r in recs for t in r.turns for c in t.candidates]
+    assert all(1 <= len(c.tokens) <= 6 for c in cands)
 
 
 class FakeNoCode(FakeExecutor):
@@ -351,8 +364,104 @@ def test_model_policy_gives_over_long_prompts_an_empty_completion():
             toks = [[tok.encode("ok", add_special_tokens=False)[0], tok.eos_token_id]] * len(
                 prompts
             )
-            return SampleOutput(toks, [], [], None, None)
+            lps = [[-0.5, -0.25]] * len(prompts)
+            return SampleOutput(toks, lps, lps, None, None)
 
     out = rollout.ModelPolicy(FakeSampler(), tok).complete([long, short, long], seed=0)
-    assert [c.completion_tokens for c in out] == [0, 2, 0]
+    assert [len(c.tokens) for c in out] == [0, 2, 0]
+    assert [len(c.prompt_ids) for c in out] == [len(P.render(tok, m)) for m in (long, short, long)]
     assert out[0].text == "" and out[1].text != ""
+
+
+class SpySampler:
+    """A real `Sampler` that records what it was given and what it returned."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.prompt_buckets = sampler.prompt_buckets
+        self.eos_ids = sampler.eos_ids
+        self.returned = {}  # prompt ids -> [(tokens, logprobs, sampling_logprobs), ...]
+
+    def sample(self, prompts, **kw):
+        out = self.sampler.sample(prompts, **kw)
+        for p, t, lp, slp in zip(prompts, out.tokens, out.logprobs, out.sampling_logprobs):
+            self.returned.setdefault(tuple(p), []).append((tuple(t), tuple(lp), tuple(slp)))
+        return out
+
+
+def test_model_policy_rollout_keeps_sampled_ids_and_logprobs(tmp_path, monkeypatch):
+    import jax
+    import numpy as np
+
+    from mucode_jax.data.sft import token_examples
+
+    corpus = ["Task 1. ```python\nx = 1\n``` Feedback: failed"] * 20
+    tok, model, sampler, policy = tiny_model_policy(
+        corpus, seed=1, max_new_tokens=5, batch=8, wrap=SpySampler
+    )
+    cfg = rollout.SearchConfig(num_candidates=2, max_turns=2, batch_size=8)
+    out = tmp_path / "m.jsonl"
+    trajs = rollout.run_search(toy_problems(2), policy, FakeNoCode(), cfg, out)
+    assert records_io.read_trajectories(out) == trajs  # the ids survive the JSONL codec
+    n = 0
+    for traj in trajs:
+        for turn in traj.turns:
+            returned = sampler.returned[turn.prompt_ids]  # the prompt the sampler was given
+            for cand in turn.candidates:
+                assert (cand.tokens, cand.logprobs, cand.sampling_logprobs) in returned
+                assert len(cand.tokens) == len(cand.logprobs) >= 1
+                n += 1
+    assert n == 2 * 2 * 2
+
+    # Training on the stored ids never encodes text: the tokenizer may as well be gone.
+    def no_encoding(*a, **k):
+        raise AssertionError("the stored text was encoded again")
+
+    monkeypatch.setattr(type(tok), "apply_chat_template", no_encoding)
+    monkeypatch.setattr(type(tok), "encode", no_encoding)
+    examples = token_examples(trajs)
+    assert len(examples) == n
+    for ex in examples:
+        logits = model(np.asarray(ex["inputs"])[None])[0]
+        logp = jax.nn.log_softmax(logits.astype("float32"), axis=-1)
+        mine = np.take_along_axis(np.asarray(logp), ex["targets"][:, None], axis=-1)[:, 0]
+        on = ex["weights"] > 0
+        np.testing.assert_allclose(mine[on], ex["logprobs"][on], atol=2e-4)
+
+
+def test_feedback_body_and_wrapper_reach_the_rollout(tmp_path):
+    cfg = rollout.SearchConfig(max_turns=2, feedback=dict(body="rlef", wrapper="rlef"))
+    (traj,) = rollout.run_search(
+        toy_problems(1), CandidatePolicy(), FakeNoCode(), cfg, tmp_path / "f.jsonl"
+    )
+    t1, t2 = traj.turns
+    from mucode_jax.execution import feedback
+
+    assert t1.feedback == feedback.rlef(t1.chosen.public, max_chars=2000)
+    assert t1.feedback.startswith("Your code failed the following tests:")
+    assert t2.user == P.rlef_feedback_message(t1.feedback)["content"]
+    assert traj.settings.feedback == "rlef/rlef/2000"
+    with pytest.raises(ValueError, match="Unknown feedback body 'nice'"):
+        rollout.SearchConfig(feedback=dict(body="nice"))
+
+
+def test_a_system_message_does_not_change_the_first_prompt(tmp_path):
+    cfg = rollout.SearchConfig(max_turns=2, system="You write Python.")
+    (traj,) = rollout.run_search(
+        toy_problems(1), CandidatePolicy(), FakeNoCode(), cfg, tmp_path / "s.jsonl"
+    )
+    assert traj.system == "You write Python." and traj.messages[0]["role"] == "system"
+    assert traj.prompt == P.first_turn_prompt(toy_problems(1)[0]) == traj.messages[1]["content"]
+    assert traj.context(1)[-1]["content"] == traj.turns[1].user
+
+
+def test_a_record_of_another_version_is_refused_in_one_sentence(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps({"problem_id": "p", "search": 0, "messages": []}) + "\n")
+    with pytest.raises(ValueError, match=r"old.jsonl holds records of version None, but .* 1;"):
+        records_io.read_trajectories(path)
+    scores = tmp_path / "scores.jsonl"
+    records_io.write_scores(scores, {("p", 0, 1, 2): 0.5})
+    assert records_io.read_scores(scores) == {("p", 0, 1, 2): 0.5}
+    with pytest.raises(ValueError, match=r"scores.jsonl holds 'score' records, not 'trajectory'"):
+        records_io.read_trajectories(scores)

@@ -1,4 +1,4 @@
-"""The μCode expert-iteration driver (SPEC §2), with the baselines as data modes.
+"""The μCode expert-iteration driver, with the baselines as data modes.
 
 Iteration i = 1..I of data mode ``m``, starting from the base generator π_0:
 
@@ -28,13 +28,14 @@ from typing import Any
 
 import ml_collections
 
-from mucode_jax import evaluation, rollout
+from mucode_jax import evaluation, records, report, rollout
+from mucode_jax.algorithms import relabel
 from mucode_jax.algorithms.artifacts import Artifact, Store, content_key
+from mucode_jax.algorithms.config import check_config
+from mucode_jax.data import verifier_data as vd
 from mucode_jax.types import Problem
 
 log = logging.getLogger("mucode_jax.mucode")
-
-MODES = ("mucode", "multi_star", "multi_star2", "mucode_r", "rft_lv")
 
 
 def _jsonl_write(path: Path, rows: Sequence[Any]) -> None:
@@ -83,83 +84,21 @@ def toy_problem_set(
     return probs[:limit] if limit else probs
 
 
-def load_tokenizer(config: ml_collections.ConfigDict) -> Any:
-    """The launchers' tokenizer: ``"toy"`` (built locally, cached) or a tokenizer directory."""
-    from mucode_jax.training.inputs import tokenizer_from_config
+def _models(c: ml_collections.ConfigDict, tokenizer: Any):
+    """The run's one sampler and one scorer, on the config's mesh (weights swapped per stage)."""
+    from mucode_jax import sharding as sh
+    from mucode_jax.inference import Models
 
-    return tokenizer_from_config(config)
-
-
-# ----------------------------------------------------------------------------------------------
-# Heavy objects kept across stages (compiled once, weights swapped).
-
-
-class _Models:
-    """One sampler and one scorer for the whole run; new weights are swapped in."""
-
-    def __init__(self, config: ml_collections.ConfigDict, tokenizer: Any):
-        self.config = config
-        self.tokenizer = tokenizer
-        self._sampler = None
-        self._scorer = None
-        self._mesh = None
-
-    def _placement(self) -> dict[str, Any]:
-        """The config's mesh and rules, for loading weights and sharding generation/scoring."""
-        from mucode_jax import sharding as sh
-
-        if self._mesh is None:
-            self._mesh = sh.make_mesh(tuple(tuple(a) for a in self.config.mesh))
-        rules = tuple(tuple(r) for r in self.config.get("rules", ())) or sh.DEFAULT_RULES
-        return {"mesh": self._mesh, "rules": rules}
-
-    def policy(self, hf_dir: Path, *, temperature: float, top_p: float, top_k: int = 0):
-        import jax.numpy as jnp
-        from flax import nnx
-
-        from mucode_jax.data.tokenizer import eos_token_ids
-        from mucode_jax.models.hf import load_pretrained
-        from mucode_jax.sampling import Sampler
-        from mucode_jax.sampling.methods import make_method
-
-        s = self.config.sampling
-        model = load_pretrained(hf_dir, dtype=getattr(jnp, s.dtype), **self._placement())
-        if self._sampler is None:
-            self._sampler = Sampler(
-                model,
-                max_new_tokens=s.max_new_tokens,
-                max_prompt_length=s.max_prompt_length,
-                eos_ids=eos_token_ids(self.tokenizer),
-                max_batch_size=s.max_batch_size,
-                pad_id=self.tokenizer.pad_token_id or 0,
-                **self._placement(),
-            )
-        else:
-            self._sampler.update_params(nnx.state(model))
-        method = make_method(temperature=temperature, top_p=top_p, top_k=top_k)
-        return rollout.ModelPolicy(self._sampler, self.tokenizer, method=method)
-
-    def scorer(self, hf_dir: Path):
-        import jax.numpy as jnp
-        from flax import nnx
-
-        from mucode_jax.models.hf import load_pretrained
-        from mucode_jax.scoring import VerifierScorer
-
-        verifier = load_pretrained(
-            hf_dir, dtype=getattr(jnp, self.config.sampling.dtype), **self._placement()
-        )
-        if self._scorer is None:
-            self._scorer = VerifierScorer(
-                verifier,
-                self.tokenizer,
-                max_length=self.config.verifier.data.max_length,
-                max_batch_size=self.config.sampling.max_batch_size,
-                **self._placement(),
-            )
-        else:
-            self._scorer.update_params(nnx.state(verifier))
-        return self._scorer
+    return Models(
+        tokenizer,
+        dtype=c.sampling.dtype,
+        max_new_tokens=c.sampling.max_new_tokens,
+        max_prompt_length=c.sampling.max_prompt_length,
+        max_batch_size=c.sampling.max_batch_size,
+        verifier_max_length=c.verifier.data.max_length,
+        mesh=sh.make_mesh(tuple(tuple(a) for a in c.mesh)),
+        rules=tuple(tuple(r) for r in c.get("rules", ())) or sh.DEFAULT_RULES,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,7 +117,7 @@ class Driver:
     def __post_init__(self):
         self.workdir = Path(self.workdir)
         self.store = Store(self.workdir / "artifacts")
-        self.models = _Models(self.config, self.tokenizer)
+        self.models = _models(self.config, self.tokenizer)
         self.train_key = content_key([p.id for p in self.train], self.config.data.train)
         self.test_key = content_key([p.id for p in self.test], self.config.data.test)
 
@@ -230,7 +169,7 @@ class Driver:
         search = rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed)
 
         def fn(out: Path):
-            bar = evaluation.SearchProgress()
+            bar = report.SearchProgress()
             bar.start("rollouts")
             policy = self.models.policy(
                 gen.path, temperature=c.rollout.temperature, top_p=c.rollout.top_p
@@ -253,10 +192,8 @@ class Driver:
         c = self.config
 
         def fn(out: Path):
-            from mucode_jax.data import verifier_data as vd
-
-            records = _jsonl_read(rolls.path / "rollouts.jsonl")
-            samples = vd.verifier_samples_from_trajectories(records, iteration=iteration)
+            trajectories = records.read_trajectories(rolls.path / "rollouts.jsonl")
+            samples = vd.verifier_samples_from_trajectories(trajectories, iteration=iteration)
             pairs, stats = vd.build_verifier_pairs(
                 samples,
                 pairs_per_problem=c.verifier.data.pairs_per_problem,
@@ -302,37 +239,36 @@ class Driver:
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
 
     def scores(self, ver: Artifact, rolls: Artifact) -> Artifact:
-        """Every candidate of every turn of the rollouts, with ``score`` = R(x, y)."""
+        """R(x, y) of every candidate of every turn of the rollouts, as their own artifact."""
 
         def fn(out: Path):
             scorer = self.models.scorer(ver.path)
-            records = _jsonl_read(rolls.path / "rollouts.jsonl")
-            xs, ys, where = [], [], []
-            for r in records:
-                x = r["messages"][0]["content"]
-                for turn in r["turns"]:
-                    for cand in turn["candidates"]:
-                        xs.append(x)
-                        ys.append(cand["completion"])
-                        where.append(cand)
-            for cand, s in zip(where, scorer.score(xs, ys)):
-                cand["score"] = float(s)
-            _jsonl_write(out / "rollouts.jsonl", records)
+            keys, xs, ys = [], [], []
+            for tr in records.read_trajectories(rolls.path / "rollouts.jsonl"):
+                for t, turn in enumerate(tr.turns):
+                    for k, cand in enumerate(turn.candidates):
+                        keys.append((tr.problem_id, tr.search, t, k))
+                        xs.append(tr.prompt)
+                        ys.append(cand.completion)
+            records.write_scores(out / "scores.jsonl", dict(zip(keys, scorer.score(xs, ys))))
 
         return self.store.run("scores", {"verifier": ver, "rollouts": rolls}, fn)
 
     def sft_data(
-        self, mode: str, scored: Artifact, previous: Artifact | None, iteration: int
+        self,
+        mode: str,
+        rolls: Artifact,
+        scores: Artifact,
+        previous: Artifact | None,
+        iteration: int,
     ) -> Artifact:
         c = self.config
 
         def fn(out: Path):
-            from mucode_jax.algorithms import relabel
-
-            records = _jsonl_read(scored.path / "rollouts.jsonl")
             convs, stats = relabel.build_sft_data(
                 mode,
-                records,
+                records.read_trajectories(rolls.path / "rollouts.jsonl"),
+                scores=records.read_scores(scores.path / "scores.jsonl"),
                 config=relabel.RelabelConfig(**c.relabel.to_dict()),
                 seed=c.seed + iteration,
                 iteration=iteration,
@@ -343,7 +279,8 @@ class Driver:
 
         inputs = {
             "mode": mode,
-            "scored": scored,
+            "rollouts": rolls,
+            "scores": scores,
             "previous": previous,
             "iteration": iteration,
             "cfg": c.relabel,
@@ -393,7 +330,7 @@ class Driver:
                 search=search,
                 scorer=scorer,
                 pass_k=list(e.pass_k),
-                progress=evaluation.SearchProgress(),
+                progress=report.SearchProgress(),
                 name=name,
             )
 
@@ -408,8 +345,6 @@ class Driver:
         results: dict[str, Any] = {}
         base = self.base()
         for mode in [c.mode, *c.baselines]:
-            if mode not in MODES:
-                raise ValueError(f"Unknown data mode {mode!r}; use one of {MODES}.")
             gen, vdata, sft = base, None, None
             for i in range(1, c.iterations + 1):
                 log.info("=== %s: iteration %d of %d", mode, i, c.iterations)
@@ -418,32 +353,15 @@ class Driver:
                 ver = self.verifier(base, vdata)
                 if i == 1 and "base" not in results:
                     results["base"] = self.evaluate(base, ver, "base")
-                scored = self.scores(ver, rolls)
-                sft = self.sft_data(mode, scored, sft, i)
+                scores = self.scores(ver, rolls)
+                sft = self.sft_data(mode, rolls, scores, sft, i)
                 gen = self.generator(base, sft)
                 results[f"{mode}/iter{i}"] = self.evaluate(gen, ver, f"{mode}/iter{i}")
         summary = {"models": results, "timings": self.store.timings}
-        evaluation.write_json_atomic(self.workdir / "summary.json", summary)
-        (self.workdir / "summary.md").write_text(summary_table(results))
-        evaluation.plot_per_turn(results, self.workdir / "per_turn_success.png")
+        report.write_json_atomic(self.workdir / "summary.json", summary)
+        (self.workdir / "summary.md").write_text(report.summary_table(results))
+        report.plot_per_turn(results, self.workdir / "per_turn_success.png")
         return summary
-
-
-def summary_table(results: dict[str, Any]) -> str:
-    """A Markdown table: one row per (model, selection mode), BoN@t with 95 % intervals."""
-    lines = []
-    for name, res in results.items():
-        for mode, m in res["modes"].items():
-            cells = [
-                f"{100 * b['mean']:.1f} [{100 * b['lo']:.1f}, {100 * b['hi']:.1f}]"
-                for b in m["bon"]
-            ]
-            lines.append((name, mode, cells))
-    t = max((len(c) for _, _, c in lines), default=0)
-    head = "| model | selection | " + " | ".join(f"BoN@{i + 1}" for i in range(t)) + " |"
-    sep = "|" + "---|" * (t + 2)
-    rows = [f"| {n} | {m} | " + " | ".join(c) + " |" for n, m, c in lines]
-    return "\n".join([head, sep, *rows]) + "\n"
 
 
 def _floats(d: Any) -> Any:
@@ -456,10 +374,13 @@ def _floats(d: Any) -> Any:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
-    """Runs the whole driver: starts the executor, loads problems and tokenizer, loops."""
+    """Runs the whole driver: checks the config, starts the executor, loads problems and
+    tokenizer, loops."""
     from mucode_jax.execution import Executor
+    from mucode_jax.training.inputs import tokenizer_from_config
 
-    tokenizer = load_tokenizer(config)
+    check_config(config)
+    tokenizer = tokenizer_from_config(config)
     train = load_problem_set(config.data.train)
     test = load_problem_set(config.data.test)
     if not train or not test:

@@ -1,7 +1,7 @@
 """Generator SFT data of the expert-iteration loop: μCode relabeling and its baselines.
 
-SPEC §2 step 4 and "Baselines". Input: the rollout records of `mucode_jax.rollout.run_search`
-(one per trajectory). Output: **already-expanded conversations**, one per training example,
+μCode step 4 and its baselines. Input: the rollout trajectories of
+`mucode_jax.rollout.run_search` (`types.Trajectory`) and, optionally, their verifier scores. Output: **already-expanded conversations**, one per training example,
 each ending in the assistant message to train on::
 
   {"messages": [...context..., {"role": "assistant", "content": target}],
@@ -40,9 +40,10 @@ official ``convert_multi_to_many --relabel_only`` expansion of (history, final c
 rows), or with each turn's own message (``"each"``: the plain prefix expansion of the raw
 trajectory, which trains on the failed intermediate programs).
 
-Verifier scores: ``scores={(problem_id, search, turn_index): float}`` with a 0-based turn
-index; when ``scores`` is None the ``"score"`` of each turn's selected candidate in the
-records is used (what `run_search` writes when it has a scorer).
+Verifier scores: ``scores={(problem_id, search, turn, candidate): float}`` (0-based turn and
+candidate; the driver's scores artifact), of which the selected candidate's count; when
+``scores`` is None each selected candidate's own ``score`` is used (what `run_search`
+records when it has a scorer).
 
 Ties are broken at random, and ``relabel_order="random"`` draws the relabeled trajectories at
 random, from ``random.Random`` seeded by (seed, mode, problem id): the output depends only on
@@ -54,17 +55,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from mucode_jax.records import Scores
+from mucode_jax.types import Trajectory
+
 MODES = ("mucode", "multi_star", "multi_star2", "mucode_r", "rft_lv")
-# Modes whose selection needs the learned verifier's scores.
-NEEDS_SCORES = ("mucode", "mucode_r", "rft_lv")
 
 Conversation = dict[str, Any]
-ScoreKey = tuple[str, int, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,136 +130,55 @@ class RelabelConfig:
                 raise ValueError(message)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class _Traj:
-    problem_id: str
-    search: int
-    messages: list[dict[str, str]]
-    assistant: list[int]  # message index of each assistant turn
-    labels: list[bool]
-    scores: list[float | None]
+    """A trajectory with the verifier score of each turn's selected program."""
+
+    trajectory: Trajectory
+    scores: tuple[float | None, ...]
+
+    @property
+    def problem_id(self) -> str:
+        return self.trajectory.problem_id
+
+    @property
+    def search(self) -> int:
+        return self.trajectory.search
+
+    @property
+    def labels(self) -> tuple[bool, ...]:
+        return self.trajectory.labels
 
     @property
     def num_turns(self) -> int:
-        return len(self.assistant)
+        return len(self.trajectory.turns)
 
     @property
     def success(self) -> bool:
-        return self.labels[-1]
+        return self.trajectory.success
 
     def context(self, t: int) -> list[dict[str, str]]:
-        return [dict(m) for m in self.messages[: self.assistant[t]]]
+        return self.trajectory.context(t)
 
     def completion(self, t: int) -> str:
-        return self.messages[self.assistant[t]]["content"]
+        return self.trajectory.turns[t].chosen.completion
 
     def where(self, t: int) -> str:
         return f"problem {self.problem_id!r}, search {self.search}, turn index {t} (0-based)"
 
 
-def _score_value(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"The verifier score of {what} is {value!r}, not a number.") from None
-    if math.isnan(x):
-        raise ValueError(f"The verifier score of {what} is NaN; rescore that program.")
-    return x
-
-
-def _parse(
-    records: Iterable[Mapping[str, Any]], scores: Mapping[ScoreKey, float] | None
-) -> dict[str, list[_Traj]]:
-    """Validated trajectories grouped by problem, sorted by problem id and search index."""
+def _group(trajectories: Iterable[Trajectory], scores: Scores | None) -> dict[str, list[_Traj]]:
+    """Trajectories with their scores, by problem, sorted by problem id and search index."""
     by_problem: dict[str, list[_Traj]] = collections.defaultdict(list)
-    seen: set[tuple[str, int]] = set()
-    for n, rec in enumerate(records):
-        if not isinstance(rec, Mapping) or "problem_id" not in rec or "messages" not in rec:
-            raise ValueError(
-                f"Record {n} is not a rollout record with 'problem_id' and 'messages'; pass the "
-                "records that mucode_jax.rollout.run_search writes."
-            )
-        pid = str(rec["problem_id"])
-        search = rec.get("search")
-        search = len(by_problem[pid]) if search is None else int(search)
-        name = f"Record {n} (problem {pid!r}, search {search})"
-        if (pid, search) in seen:
-            raise ValueError(f"{name} appears twice; give each trajectory its own search index.")
-        seen.add((pid, search))
-        messages = []
-        for j, m in enumerate(rec["messages"]):
-            if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
-                raise ValueError(f"{name}, message {j} is not a {{'role', 'content'}} dict.")
-            messages.append({"role": str(m["role"]), "content": m["content"]})
-        assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        if not assistant or assistant[0] == 0:
-            raise ValueError(
-                f"{name} has no assistant message after a user prompt; a rollout record's "
-                "messages start with the user prompt and hold one assistant message per turn."
-            )
-        turns = rec.get("turns")
-        if turns is not None:
-            if len(turns) != len(assistant):
-                raise ValueError(
-                    f"{name} has {len(assistant)} assistant messages but {len(turns)} turns; "
-                    "messages and turns must describe the same trajectory (one assistant "
-                    "message per turn)."
-                )
-            labels, own = [], []
-            for t, turn in enumerate(turns):
-                cand = turn["candidates"][int(turn.get("selected", 0))]
-                if cand["completion"] != messages[assistant[t]]["content"]:
-                    raise ValueError(
-                        f"{name}: assistant message {t + 1} is not turn {t + 1}'s selected "
-                        "candidate; messages and turns must come from the same search."
-                    )
-                labels.append(bool(turn["label"]))
-                own.append(cand.get("score"))
-            if "labels" in rec and [bool(x) for x in rec["labels"]] != labels:
-                raise ValueError(
-                    f"{name}: 'labels' {list(rec['labels'])} disagree with the turns' labels "
-                    f"{labels}; rewrite the record from its turns."
-                )
-        elif "labels" in rec:
-            labels = [bool(x) for x in rec["labels"]]
-            own = [None] * len(labels)
-            if len(labels) != len(assistant):
-                raise ValueError(
-                    f"{name} has {len(assistant)} assistant messages but {len(labels)} labels; "
-                    "give one oracle label per assistant turn."
-                )
-        else:
-            raise ValueError(
-                f"{name} has neither 'turns' nor 'labels', so no oracle labels; pass the "
-                "records that run_search writes."
-            )
+    for tr in trajectories:
         if scores is None:
-            vals = [_score_value(s, f"{name}, turn {t + 1}") for t, s in enumerate(own)]
+            vals = tuple(turn.chosen.score for turn in tr.turns)
         else:
-            vals = [
-                _score_value(scores.get((pid, search, t)), f"{name}, turn index {t}")
-                for t in range(len(assistant))
-            ]
-        by_problem[pid].append(_Traj(pid, search, messages, assistant, labels, vals))
-
-    if scores is not None:
-        lengths = {
-            (tr.problem_id, tr.search): tr.num_turns for v in by_problem.values() for tr in v
-        }
-        for key in scores:
-            if not (isinstance(key, tuple) and len(key) == 3):
-                raise ValueError(
-                    f"Score key {key!r} is not a (problem_id, search, turn_index) tuple."
-                )
-            pid, search, t = str(key[0]), int(key[1]), int(key[2])
-            if (pid, search) in lengths and not 0 <= t < lengths[(pid, search)]:
-                raise ValueError(
-                    f"Score key {key!r} names turn index {t}, but that search has "
-                    f"{lengths[(pid, search)]} turns; turn indices are 0-based "
-                    f"(0..{lengths[(pid, search)] - 1})."
-                )
+            vals = tuple(
+                scores.get((tr.problem_id, tr.search, t, turn.selected))
+                for t, turn in enumerate(tr.turns)
+            )
+        by_problem[tr.problem_id].append(_Traj(tr, vals))
     return {pid: sorted(v, key=lambda tr: tr.search) for pid, v in sorted(by_problem.items())}
 
 
@@ -314,8 +233,8 @@ class _Keys:
             if s is None:
                 raise ValueError(
                     f"Mode {self.mode!r} needs the verifier score of {tr.where(t)}, which is "
-                    "missing; pass scores={(problem_id, search, turn_index): float} or run the "
-                    "rollouts with a scorer so each candidate carries a 'score'."
+                    "missing; pass scores={(problem_id, search, turn, candidate): float} or run "
+                    "the rollouts with a scorer so each candidate carries a score."
                 )
             key += s
         return key
@@ -439,9 +358,9 @@ def _star2_uses_verifier(
 
 def build_sft_data(
     mode: str,
-    records: Iterable[Mapping[str, Any]],
+    trajectories: Iterable[Trajectory],
     *,
-    scores: Mapping[ScoreKey, float] | None = None,
+    scores: Scores | None = None,
     config: RelabelConfig = RelabelConfig(),
     seed: int = 0,
     iteration: int | None = None,
@@ -451,12 +370,11 @@ def build_sft_data(
     Args:
       mode: ``mucode``, ``multi_star``, ``multi_star2``, ``mucode_r`` or ``rft_lv`` (module
         docstring).
-      records: rollout records (`mucode_jax.rollout.run_search`), all searches of all
-        problems. Records with only ``problem_id``, ``messages`` and ``labels`` (no
-        ``turns``) are accepted too; their search index defaults to their order.
-      scores: verifier scores ``{(problem_id, search, turn_index): float}``, turn index
-        0-based; None reads each turn's selected candidate's ``"score"`` from the records.
-        Needed by ``mucode``, ``mucode_r`` and ``rft_lv`` (for the turns they rank).
+      trajectories: the rollouts (`mucode_jax.rollout.run_search`), all searches of all
+        problems.
+      scores: verifier scores keyed by (problem id, search, turn, candidate), 0-based (the
+        scores artifact, `records.read_scores`); None reads each selected candidate's own
+        ``score``. Needed by ``mucode``, ``mucode_r`` and ``rft_lv`` (for the turns they rank).
       config: selection settings.
       seed: seeds the tie-breaks and random draws.
       iteration: stored on every conversation (for `merge_iterations`).
@@ -468,11 +386,11 @@ def build_sft_data(
       with ``mucode/`` and ``multi_star2/`` prefixes, plus the total ``conversations``).
 
     Raises:
-      ValueError: an unknown mode, a malformed record (naming it), or a missing score.
+      ValueError: an unknown mode or a missing score.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown data mode {mode!r}; use one of {', '.join(MODES)}.")
-    problems = _parse(records, scores)
+    problems = _group(trajectories, scores)
     bonus = config.oracle_bonus if config.oracle_assisted else 0.0
     if mode == "multi_star":
         return _multi_star(problems, config, iteration)
@@ -517,7 +435,7 @@ def build_sft_data(
 
 
 def merge_iterations(per_iteration: Sequence[Sequence[Conversation]]) -> list[Conversation]:
-    """The training set of SPEC §2 step 5: the conversations of all iterations so far.
+    """The training set of μCode step 5: the conversations of all iterations so far.
 
     Args:
       per_iteration: the `build_sft_data` conversations of iterations 1..i, in order.

@@ -6,7 +6,7 @@ suites are in the executor's schema (`mucode_jax.execution.suites`):
 
 * ``mbpp`` / ``mbpp_sanitized``: the first assert is public, the rest (plus MBPP's challenge
   tests) private; ``test_setup_code`` / ``test_imports`` are the suites' setup. Splits by task id
-  (SPEC §6): prompt 1-10, test 11-510, validation 511-600, train 601-974.
+  (the standard split): prompt 1-10, test 11-510, validation 511-600, train 601-974.
 * ``humaneval``: public = the first example of the docstring, as an assert (its inputs are
   judged against the canonical solution's output, because a few docstrings are wrong, e.g.
   HumanEval/116); when the docstring has no usable example, the first assert of ``check``.
@@ -27,7 +27,7 @@ import doctest
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ MBPP_PLUS_SET_EQ = {
     "Diff",
 }
 MBPP_PLUS_NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
-# SPEC §6 lists 5 canonical MBPP+ solutions that fail their own asserts (Mbpp/120, 164, 295,
+# 5 canonical MBPP+ solutions that fail their own asserts (Mbpp/120, 164, 295,
 # 442, 574). Here only Mbpp/295 does: its canonical `sum_div` counts the number itself
 # (sum_div(8) == 15.0, the assert says 7). 120, 442 and 574 pass because `math.isclose` in their
 # asserts is evaluated on the trusted side, where `math` is available without an import; 164's
@@ -507,7 +507,7 @@ def load_problems(
       name: one of `DATASETS`.
       path: a local JSONL file; without it the HF hub copy is loaded with `datasets`.
       split: MBPP/sanitized MBPP: ``"prompt"``, ``"test"``, ``"validation"`` or ``"train"``
-        (by task id, SPEC §6); CodeContests hub loads: ``"train"``, ``"valid"``, ``"test"``.
+        (by task id); CodeContests hub loads: ``"train"``, ``"valid"``, ``"test"``.
         None loads everything.
 
     Raises:
@@ -536,11 +536,3 @@ def load_problems(
     if split is not None and name in ("mbpp", "mbpp_sanitized"):
         problems = [p for p in problems if p.metadata["split"] == split]
     return problems
-
-
-def iter_problems(
-    names: Iterable[str], paths: dict[str, str | Path] | None = None
-) -> Iterator[Problem]:
-    """Problems of several datasets in turn (local paths by name where given)."""
-    for n in names:
-        yield from load_problems(n, path=(paths or {}).get(n))

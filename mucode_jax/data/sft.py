@@ -1,7 +1,7 @@
 """Generator SFT examples from chat conversations.
 
-A conversation is a list of ``{"role", "content"}`` messages, or a dict with a
-``"messages"`` list plus any metadata. Each becomes one or more tokenized examples::
+A conversation is a list of ``{"role", "content"}`` messages, a dict with a
+``"messages"`` list plus any metadata, or a `types.Trajectory` (its messages). Each becomes one or more tokenized examples::
 
   {"inputs": int32 [n], "targets": int32 [n], "weights": float32 [n]}
 
@@ -25,11 +25,15 @@ from typing import Any
 import numpy as np
 
 from mucode_jax import prompts
+from mucode_jax.execution.results import ExecResult
+from mucode_jax.types import Candidate, Trajectory, Turn
 
 Example = dict[str, np.ndarray]
 
 
 def _messages(row: Any, index: int) -> list[Mapping[str, Any]]:
+    if isinstance(row, Trajectory):
+        return row.messages
     if isinstance(row, Mapping):
         if "messages" not in row:
             raise ValueError(
@@ -117,6 +121,38 @@ def sft_examples_from_conversations(
     return out, dict(stats)
 
 
+def token_examples(trajectories: Iterable[Trajectory]) -> list[Example]:
+    """Training examples from the token ids a `ModelPolicy` rollout stored: no text encoded.
+
+    One example per candidate of every turn: ``ids = turn.prompt_ids + candidate.tokens``,
+    ``inputs = ids[:-1]``, ``targets = ids[1:]``, ``weights`` 1 on the sampled tokens, and
+    ``logprobs`` (float32, aligned with ``targets``, 0 on the prompt) the sampler's per-token
+    log-probabilities under the model: what a policy-gradient loss needs as old log-probs.
+    Candidates without stored tokens (scripted policies) are skipped.
+    """
+    out = []
+    for traj in trajectories:
+        for turn in traj.turns:
+            for cand in turn.candidates:
+                if not cand.tokens:
+                    continue
+                ids = np.asarray(turn.prompt_ids + cand.tokens, np.int32)
+                n = len(turn.prompt_ids) - 1  # targets before the first sampled token
+                weights = np.zeros(len(ids) - 1, np.float32)
+                weights[n:] = 1.0
+                logprobs = np.zeros(len(ids) - 1, np.float32)
+                logprobs[n:] = cand.logprobs
+                out.append(
+                    {
+                        "inputs": ids[:-1],
+                        "targets": ids[1:],
+                        "weights": weights,
+                        "logprobs": logprobs,
+                    }
+                )
+    return out
+
+
 def describe_stats(stats: Mapping[str, int]) -> str:
     """One line for the log: what was kept, skipped, truncated and dropped."""
     return ", ".join(f"{k}={v}" for k, v in stats.items())
@@ -124,7 +160,7 @@ def describe_stats(stats: Mapping[str, int]) -> str:
 
 def toy_trajectories(
     n: int, *, seed: int = 0, per_problem: int = 1, p_correct: float = 0.5
-) -> list[dict[str, Any]]:
+) -> list[Trajectory]:
     """Built-in tiny multi-turn data from the toy task family (no downloads, no execution).
 
     Each trajectory starts with a noisy first answer (the reference with probability
@@ -132,26 +168,33 @@ def toy_trajectories(
     public test and a corrected second answer (the reference). Used by the CPU configs.
 
     Returns:
-      Dicts with ``problem_id``, ``messages`` and ``labels`` (oracle label per assistant turn).
+      Trajectories (search index = the draw per problem) whose execution results are made
+      up from the known labels (passed, or wrong_answer on both suites).
     """
     import random
 
     from mucode_jax.data import toy
 
     rng = random.Random(f"toy-trajectories/{seed}")
+    passed, failed = ExecResult("passed"), ExecResult("wrong_answer")
+
+    def candidate(code: str, ok: bool) -> Candidate:
+        res = passed if ok else failed
+        return Candidate(f"```python\n{code}```", code, res, res)
+
     out = []
     for problem in toy.toy_problems("train", n, seed=seed):
-        first = prompts.first_turn_messages(problem)
-        for _ in range(per_problem):
+        x = prompts.first_turn_prompt(problem)
+        for k in range(per_problem):
             code, ok, _ = toy.noisy_solution(problem, rng, p_correct)
-            messages = [*first, {"role": "assistant", "content": f"```python\n{code}```"}]
-            labels = [int(ok)]
-            if not ok:
+            if ok:
+                turns = (Turn(x, (candidate(code, True),)),)
+            else:
                 feedback = f"The public test failed: {problem.public_tests_text}"
-                messages.append(prompts.feedback_message(feedback))
-                messages.append(
-                    {"role": "assistant", "content": f"```python\n{problem.reference}```"}
+                retry = prompts.feedback_message(feedback)["content"]
+                turns = (
+                    Turn(x, (candidate(code, False),), feedback=feedback),
+                    Turn(retry, (candidate(problem.reference, True),)),
                 )
-                labels.append(1)
-            out.append({"problem_id": problem.id, "messages": messages, "labels": labels})
+            out.append(Trajectory(problem.id, problem.dataset, k, seed, turns))
     return out

@@ -1,7 +1,8 @@
 """Verifier training data: samples from trajectories, (correct, incorrect) pairs, tokens.
 
-SPEC §2 step 2. Every assistant turn of every rollout becomes a *sample* conditioned
-only on the first user prompt x (the verifier scores (x, y), not the history)::
+μCode step 2. Every turn of every rollout trajectory becomes a *sample*: its selected
+program y conditioned only on the first user prompt x (the verifier scores (x, y), not the
+history; `prompts.render_verifier_input` renders the pair)::
 
   {"problem_id": str, "prompt": str, "response": str, "label": 0 | 1, "final": bool,
    "iteration": int}
@@ -23,48 +24,30 @@ from typing import Any
 import numpy as np
 
 from mucode_jax import prompts
+from mucode_jax.types import Trajectory
 
 
 def verifier_samples_from_trajectories(
-    trajectories: Iterable[Mapping[str, Any]], *, iteration: int = 0
+    trajectories: Iterable[Trajectory], *, iteration: int = 0
 ) -> list[dict[str, Any]]:
-    """One sample per assistant turn.
+    """One sample per turn: the first prompt x, the selected program y, its oracle label.
 
     Args:
-      trajectories: dicts with ``problem_id``, ``messages`` (the multi-turn chat, first
-        message the user prompt x) and ``labels`` (the oracle label of each assistant turn,
-        in order) or ``turns`` (rollout records: one dict with a ``label`` per turn).
+      trajectories: rollout trajectories (`mucode_jax.rollout.run_search`).
       iteration: the expert-iteration index stored on each sample.
     """
     out = []
-    for n, traj in enumerate(trajectories):
-        messages = traj["messages"]
-        users = [m for m in messages if m["role"] == "user"]
-        if not users:
-            raise ValueError(f"Trajectory {n} has no user message, so no prompt x to condition on.")
-        turns = [m["content"] for m in messages if m["role"] == "assistant"]
-        if "labels" in traj:
-            labels = list(traj["labels"])
-        elif "turns" in traj:  # rollout records: one dict with an oracle "label" per turn
-            labels = [turn["label"] for turn in traj["turns"]]
-        else:
-            raise ValueError(
-                f"Trajectory {n} has neither 'labels' nor 'turns', so no oracle labels."
-            )
-        if len(labels) != len(turns):
-            raise ValueError(
-                f"Trajectory {n} has {len(turns)} assistant turns but {len(labels)} labels; "
-                "give one oracle label per assistant turn."
-            )
-        for t, (response, label) in enumerate(zip(turns, labels)):
+    for traj in trajectories:
+        last = len(traj.turns) - 1
+        for t, turn in enumerate(traj.turns):
             out.append(
                 {
-                    "problem_id": str(traj["problem_id"]),
-                    "prompt": users[0]["content"],
-                    "response": response,
-                    "label": int(bool(label)),
-                    "final": t == len(turns) - 1,
-                    "iteration": int(traj.get("iteration", iteration)),
+                    "problem_id": traj.problem_id,
+                    "prompt": traj.prompt,
+                    "response": turn.chosen.completion,
+                    "label": int(turn.label),
+                    "final": t == last,
+                    "iteration": iteration,
                 }
             )
     return out
@@ -153,10 +136,7 @@ def tokenize_verifier_pairs(
     def ids(prompt: str, response: str) -> np.ndarray:
         key = (prompt, response)
         if key not in cache:
-            msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-            cache[key] = np.asarray(
-                prompts.render(tokenizer, msgs, add_generation_prompt=False), np.int32
-            )
+            cache[key] = np.asarray(prompts.render_verifier_input(tokenizer, *key), np.int32)
         return cache[key]
 
     out = []

@@ -5,7 +5,7 @@ run in processes of their own, started with fork+exec). Public API:
 
 * `Executor` — the context-managed client: ``submit(code, tests) -> Future[ExecResult]``.
 * `Limits` — per-run resource limits; `ExecResult` / `TestResult` — verdict records.
-* `feedback` — feedback text at the four granularities of SPEC §4, μCode and RLEF templates.
+* `feedback` — feedback text at four granularities (Zheng et al.), μCode and RLEF templates.
 * `validate_suite` — check a test-suite dict (schema in `mucode_jax.execution.suites`).
 
 See docs/execution.md for the schema, verdicts, sandbox and threat model.

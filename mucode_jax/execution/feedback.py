@@ -1,4 +1,4 @@
-"""Execution feedback as text (pure Python): the four granularities of SPEC §4, and templates.
+"""Execution feedback as text (pure Python): four granularities and templates.
 
 Granularities (Zheng et al.):
 

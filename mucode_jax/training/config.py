@@ -2,7 +2,7 @@
 
 `sft_defaults()` and `verifier_defaults()` return complete ConfigDicts; config files
 in ``configs/`` start from them and change what they need. The official μCode
-settings (SPEC §2 step 5) are the defaults where they are cheap: generator lr 5e-7,
+settings (μCode step 5) are the defaults where they are cheap: generator lr 5e-7,
 2 epochs, effective batch 16, max length 8192; verifier lr 1e-6, 2 epochs, effective
 batch 64, max length 2048, AdamW eps 1e-5, linear schedule without warm-up, BT with
 λ = 1e-3.

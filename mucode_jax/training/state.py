@@ -66,11 +66,6 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Any]:
     return graphdef, nnx.to_pure_dict(params)
 
 
-def merge_model(graphdef: nnx.GraphDef, params: Any) -> nnx.Module:
-    """Inverse of `split_model` (used inside jitted functions)."""
-    return nnx.merge(graphdef, params)
-
-
 def param_shardings(abstract_model: nnx.Module, mesh: Mesh, rules: sh.LogicalRules) -> Any:
     """Pure-dict tree of `NamedSharding`s from each parameter's logical axes."""
     state = nnx.state(abstract_model, nnx.Param)

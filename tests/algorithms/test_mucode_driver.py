@@ -88,3 +88,19 @@ def test_killed_run_resumes_to_the_same_summary(tmp_path):
 
     summary_b = json.loads((b / "summary.json").read_text())
     assert summary_b["models"] == summary_a["models"]
+
+
+def test_a_bad_config_fails_before_any_stage(tmp_path):
+    start = time.monotonic()
+    proc = subprocess.run(
+        [*CMD, "--config.mode=foo", "--workdir", str(tmp_path / "w")],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("mucode: Unknown data mode 'foo'")
+    assert not (tmp_path / "w" / "artifacts").exists()  # no stage ran
+    assert time.monotonic() - start < 120

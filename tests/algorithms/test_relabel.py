@@ -1,6 +1,6 @@
-"""The SFT data modes of the expert-iteration loop on hand-made trajectories (SPEC §2).
+"""The SFT data modes of the expert-iteration loop on hand-made trajectories.
 
-Two problems, rollout records in `run_search`'s format with known verifier scores:
+Two problems, rollout trajectories (`types.Trajectory`) with known verifier scores:
 
 p1 (has correct programs); final-turn scores in brackets, * = correct:
   s0: p1s0t1 (.1)  p1s0t2 (.95)  p1s0t3 [.5]
@@ -16,13 +16,13 @@ p2 (one-sided: nothing correct):
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
 from mucode_jax.algorithms import relabel as R
 from mucode_jax.algorithms.relabel import RelabelConfig, build_sft_data, merge_iterations
+from mucode_jax.execution.results import ExecResult
+from mucode_jax.types import Candidate, Trajectory, Turn
 
 T, F = True, False
 
@@ -54,43 +54,18 @@ def Fb(pid, s, t):
     return U(f"Feedback: {pid} s{s} t{t} failed")
 
 
+PASS, FAIL = ExecResult("passed"), ExecResult("wrong_answer")
+
+
 def record(pid, search, turns, *, with_scores=True):
-    messages = [U(f"Solve {pid}.")]
     out_turns = []
     for t, (completion, label, score) in enumerate(turns):
-        cand = {
-            "completion": completion,
-            "code": completion,
-            "public": {},
-            "private": {},
-            "public_passed": label,
-            "label": label,
-        }
-        if with_scores:
-            cand["score"] = score
-        turn = {
-            "turn": t + 1,
-            "prompt": messages[-1]["content"],
-            "candidates": [cand],
-            "selected": 0,
-            "label": label,
-            "public_passed": label,
-        }
-        messages.append(A(completion))
-        if t < len(turns) - 1:
-            turn["feedback"] = f"{pid} s{search} t{t + 1} failed"
-            messages.append(Fb(pid, search, t + 1))
-        out_turns.append(turn)
-    return {
-        "problem_id": pid,
-        "dataset": "hand",
-        "search": search,
-        "messages": messages,
-        "turns": out_turns,
-        "labels": [x[1] for x in turns],
-        "success": turns[-1][1],
-        "num_turns": len(turns),
-    }
+        res = PASS if label else FAIL
+        cand = Candidate(completion, completion, res, res, score=score if with_scores else None)
+        user = f"Solve {pid}." if t == 0 else Fb(pid, search, t)["content"]
+        feedback = f"{pid} s{search} t{t + 1} failed" if t < len(turns) - 1 else None
+        out_turns.append(Turn(user, (cand,), feedback=feedback))
+    return Trajectory(pid, "hand", search, 0, tuple(out_turns))
 
 
 def records(spec=SPEC, *, with_scores=True, only=None):
@@ -379,7 +354,7 @@ def test_rft_lv_keeps_the_top_k_trajectories_by_final_score():
 
 def test_scores_argument_equals_scores_in_the_records():
     scores = {
-        (pid, s, t): score
+        (pid, s, t, 0): score
         for pid, trajs in SPEC.items()
         for s, turns in enumerate(trajs)
         for t, (_, _, score) in enumerate(turns)
@@ -387,11 +362,11 @@ def test_scores_argument_equals_scores_in_the_records():
     bare = records(with_scores=False)
     for mode in ("mucode", "mucode_r", "rft_lv", "multi_star2"):
         assert build_sft_data(mode, bare, scores=scores) == build_sft_data(mode, records())
-    # Minimal records (messages + labels, no turns) work with a scores mapping.
-    minimal = [{k: r[k] for k in ("problem_id", "search", "messages", "labels")} for r in bare]
-    assert build_sft_data("mucode", minimal, scores=scores) == build_sft_data("mucode", records())
-    with pytest.raises(ValueError, match="0-based"):
-        one_based = {(p, s, t + 1): v for (p, s, t), v in scores.items()}
+    # Only the selected candidate's score counts: scores of other candidates are ignored.
+    others = {**scores, **{(p, s, t, 1): -99.0 for (p, s, t, _) in scores}}
+    assert build_sft_data("mucode", bare, scores=others) == build_sft_data("mucode", records())
+    with pytest.raises(ValueError, match=r"needs the verifier score of .* turn index 0"):
+        one_based = {(p, s, t + 1, c): v for (p, s, t, c), v in scores.items()}
         build_sft_data("mucode", bare, scores=one_based)
 
 
@@ -437,7 +412,7 @@ def test_sft_examples_one_per_conversation_with_loss_on_the_target(tok):
 
     each, _ = build_sft_data("multi_star", records(), config=RelabelConfig(kept_target="each"))
     mine, _ = R.sft_examples(each, tok)
-    raw = [r["messages"] for r in records() if r["success"]]
+    raw = [r.messages for r in records() if r.success]
     theirs, _ = sft_examples_from_conversations(raw, tok, prefix_expansion=True, target="final")
     assert len(mine) == len(theirs) == 3
     for a, b in zip(mine, theirs):
@@ -453,28 +428,6 @@ def test_bad_input_is_named():
         build_sft_data("mucode", records(with_scores=False))
     with pytest.raises(ValueError, match=r"needs the verifier score"):
         build_sft_data("rft_lv", records(with_scores=False))
-    bad = copy.deepcopy(records())
-    del bad[0]["turns"][-1]
-    with pytest.raises(
-        ValueError, match=r"problem 'p1', search 0\) has 3 assistant messages but 2"
-    ):
-        build_sft_data("multi_star", bad)
-    bad = copy.deepcopy(records())
-    bad[1]["messages"][1]["content"] = "edited"
-    with pytest.raises(ValueError, match="not turn 1's selected candidate"):
-        build_sft_data("multi_star", bad)
-    bad = copy.deepcopy(records())
-    bad[1]["labels"] = [True, True]
-    with pytest.raises(ValueError, match="disagree with the turns' labels"):
-        build_sft_data("multi_star", bad)
-    with pytest.raises(ValueError, match="appears twice"):
-        build_sft_data("multi_star", records() + records(only={"p2"}))
-    bad = copy.deepcopy(records())
-    bad[0]["turns"][0]["candidates"][0]["score"] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        build_sft_data("mucode", bad)
-    with pytest.raises(ValueError, match="neither 'turns' nor 'labels'"):
-        build_sft_data("multi_star", [{"problem_id": "p", "messages": [P1, A("x")]}])
     with pytest.raises(ValueError, match="top_k must be at least 1"):
         RelabelConfig(top_k=0)
     with pytest.raises(ValueError, match="pool must be"):

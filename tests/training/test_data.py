@@ -177,20 +177,23 @@ def test_metrics_log_truncates_on_resume_and_tensorboard_roundtrip(tmp_path):
 
 
 def test_verifier_samples_from_rollout_records():
-    rec = {
-        "problem_id": "p",
-        "messages": [
-            {"role": "user", "content": "x"},
-            {"role": "assistant", "content": "a"},
-            {"role": "user", "content": "Feedback: no"},
-            {"role": "assistant", "content": "b"},
-        ],
-        "turns": [{"label": False}, {"label": True}],
-    }
+    from mucode_jax.execution.results import ExecResult
+    from mucode_jax.types import Candidate, Trajectory, Turn
+
+    ok, bad = ExecResult("passed"), ExecResult("wrong_answer")
+    rec = Trajectory(
+        "p",
+        "toy",
+        0,
+        0,
+        (
+            Turn("x", (Candidate("a", "a", bad, bad),), feedback="no"),
+            Turn("Feedback: no", (Candidate("z", "z", ok, bad), Candidate("b", "b", ok, ok)), 1),
+        ),
+        system="You write Python.",  # x is the first user prompt, not the first message
+    )
     s = vd.verifier_samples_from_trajectories([rec], iteration=2)
     assert [(x["prompt"], x["response"], x["label"], x["final"], x["iteration"]) for x in s] == [
         ("x", "a", 0, False, 2),
         ("x", "b", 1, True, 2),
     ]
-    with pytest.raises(ValueError, match="2 assistant turns but 1 labels"):
-        vd.verifier_samples_from_trajectories([dict(rec, labels=[1])])

@@ -1,0 +1,122 @@
+"""The expert-iteration driver's config: its defaults and the check run before any stage.
+
+`mucode_defaults` holds every field the driver reads, so a config file states only what
+differs (``configs/demo.py``, ``configs/mucode_*.py``). `check_config` validates the whole
+config up front: a typo such as ``--config.mode=foo`` fails at once with one sentence instead
+of after minutes of warm-start training.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from mucode_jax import rollout
+from mucode_jax.algorithms import relabel
+from mucode_jax.data.problems import DATASETS
+from mucode_jax.training.config import sft_defaults, verifier_defaults
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _search(**kw) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.num_searches = 1
+    c.num_candidates = 1
+    c.max_turns = 3
+    c.batch_size = 64
+    c.feedback = ml_collections.ConfigDict(dict(body="failed", wrapper="mucode", max_chars=2000))
+    c.update(kw)
+    return c
+
+
+def mucode_defaults() -> ml_collections.ConfigDict:
+    """Every field of a driver config, with the official μCode settings where they exist."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.tokenizer = ""  # "toy" (built locally) or a tokenizer directory
+    c.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
+    c.mode = "mucode"  # the data mode: one of relabel.MODES
+    c.baselines = ()  # further data modes run beside it
+    c.iterations = 2  # the paper's
+    c.base = ""  # HF directory of the base generator (unless warm_start.enabled)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.train = ml_collections.ConfigDict(dict(name="mbpp", split="train", limit=0, path=""))
+    c.data.test = ml_collections.ConfigDict(dict(name="mbpp", split="test", limit=0, path=""))
+
+    # The CPU demo's stand-in for a pretrained base: SFT on noisy toy solutions.
+    c.warm_start = ml_collections.ConfigDict()
+    c.warm_start.enabled = False
+    c.warm_start.num_problems = 0  # 0: the driver's train problems; -1: every toy train problem
+    c.warm_start.samples_per_problem = 1
+    c.warm_start.p_correct = 0.5
+    c.warm_start.sft = sft_defaults()
+
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.dtype = "bfloat16"
+    c.sampling.max_new_tokens = 1000
+    c.sampling.max_prompt_length = 4096
+    c.sampling.max_batch_size = 64
+
+    # Rollouts: N = 15 trajectories per problem at temperature 0.7, 3 turns.
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.temperature = 0.7
+    c.rollout.top_p = 1.0
+    c.rollout.search = _search(num_searches=15)
+
+    c.verifier = verifier_defaults()
+    c.relabel = ml_collections.ConfigDict()  # fields of relabel.RelabelConfig (official defaults)
+    c.sft = sft_defaults()
+
+    # Evaluation: multi-turn BoN, N = 5 candidates per turn.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.modes = ("lv", "random")
+    c.eval.temperature = 0.7
+    c.eval.top_p = 1.0
+    c.eval.pass_k = (1, 5)
+    c.eval.search = _search(num_candidates=5)
+
+    c.executor = ml_collections.ConfigDict(dict(workers=0))  # 0: one per CPU
+    return c
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+    """Raises ValueError with one sentence for the first bad setting of a driver config."""
+    for mode in [c.mode, *c.baselines]:
+        if mode not in relabel.MODES:
+            _fail(
+                f"Unknown data mode {mode!r}; set config.mode / config.baselines to modes of "
+                f"{', '.join(relabel.MODES)}."
+            )
+    if int(c.iterations) < 1:
+        _fail(f"config.iterations must be at least 1, got {c.iterations}.")
+    if c.sampling.dtype not in DTYPES:
+        _fail(f"config.sampling.dtype {c.sampling.dtype!r} is not one of {', '.join(DTYPES)}.")
+    for name in ("rollout", "eval"):
+        try:
+            rollout.SearchConfig(**c[name].search.to_dict(), seed=c.seed)
+        except (TypeError, ValueError) as e:
+            _fail(f"config.{name}.search is invalid: {e}")
+    bad = [m for m in c.eval.modes if m not in rollout.SELECT_MODES]
+    if bad:
+        _fail(f"Unknown selection modes {bad} in config.eval.modes; use {rollout.SELECT_MODES}.")
+    try:
+        relabel.RelabelConfig(**c.relabel.to_dict())
+    except (TypeError, ValueError) as e:
+        _fail(f"config.relabel is invalid: {e}")
+    for split in ("train", "test"):
+        d = c.data[split]
+        if d.name != "toy" and d.name not in DATASETS:
+            _fail(
+                f"Unknown dataset {d.name!r} in config.data.{split}.name; use 'toy' or one of "
+                f"{', '.join(DATASETS)}."
+            )
+    if not c.warm_start.enabled and not c.base:
+        _fail(
+            "config.base is empty; point it at an HF generator directory or enable "
+            "config.warm_start."
+        )
