@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import dataclasses
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -247,23 +246,9 @@ def maybe_initialize_distributed() -> bool:
     Recognised: ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``),
     SLURM with more than one task, Open MPI with more than one rank, and Cloud TPU
     multi-host VMs (``TPU_WORKER_HOSTNAMES`` with several hosts). Must run before any
-    other JAX call. Returns whether it initialised.
+    other JAX call. Returns whether it initialised. See `mucode_jax.multihost.initialize`
+    for the heartbeat that stops the job when a process dies.
     """
-    env = os.environ
-    multi = (
-        "JAX_COORDINATOR_ADDRESS" in env
-        or int(env.get("SLURM_NTASKS", "1")) > 1
-        or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-        or len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
-    )
-    if not multi:
-        return False
-    kwargs: dict[str, Any] = {}
-    if "JAX_COORDINATOR_ADDRESS" in env:
-        kwargs["coordinator_address"] = env["JAX_COORDINATOR_ADDRESS"]
-        if "JAX_NUM_PROCESSES" in env:
-            kwargs["num_processes"] = int(env["JAX_NUM_PROCESSES"])
-        if "JAX_PROCESS_ID" in env:
-            kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
-    jax.distributed.initialize(**kwargs)
-    return True
+    from mucode_jax import multihost
+
+    return multihost.initialize()
