@@ -151,6 +151,25 @@ def _is_var(x: Any) -> bool:
     return isinstance(x, nnx.Variable)
 
 
+def host_to_global(x: Any, sharding: NamedSharding) -> jax.Array:
+    """A host array that every process holds whole -> a global array on ``sharding``.
+
+    Each process places only the slices its own devices hold, so this works with one
+    process or many (the multi-process form of `jax.device_put`).
+    """
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def global_to_host(x: jax.Array) -> np.ndarray:
+    """A global array -> the whole value as numpy on every process (gathered if need be)."""
+    if not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
 def logical_axes_of(state: Any) -> Any:
     """Tree of logical-axes tuples (None where absent) matching an `nnx.State`."""
 

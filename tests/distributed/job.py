@@ -76,7 +76,7 @@ def sample(workdir, overrides):
     cfg = LlamaConfig.tiny(initializer_range=0.2, eos_token_id=(7, 9))
     mesh = sh.make_mesh(MESH)
     model = sh.create_sharded(lambda: Llama(cfg, rngs=nnx.Rngs(0)), mesh)
-    sampler = Sampler(model, mesh=mesh, max_new_tokens=12, max_prompt_length=32, max_batch_size=8)
+    sampler = Sampler(model, mesh=mesh, max_new_tokens=12, max_prompt_length=32, max_batch_size=16)
     rng = np.random.RandomState(0)
     prompts = [
         rng.randint(10, cfg.vocab_size, n).tolist() for n in (3, 17, 9, 1, 30, 12, 5, 2, 20, 7, 11)
@@ -84,6 +84,24 @@ def sample(workdir, overrides):
     greedy = sampler.sample(prompts, seed=1)
     temp = sampler.sample(prompts, seed=1, method=Temperature(0.9))
     return {"greedy": greedy.tokens, "temperature": temp.tokens, "logprobs": greedy.logprobs}
+
+
+def score(workdir, overrides):
+    import numpy as np
+    from flax import nnx
+
+    from mucode_jax import sharding as sh
+    from mucode_jax.models.llama import LlamaConfig
+    from mucode_jax.models.verifier import Verifier
+    from mucode_jax.scoring import VerifierScorer
+
+    cfg = LlamaConfig.tiny(initializer_range=0.2)
+    mesh = sh.make_mesh(MESH)
+    model = sh.create_sharded(lambda: Verifier(cfg, rngs=nnx.Rngs(0)), mesh)
+    scorer = VerifierScorer(model, tokenizer=None, max_length=64, max_batch_size=16, mesh=mesh)
+    rng = np.random.RandomState(0)
+    seqs = [rng.randint(10, cfg.vocab_size, n).tolist() for n in (3, 17, 9, 1, 30, 12, 64, 40)]
+    return {"scores": scorer.score_ids(seqs).tolist()}
 
 
 def main():
@@ -98,10 +116,14 @@ def main():
     overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     out = {"devices": jax.device_count(), "processes": jax.process_count()}
     try:
-        out.update({"sft": sft, "verifier": verifier, "sample": sample}[kind](workdir, overrides))
+        out.update(
+            {"sft": sft, "verifier": verifier, "sample": sample, "score": score}[kind](
+                workdir, overrides
+            )
+        )
     except (ValueError, multihost.MultihostError) as e:
         out["error"] = str(e)
-    if kind != "sample" and "error" not in out:
+    if kind in ("sft", "verifier") and "error" not in out:
         records = read_metrics(workdir / "metrics.jsonl")
         out["steps"] = [r["step"] for r in records]
         out["losses"] = [r["loss"] for r in records]

@@ -173,7 +173,20 @@ def test_metrics_log_truncates_on_resume_and_tensorboard_roundtrip(tmp_path):
     tb.close()
     (f,) = (tmp_path / "tb").glob("events.out.tfevents.*")
     assert writers.read_tensorboard_scalars(f) == [(7, "loss", 1.5), (7, "lr", 0.25)]
-    assert writers.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    # A resumed run starts its new file with SessionLog(START) at the first new step.
+    tb = writers.TensorBoardWriter(tmp_path / "tb2", resume_step=3)
+    tb.scalars(4, {"loss": 2.0})
+    tb.close()
+    (f,) = (tmp_path / "tb2").glob("events.out.tfevents.*")
+    from tensorboardX.proto import event_pb2
+
+    events, data, pos = [], f.read_bytes(), 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos : pos + 8], "little")
+        events.append(event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n]))
+        pos += 16 + n
+    starts = [e.step for e in events if e.HasField("session_log")]
+    assert starts == [4] and writers.read_tensorboard_scalars(f) == [(4, "loss", 2.0)]
 
 
 def test_verifier_samples_from_rollout_records():
