@@ -7,10 +7,17 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 JOB = Path(__file__).resolve().parent / "job.py"
+# XLA's persistent compilation cache, shared by the test jobs: a resumed run or the second
+# test on the same mesh loads its programs instead of compiling them again (the key is the
+# program and the jax version, so a stale entry can never be used for other code).
+CACHE = os.environ.get(
+    "MUCODE_TEST_XLA_CACHE", str(Path(tempfile.gettempdir()) / "mucode_jax_test_xla_cache")
+)
 
 
 def free_port() -> int:
@@ -25,6 +32,8 @@ def env_for(devices: int, process: int | None = None, processes: int = 1, port: 
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "PYTHONUNBUFFERED": "1",
+        "JAX_COMPILATION_CACHE_DIR": CACHE,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         **extra,
     }
     for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
