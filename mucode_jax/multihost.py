@@ -191,3 +191,55 @@ def barrier(name: str, *, timeout_s: float | None = None) -> None:
             f"{_timeout_ms(timeout_s) // 1000} s ({str(e).splitlines()[0][:120]}); see the other "
             "processes' logs."
         ) from None
+
+
+def check_shared_directory(path: Any, what: str = "the workdir") -> None:
+    """Raises `MultihostError` unless every process sees the same directory at ``path``.
+
+    Checkpoints (orbax writes each process's shards into one directory) and the files
+    process 0 writes for the others assume a shared filesystem: a mounted bucket on a TPU
+    VM slice, NFS or Lustre on a GPU cluster. Process 0 writes a token file there; every
+    other process must read it back.
+    """
+    if jax.process_count() == 1:
+        return
+    from pathlib import Path
+
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    client = _client()
+    key = f"mucode/shared/{next(_counter)}"
+    if is_main():
+        token = os.urandom(8).hex()
+        marker = directory / f".mucode_shared_{token}"
+        marker.write_text(token)
+        client.key_value_set(key, token)
+    else:
+        try:
+            token = client.blocking_key_value_get(key, _timeout_ms(None))
+        except Exception:  # noqa: BLE001
+            raise MultihostError(
+                f"Process 0 did not reach the shared-directory check of {what} in time; see its log."
+            ) from None
+        marker = directory / f".mucode_shared_{token}"
+    seen = marker.is_file() and marker.read_text() == token
+    client.key_value_set(f"{key}/{jax.process_index()}", "1" if seen else "0")
+    blind = []
+    for p in range(jax.process_count()):
+        try:
+            if client.blocking_key_value_get(f"{key}/{p}", _timeout_ms(None)) != "1":
+                blind.append(p)
+        except Exception:  # noqa: BLE001
+            raise MultihostError(
+                f"Process {p} did not reach the shared-directory check of {what} in time; see its log."
+            ) from None
+    barrier(f"shared directory {key}")
+    if is_main():
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise MultihostError(
+            f"{what[:1].upper()}{what[1:]} {str(directory)!r} is not shared between processes "
+            f"(processes {blind} do not see the file process 0 wrote there); put it on a "
+            "filesystem every host mounts (a bucket on a TPU VM slice, NFS or Lustre on a GPU "
+            "cluster)."
+        )

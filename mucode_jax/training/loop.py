@@ -108,6 +108,7 @@ def run(
     workdir.mkdir(parents=True, exist_ok=True)
     multihost.check_same(config, "the training config")
     multihost.check_same(data_fingerprint, "the training data")
+    multihost.check_shared_directory(workdir)
     mesh, rules = mesh_and_rules(config)
     micro = micro_batch_size(config)
     steps_lib.check_batch_divides(micro, mesh, rules)

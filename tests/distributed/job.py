@@ -120,6 +120,7 @@ def main():
 
     kind, workdir = sys.argv[1], Path(sys.argv[2])
     overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    workdir = Path(f"{workdir}{overrides.pop('_workdir_suffix', '')}")  # a test: not shared
     out = {"devices": jax.device_count(), "processes": jax.process_count()}
     try:
         out.update(
@@ -127,7 +128,7 @@ def main():
                 workdir, overrides
             )
         )
-    except (ValueError, multihost.MultihostError) as e:
+    except (ValueError, multihost.MultihostError) as e:  # one sentence, no trace
         out["error"] = str(e)
     if kind in ("sft", "verifier") and "error" not in out:
         records = read_metrics(workdir / "metrics.jsonl")
