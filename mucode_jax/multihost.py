@@ -243,3 +243,14 @@ def check_shared_directory(path: Any, what: str = "the workdir") -> None:
             "filesystem every host mounts (a bucket on a TPU VM slice, NFS or Lustre on a GPU "
             "cluster)."
         )
+
+
+def require_single_process(job: str) -> None:
+    """Raises `MultihostError` for a job that does not yet split its work across processes."""
+    if jax.process_count() > 1:
+        raise MultihostError(
+            f"{job} runs on one process for now ({jax.process_count()} were started): its program "
+            "execution and output files are not split across processes yet; run it on one host "
+            "(it uses all of that host's devices), or use launch/train_sft.py and "
+            "launch/train_verifier.py, which run on several (docs/multihost.md)."
+        )
