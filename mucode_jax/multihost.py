@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import jax
@@ -141,8 +142,13 @@ def fingerprint(value: Any) -> str:
     else:
         if hasattr(value, "to_dict"):
             value = value.to_dict()
-        blob = json.dumps(value, sort_keys=True, default=repr).encode()
+        blob = json.dumps(value, sort_keys=True, default=_stable_repr).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _stable_repr(obj: Any) -> str:
+    # Without the memory address a repr names the same object on every process.
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
 
 
 def check_same(value: Any, what: str, *, timeout_s: float | None = None) -> None:

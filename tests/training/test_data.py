@@ -207,3 +207,26 @@ def test_verifier_samples_from_rollout_records():
     ]
     with pytest.raises(ValueError, match="2 assistant turns but 1 labels"):
         vd.verifier_samples_from_trajectories([dict(rec, labels=[1])])
+
+
+def test_a_process_keeps_its_rows_of_the_global_batches():
+    """keep_rows selects rows of the global batch: the same batches whatever the process count."""
+    rng = np.random.RandomState(0)
+    ex = [
+        {
+            "inputs": rng.randint(1, 50, n).astype(np.int32),
+            "targets": rng.randint(1, 50, n).astype(np.int32),
+            "weights": np.ones(n, np.float32),
+        }
+        for n in rng.randint(3, 12, size=23)
+    ]
+    kw = dict(seq_len=16, rows=4, pack=True, seed=3, num_epochs=2)
+    whole = list(pipeline.sft_dataset(ex, **kw))
+    mine = list(pipeline.sft_dataset(ex, keep_rows=[1, 3], **kw))
+    assert len(mine) == len(whole) > 1
+    for a, b in zip(whole, mine):
+        for k in pipeline.SFT_KEYS:
+            np.testing.assert_array_equal(a[k][[1, 3]], b[k])
+    assert whole[-1]["weights"].sum() > 0 and whole[-1]["weights"][-1].sum() == 0  # padded
+    with pytest.raises(ValueError, match="keep_rows must be row indices in"):
+        pipeline.sft_dataset(ex, keep_rows=[4], **kw)
