@@ -205,6 +205,14 @@ def run(
             if done % config.checkpoint.every_steps == 0 or is_last:
                 ckpt.save(done, state, data_state)
         ckpt.wait()
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        raise multihost.MultihostError(
+            f"A step failed across processes ({str(e).splitlines()[0][:160]}), most likely because "
+            "another process died; see the other processes' logs and restart the job on every "
+            "process to resume from the last checkpoint."
+        ) from None
     finally:
         progress.close()
         ckpt.close()

@@ -97,8 +97,13 @@ def test_a_dead_process_stops_the_other_within_the_heartbeat_timeout(tmp_path):
     os.kill(job.procs[1].pid, signal.SIGKILL)
     t0 = time.time()
     code = job.wait(timeout=90)[0]  # heartbeat timeout 10 s in procs.env_for
-    assert code != 0 and time.time() - t0 < 90
-    assert "another task died" in job.log(0), job.log(0)[-3000:]
+    assert time.time() - t0 < 90
+    # JAX's heartbeat sentence (the process is terminated), or ours when a collective failed
+    # first (job.py prints it as the result's error).
+    text = job.log(0)
+    assert (code != 0 and "another task died" in text) or (
+        '"error": "A step failed across processes' in text and "another process died" in text
+    ), text[-3000:]
 
 
 @pytest.mark.parametrize(
