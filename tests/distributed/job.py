@@ -106,6 +106,24 @@ def score(workdir, overrides):
     return {"scores": scorer.score_ids(seqs).tolist()}
 
 
+def store(workdir, overrides):
+    from mucode_jax import multihost
+    from mucode_jax.algorithms.artifacts import Store
+
+    calls = []
+
+    def fn(out):
+        calls.append(out)
+        if multihost.is_main():  # a stage writes its host files from process 0
+            (out / "x.txt").write_text("written by process 0")
+
+    st = Store(workdir / "artifacts")
+    a = st.run("stage", {"cfg": overrides.get("cfg", 1)}, fn)
+    text = (a.path / "x.txt").read_text()  # every process reads the published folder
+    again = st.run("stage", {"cfg": overrides.get("cfg", 1)}, fn)
+    return {"key": a.key, "text": text, "reused": again.reused, "calls": len(calls)}
+
+
 def main():
     import logging
 
@@ -124,9 +142,9 @@ def main():
     out = {"devices": jax.device_count(), "processes": jax.process_count()}
     try:
         out.update(
-            {"sft": sft, "verifier": verifier, "sample": sample, "score": score}[kind](
-                workdir, overrides
-            )
+            {"sft": sft, "verifier": verifier, "sample": sample, "score": score, "store": store}[
+                kind
+            ](workdir, overrides)
         )
     except (ValueError, multihost.MultihostError) as e:  # one sentence, no trace
         out["error"] = str(e)

@@ -119,3 +119,14 @@ def test_processes_that_disagree_fail_at_start_with_one_sentence(tmp_path, per_p
     for r in job.results(timeout=120):
         assert sentence in r["error"], r
         assert "\n" not in r["error"] and r["error"].count(";") == 1, r["error"]
+
+
+def test_stage_artifacts_on_two_processes_are_published_once_and_read_by_all(tmp_path):
+    ok = Job("store", tmp_path / "ok", processes=2, logdir=tmp_path)
+    bad = Job("store", tmp_path / "bad", processes=2, per_process=[{}, {"cfg": 2}], logdir=tmp_path)
+    a, b = ok.results(timeout=120)
+    assert a["key"] == b["key"] and a["text"] == b["text"] == "written by process 0"
+    assert a["reused"] and b["reused"] and a["calls"] == b["calls"] == 1
+    assert [p.name for p in (tmp_path / "ok" / "artifacts").iterdir()] == [f"stage-{a['key']}"]
+    for r in bad.results(timeout=120):
+        assert "The key of stage stage differs between processes" in r["error"], r
