@@ -144,6 +144,9 @@ def run(
         log=log.info,
     )
     b_sh = feed.shardings(abstract_batch)
+    # Processes finish compiling at different times; the first collectives (orbax's, then the
+    # step's) must not start apart by more than the CPU collectives' 30 s rendezvous timeout.
+    multihost.barrier("train step compiled")
 
     ckpt = Checkpointer(
         workdir / "checkpoints",

@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from mucode_jax import multihost
 from mucode_jax import sharding as sh
 from mucode_jax.data import pipeline
 from mucode_jax.data import verifier_data as vd
@@ -60,12 +61,15 @@ def make_scorer(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, rules: sh.Logic
     batch_sh = sh.logical_to_sharding(("batch", "length"), mesh, rules)
     jitted = jax.jit(score, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
+    compiled: dict[tuple[int, ...], Any] = {}
+
     def run(params, tokens, mask):
-        with sh.use_mesh(mesh, rules):
-            out = jitted(
-                params, sh.host_to_global(tokens, batch_sh), sh.host_to_global(mask, batch_sh)
-            )
-        return np.asarray(jax.device_get(out))
+        tokens, mask = sh.host_to_global(tokens, batch_sh), sh.host_to_global(mask, batch_sh)
+        if tokens.shape not in compiled:  # compile, then start the collectives together
+            with sh.use_mesh(mesh, rules):
+                compiled[tokens.shape] = jitted.lower(params, tokens, mask).compile()
+            multihost.barrier("verifier scorer compiled")
+        return np.asarray(jax.device_get(compiled[tokens.shape](params, tokens, mask)))
 
     return run
 
