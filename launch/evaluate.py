@@ -31,6 +31,12 @@ def main(argv):
     from mucode_jax import sharding
 
     sharding.maybe_initialize_distributed()
+    from mucode_jax import multihost
+
+    try:
+        multihost.require_single_process("Evaluation (launch/evaluate.py)")
+    except multihost.MultihostError as e:
+        sys.exit(f"error: {e}")
     from mucode_jax.evaluation import evaluate_from_config
 
     config = _CONFIG.value

@@ -25,7 +25,12 @@ def main(argv):
     from mucode_jax import sharding
 
     sharding.maybe_initialize_distributed()
-    from mucode_jax import report
+    from mucode_jax import multihost, report
+
+    try:
+        multihost.require_single_process("The μCode driver")
+    except multihost.MultihostError as e:
+        sys.exit(f"mucode: {e}")
     from mucode_jax.algorithms import mucode
     from mucode_jax.training import inputs
 

@@ -23,7 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    from mucode_jax import sharding
+    from mucode_jax import multihost, sharding
 
     sharding.maybe_initialize_distributed()
     from mucode_jax.training import inputs
@@ -34,7 +34,10 @@ def main(argv):
     logging.info("config:\n%s", config)
     tokenizer = inputs.tokenizer_from_config(config)
     rows = inputs.verifier_rows_from_config(config)
-    result = train_verifier(config, rows, _WORKDIR.value, tokenizer=tokenizer)
+    try:
+        result = train_verifier(config, rows, _WORKDIR.value, tokenizer=tokenizer)
+    except (ValueError, multihost.MultihostError) as e:  # a user mistake: one sentence
+        sys.exit(f"train_verifier: {e}")
     logging.info(
         "done: %d steps, last %s, export %s", result.num_steps, result.last_metrics, result.hf_path
     )

@@ -67,7 +67,7 @@ class VerifierScorer:
         if mesh is None:
             self._fn = jax.jit(score)
         else:
-            batch = sh.logical_to_sharding(("batch", "length"), mesh, rules)
+            batch = self._batch = sh.logical_to_sharding(("batch", "length"), mesh, rules)
             self._fn = jax.jit(
                 score,
                 in_shardings=(sh.state_shardings(params, mesh, rules), batch, batch),
@@ -106,7 +106,9 @@ class VerifierScorer:
                     s = np.asarray(sequences[i], np.int32)
                     tokens[r, : len(s)] = s
                     mask[r, : len(s)] = 1
-                scores = np.asarray(self._fn(self._params, tokens, mask))
+                if self.mesh is not None:  # every process passes the whole batch
+                    tokens, mask = (sh.host_to_global(x, self._batch) for x in (tokens, mask))
+                scores = sh.global_to_host(self._fn(self._params, tokens, mask))
                 out[idx] = scores[: len(idx)]
         return out
 

@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import dataclasses
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -152,6 +151,25 @@ def _is_var(x: Any) -> bool:
     return isinstance(x, nnx.Variable)
 
 
+def host_to_global(x: Any, sharding: NamedSharding) -> jax.Array:
+    """A host array that every process holds whole -> a global array on ``sharding``.
+
+    Each process places only the slices its own devices hold, so this works with one
+    process or many (the multi-process form of `jax.device_put`).
+    """
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def global_to_host(x: jax.Array) -> np.ndarray:
+    """A global array -> the whole value as numpy on every process (gathered if need be)."""
+    if not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
 def logical_axes_of(state: Any) -> Any:
     """Tree of logical-axes tuples (None where absent) matching an `nnx.State`."""
 
@@ -247,23 +265,9 @@ def maybe_initialize_distributed() -> bool:
     Recognised: ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``),
     SLURM with more than one task, Open MPI with more than one rank, and Cloud TPU
     multi-host VMs (``TPU_WORKER_HOSTNAMES`` with several hosts). Must run before any
-    other JAX call. Returns whether it initialised.
+    other JAX call. Returns whether it initialised. See `mucode_jax.multihost.initialize`
+    for the heartbeat that stops the job when a process dies.
     """
-    env = os.environ
-    multi = (
-        "JAX_COORDINATOR_ADDRESS" in env
-        or int(env.get("SLURM_NTASKS", "1")) > 1
-        or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-        or len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
-    )
-    if not multi:
-        return False
-    kwargs: dict[str, Any] = {}
-    if "JAX_COORDINATOR_ADDRESS" in env:
-        kwargs["coordinator_address"] = env["JAX_COORDINATOR_ADDRESS"]
-        if "JAX_NUM_PROCESSES" in env:
-            kwargs["num_processes"] = int(env["JAX_NUM_PROCESSES"])
-        if "JAX_PROCESS_ID" in env:
-            kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
-    jax.distributed.initialize(**kwargs)
-    return True
+    from mucode_jax import multihost
+
+    return multihost.initialize()

@@ -10,6 +10,12 @@ so:
   unfinished stage resumes from what its ``.partial`` folder holds);
 * a changed setting changes the keys of the stages it reaches, and only those are redone;
   artifacts of other settings stay beside them (several runs can share a root).
+
+On several processes (`mucode_jax.multihost`) the root must be one shared directory (checked
+at start, one sentence otherwise). Every process computes the same stage key (checked) and
+runs the stage function in the same ``.partial`` folder, since stages that train or sample
+need every process; a stage writes its host files from process 0 only. Process 0 publishes
+the folder; the others wait at a barrier and then read it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from mucode_jax import multihost
 
 log = logging.getLogger("mucode_jax.artifacts")
 
@@ -68,6 +76,7 @@ class Store:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        multihost.check_shared_directory(self.root, "the artifact root")
         self.timings: dict[str, float] = {}
 
     def run(
@@ -83,22 +92,29 @@ class Store:
         """
         key = content_key(name, inputs)
         final = self.root / f"{name}-{key}"
-        if final.is_dir():
+        multihost.check_same(key, f"the key of stage {name}")
+        done = final.is_dir()
+        multihost.check_same(done, f"whether stage {name} ({final.name}) is finished")
+        if done:
             log.info("stage %s: reusing %s", name, final.name)
             return Artifact(name, key, final, reused=True)
         partial = self.root / f"{name}-{key}.partial"
         partial.mkdir(parents=True, exist_ok=True)
-        (partial / "inputs.json").write_text(
-            json.dumps(_canonical(inputs), indent=2, sort_keys=True)
-        )
+        if multihost.is_main():
+            (partial / "inputs.json").write_text(
+                json.dumps(_canonical(inputs), indent=2, sort_keys=True)
+            )
         log.info("stage %s: running in %s", name, partial.name)
         start = time.monotonic()
         fn(partial)
         elapsed = time.monotonic() - start
-        (partial / "stage.json").write_text(
-            json.dumps({"name": name, "key": key, "seconds": elapsed}, indent=2)
-        )
-        os.replace(partial, final)
+        multihost.barrier(f"stage {name}-{key} ran")
+        if multihost.is_main():
+            (partial / "stage.json").write_text(
+                json.dumps({"name": name, "key": key, "seconds": elapsed}, indent=2)
+            )
+            os.replace(partial, final)
+        multihost.barrier(f"stage {name}-{key} published")
         self.timings[f"{name}-{key}"] = elapsed
         log.info("stage %s: done in %.1f s", name, elapsed)
         return Artifact(name, key, final)

@@ -8,7 +8,10 @@ pack or pad to ``seq_len`` -> batch ``rows`` -> pad the last partial batch with
 empty rows (weight 0), so no example is ever dropped.
 
 Every batch array is ``[rows, ...]``; the trainer reshapes rows to
-``[grad_accum, micro_batch, ...]``.
+``[grad_accum, micro_batch, ...]``. With several processes each one runs this same pipeline
+over the global stream and keeps only its own rows of every global batch (``keep_rows``,
+from `mucode_jax.training.feed.BatchFeed`), so the batches do not depend on the number of
+processes and every process yields the same number of them.
 """
 
 from __future__ import annotations
@@ -53,26 +56,32 @@ def _packed_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 class _PadBatch(grain.transforms.Map):
-    """Pads a partial last batch to ``rows`` with empty rows (all zeros: weight 0)."""
+    """Pads a partial last batch to ``rows`` with empty rows (all zeros: weight 0), then
+    keeps this process's rows (``keep``: global row indices; None keeps all)."""
 
-    def __init__(self, rows: int):
+    def __init__(self, rows: int, keep: Sequence[int] | None = None):
         self.rows = rows
+        self.keep = None if keep is None else np.asarray(keep, np.int64)
 
     def map(self, batch):
-        return {k: _pad_to(v, self.rows) for k, v in batch.items()}
+        out = {k: _pad_to(v, self.rows) for k, v in batch.items()}
+        return out if self.keep is None else {k: v[self.keep] for k, v in out.items()}
 
 
-def _source(
-    examples: Sequence[Any], seed: int, num_epochs: int, shuffle: bool, shard: tuple[int, int]
-):
+def _check_keep(keep_rows: Sequence[int] | None, rows: int) -> None:
+    if keep_rows is not None and (len(keep_rows) == 0 or max(keep_rows) >= rows):
+        raise ValueError(
+            f"keep_rows must be row indices in [0, {rows}) (this process's rows of the global "
+            "batch); build them with mucode_jax.training.feed.BatchFeed."
+        )
+
+
+def _source(examples: Sequence[Any], seed: int, num_epochs: int, shuffle: bool):
     if len(examples) == 0:
         raise ValueError(
             "The dataset is empty: no examples are left to train on; check the input and the skip counts."
         )
-    index, count = shard
     ds = grain.MapDataset.source(list(examples))
-    if count > 1:
-        ds = ds[index::count]
     if shuffle:
         ds = ds.shuffle(seed=seed)
     return ds.repeat(num_epochs)
@@ -87,23 +96,25 @@ def sft_dataset(
     seed: int = 0,
     num_epochs: int = 1,
     shuffle: bool = True,
-    shard: tuple[int, int] = (0, 1),
+    keep_rows: Sequence[int] | None = None,
 ) -> grain.IterDataset:
-    """Batches of SFT rows: each key in `SFT_KEYS`, shape [rows, seq_len].
+    """Batches of SFT rows: each key in `SFT_KEYS`, shape [rows, seq_len] (or
+    [len(keep_rows), seq_len]).
 
     Args:
       examples: from `mucode_jax.data.sft.sft_examples_from_conversations` (each at most
         ``seq_len`` long).
       seq_len: row length.
-      rows: rows per batch (this process's share of the global batch).
+      rows: rows per global batch.
       pack: first-fit pack several examples per row (segment ids 1, 2, ... and positions
         restarting at 0 in each); otherwise one example per row, right-padded.
       seed: shuffling seed (each epoch gets its own permutation).
       num_epochs: passes over the data.
       shuffle: shuffle at all.
-      shard: ``(process_index, process_count)``: this process reads every count-th example.
+      keep_rows: the global row indices this process keeps (None: all rows).
     """
-    ds = _source(examples, seed, num_epochs, shuffle, shard)
+    _check_keep(keep_rows, rows)
+    ds = _source(examples, seed, num_epochs, shuffle)
     if pack:
         ds = ds.map(
             lambda ex: {k: ex[k] for k in ("inputs", "targets", "weights")}
@@ -117,7 +128,7 @@ def sft_dataset(
         ds = ds.map(_packed_row)
     else:
         ds = ds.map(lambda ex: _unpacked_row(ex, seq_len)).to_iter_dataset()
-    return ds.batch(rows, drop_remainder=False).map(_PadBatch(rows))
+    return ds.batch(rows, drop_remainder=False).map(_PadBatch(rows, keep_rows))
 
 
 def verifier_pair_dataset(
@@ -129,7 +140,7 @@ def verifier_pair_dataset(
     num_epochs: int = 1,
     shuffle: bool = True,
     pad_id: int = 0,
-    shard: tuple[int, int] = (0, 1),
+    keep_rows: Sequence[int] | None = None,
 ) -> grain.IterDataset:
     """Batches of verifier pairs: ``tokens``/``mask`` [rows, 2, seq_len], ``weights`` [rows].
 
@@ -137,8 +148,10 @@ def verifier_pair_dataset(
       pairs: dicts with ``chosen`` and ``rejected`` int32 token arrays (at most ``seq_len``).
       seq_len: padded length (right padding with ``pad_id``; the score is read at the last
         real token).
+      rows: rows per global batch; ``keep_rows``: this process's rows of it (None: all).
     """
-    ds = _source(pairs, seed, num_epochs, shuffle, shard)
+    _check_keep(keep_rows, rows)
+    ds = _source(pairs, seed, num_epochs, shuffle)
 
     def row(p):
         toks = np.full((2, seq_len), pad_id, np.int32)
@@ -154,7 +167,7 @@ def verifier_pair_dataset(
         return {"tokens": toks, "mask": mask, "weights": np.float32(1.0)}
 
     ds = ds.map(row).to_iter_dataset()
-    return ds.batch(rows, drop_remainder=False).map(_PadBatch(rows))
+    return ds.batch(rows, drop_remainder=False).map(_PadBatch(rows, keep_rows))
 
 
 def count_batches(ds: grain.IterDataset) -> int:

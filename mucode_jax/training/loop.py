@@ -7,6 +7,13 @@ iterator state -> jitted step (async dispatch, so the host prepares the next bat
 while the devices compute) -> log -> maybe save. A run restarted after SIGKILL at
 any moment resumes from the newest complete checkpoint and logs exactly the losses
 of an uninterrupted run (same compiled program, same restored bits, same batches).
+
+On several processes (`mucode_jax.multihost`) every process runs this same loop: before
+anything is built the processes check that they hold the same config, the same data and
+the same step count (one sentence when not, never a hang); each reads its own rows of
+every global batch (`feed.BatchFeed`); orbax writes the checkpoint shards of every process
+into the shared workdir; process 0 alone writes ``metrics.jsonl`` and TensorBoard, and the
+others wait for it at a barrier at the end.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+from mucode_jax import multihost
 from mucode_jax import sharding as sh
 from mucode_jax.training import steps as steps_lib
 from mucode_jax.training.checkpoint import Checkpointer
+from mucode_jax.training.feed import BatchFeed
 from mucode_jax.training.state import TrainState, abstract_like, create_train_state
 from mucode_jax.training.writers import MetricsLog, Progress, TensorBoardWriter
 
@@ -74,7 +83,8 @@ def run(
     make_model: Callable[[], nnx.Module] | nnx.Module,
     make_loss: Callable[[nnx.GraphDef], steps_lib.LossFn],
     make_optimizer: Callable[[int], tuple[optax.GradientTransformation, optax.Schedule]],
-    dataset: grain.IterDataset,
+    make_dataset: Callable[[np.ndarray | None], grain.IterDataset],
+    data_fingerprint: str = "",
     summarize: Callable[[dict[str, float]], dict[str, float]],
     evaluate: Callable[[nnx.GraphDef, TrainState], dict[str, float]] | None = None,
     eval_every: int = 0,
@@ -87,21 +97,29 @@ def run(
       make_model: a model factory (random init) or a loaded model.
       make_loss: graphdef -> micro-batch loss (`steps.sft_loss_fn`, `steps.verifier_loss_fn`).
       make_optimizer: total steps -> (optimizer, schedule).
-      dataset: batches of ``config.batch_size / process_count`` rows.
+      make_dataset: keep_rows -> the grain pipeline of global batches of ``config.batch_size``
+        rows, keeping only those rows (None: all), e.g. `pipeline.sft_dataset`.
+      data_fingerprint: a hash of the training data, compared across processes.
       summarize: raw step metrics (sums) -> what to log (adds means, rates).
       evaluate: optional (graphdef, state) -> metrics, run every ``eval_every`` steps and at
         the end; its values join that step's log record.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    multihost.check_same(config, "the training config")
+    multihost.check_same(data_fingerprint, "the training data")
+    multihost.check_shared_directory(workdir)
     mesh, rules = mesh_and_rules(config)
     micro = micro_batch_size(config)
     steps_lib.check_batch_divides(micro, mesh, rules)
     accum = config.grad_accum
+    feed = BatchFeed(config.batch_size, accum, mesh, rules)
+    dataset = make_dataset(feed.rows if jax.process_count() > 1 else None)
 
     num_steps = _count_steps(dataset)
     if config.max_steps and config.max_steps > 0:
         num_steps = min(num_steps, config.max_steps)
+    multihost.check_same(num_steps, "the number of training steps")
     if num_steps == 0:
         raise ValueError("The dataset yields no batch; nothing to train on.")
     optimizer, schedule = make_optimizer(num_steps)
@@ -114,11 +132,7 @@ def run(
         "model: %s parameters; mesh %s; %d steps", f"{n_params:,}", dict(mesh.shape), num_steps
     )
 
-    def reshape(batch):
-        return {k: np.asarray(v).reshape(accum, -1, *np.shape(v)[1:]) for k, v in batch.items()}
-
-    first = reshape(next(iter(dataset)))
-    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in first.items()}
+    abstract_batch = feed.global_spec(next(iter(dataset)))
     step_fn = steps_lib.make_train_step(make_loss(graphdef), optimizer, schedule)
     compiled = steps_lib.compile_step(
         step_fn,
@@ -129,7 +143,10 @@ def run(
         rules,
         log=log.info,
     )
-    b_sh = steps_lib.batch_shardings(abstract_batch, mesh, rules)
+    b_sh = feed.shardings(abstract_batch)
+    # Processes finish compiling at different times; the first collectives (orbax's, then the
+    # step's) must not start apart by more than the CPU collectives' 30 s rendezvous timeout.
+    multihost.barrier("train step compiled")
 
     ckpt = Checkpointer(
         workdir / "checkpoints",
@@ -160,7 +177,7 @@ def run(
             except StopIteration:
                 break
             data_state = it.get_state()
-            state, metrics = compiled(state, steps_lib.put_batch(reshape(batch), b_sh))
+            state, metrics = compiled(state, feed.put(batch, b_sh))
             pending.append((step + 1, metrics))
             done = step + 1
             is_last = done == num_steps
@@ -191,12 +208,21 @@ def run(
             if done % config.checkpoint.every_steps == 0 or is_last:
                 ckpt.save(done, state, data_state)
         ckpt.wait()
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        raise multihost.MultihostError(
+            f"A step failed across processes ({str(e).splitlines()[0][:160]}), most likely because "
+            "another process died; see the other processes' logs and restart the job on every "
+            "process to resume from the last checkpoint."
+        ) from None
     finally:
         progress.close()
         ckpt.close()
         if metrics_log is not None:
             metrics_log.close()
             tb.close()
+    multihost.barrier("training finished")
     return LoopResult(graphdef=graphdef, state=state, num_steps=num_steps, last_metrics=last)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -11,8 +12,10 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from flax import nnx
 
+from mucode_jax import multihost
 from mucode_jax.data import pipeline
 from mucode_jax.data.sft import describe_stats, sft_examples_from_conversations
 from mucode_jax.models.llama import Llama
@@ -129,17 +132,19 @@ def train_sft(
             f"No SFT examples are left from {stats['rows']} rows ({describe_stats(stats)}); "
             "give conversations with an assistant turn that fits data.max_length."
         )
-    rows = _rows_per_process(config)
-    dataset = pipeline.sft_dataset(
-        examples,
-        seq_len=d.max_length,
-        rows=rows,
-        pack=d.pack,
-        seed=config.seed,
-        num_epochs=config.num_epochs,
-        shuffle=d.shuffle,
-        shard=(jax.process_index(), jax.process_count()),
-    )
+
+    def make_dataset(keep_rows):
+        return pipeline.sft_dataset(
+            examples,
+            seq_len=d.max_length,
+            rows=config.batch_size,
+            pack=d.pack,
+            seed=config.seed,
+            num_epochs=config.num_epochs,
+            shuffle=d.shuffle,
+            keep_rows=keep_rows,
+        )
+
     make_model = build_model(
         config, vocab_size=len(tokenizer), init_params_from=init_params_from, verifier=False
     )
@@ -159,7 +164,8 @@ def train_sft(
         make_model=make_model,
         make_loss=steps.sft_loss_fn,
         make_optimizer=lambda n: optim.make_optimizer(config.optim, n),
-        dataset=dataset,
+        make_dataset=make_dataset,
+        data_fingerprint=examples_fingerprint(examples, ("inputs", "targets", "weights")),
         summarize=summarize,
     )
     model = result.model()
@@ -167,22 +173,28 @@ def train_sft(
     return TrainResult(model, hf_path, result.num_steps, result.last_metrics, stats)
 
 
-def _rows_per_process(config: ml_collections.ConfigDict) -> int:
-    n = jax.process_count()
-    if config.batch_size % n:
-        raise ValueError(
-            f"batch_size={config.batch_size} does not divide over {n} processes; make it a multiple of {n}."
-        )
-    return config.batch_size // n
+def examples_fingerprint(examples: Sequence[Any], keys: Sequence[str]) -> str:
+    """A hash of tokenized examples (compared across processes before training)."""
+    h = hashlib.sha256()
+    for ex in examples:
+        for k in keys:
+            h.update(np.ascontiguousarray(ex[k]).tobytes())
+            h.update(b"|")
+    return h.hexdigest()[:16]
 
 
 def export(model: nnx.Module, workdir: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Writes ``workdir/hf``: HF safetensors + config.json (+ the tokenizer, if given)."""
+    """Writes ``workdir/hf``: HF safetensors + config.json (+ the tokenizer, if given).
+
+    Every process takes part (the weights are gathered); process 0 writes, and the others
+    wait at a barrier until the directory is complete.
+    """
     from mucode_jax.models.hf import save_pretrained
 
     path = Path(workdir) / "hf"
     save_pretrained(model, path)
-    if tokenizer is not None and jax.process_index() == 0:
+    if tokenizer is not None and multihost.is_main():
         tokenizer.save_pretrained(str(path))
+    multihost.barrier("hf export")
     log.info("exported %s", path)
     return path

@@ -12,12 +12,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
+from mucode_jax import multihost
 from mucode_jax import sharding as sh
 from mucode_jax.data import pipeline
 from mucode_jax.data import verifier_data as vd
 from mucode_jax.training import loop, losses, optim, steps
-from mucode_jax.training.sft import TrainResult, _rows_per_process, build_model, export
+from mucode_jax.training.sft import TrainResult, build_model, examples_fingerprint, export
 
 log = logging.getLogger("mucode_jax.training")
 
@@ -47,18 +49,27 @@ def prepare_pairs(
 
 
 def make_scorer(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, rules: sh.LogicalRules):
-    """Jitted ``(params, tokens [B, T], mask [B, T]) -> scores [B]``."""
+    """Jitted ``(params, tokens [B, T], mask [B, T]) -> scores [B]``.
+
+    Every process passes the same host batch; the scores come back replicated, so each
+    process reads all of them.
+    """
 
     def score(params, tokens, mask):
         return nnx.merge(graphdef, params)(tokens, attention_mask=mask)
 
-    jitted = jax.jit(score)
     batch_sh = sh.logical_to_sharding(("batch", "length"), mesh, rules)
+    jitted = jax.jit(score, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+    compiled: dict[tuple[int, ...], Any] = {}
 
     def run(params, tokens, mask):
-        with sh.use_mesh(mesh, rules):
-            out = jitted(params, jax.device_put(tokens, batch_sh), jax.device_put(mask, batch_sh))
-        return np.asarray(jax.device_get(out))
+        tokens, mask = sh.host_to_global(tokens, batch_sh), sh.host_to_global(mask, batch_sh)
+        if tokens.shape not in compiled:  # compile, then start the collectives together
+            with sh.use_mesh(mesh, rules):
+                compiled[tokens.shape] = jitted.lower(params, tokens, mask).compile()
+            multihost.barrier("verifier scorer compiled")
+        return np.asarray(jax.device_get(compiled[tokens.shape](params, tokens, mask)))
 
     return run
 
@@ -148,16 +159,19 @@ def train_verifier(
             "incorrect programs that fit data.max_length."
         )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    dataset = pipeline.verifier_pair_dataset(
-        train_pairs,
-        seq_len=d.max_length,
-        rows=_rows_per_process(config),
-        seed=config.seed,
-        num_epochs=config.num_epochs,
-        shuffle=d.shuffle,
-        pad_id=pad_id,
-        shard=(jax.process_index(), jax.process_count()),
-    )
+
+    def make_dataset(keep_rows):
+        return pipeline.verifier_pair_dataset(
+            train_pairs,
+            seq_len=d.max_length,
+            rows=config.batch_size,
+            seed=config.seed,
+            num_epochs=config.num_epochs,
+            shuffle=d.shuffle,
+            pad_id=pad_id,
+            keep_rows=keep_rows,
+        )
+
     make_model = build_model(
         config, vocab_size=len(tokenizer), init_params_from=init_params_from, verifier=True
     )
@@ -198,7 +212,8 @@ def train_verifier(
         make_model=make_model,
         make_loss=lambda g: steps.verifier_loss_fn(g, config.loss, config.l2),
         make_optimizer=lambda n: optim.make_optimizer(config.optim, n),
-        dataset=dataset,
+        make_dataset=make_dataset,
+        data_fingerprint=examples_fingerprint(train_pairs, ("chosen", "rejected")),
         summarize=summarize,
         evaluate=evaluate,
         eval_every=config.eval_every,

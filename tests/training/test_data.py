@@ -173,7 +173,20 @@ def test_metrics_log_truncates_on_resume_and_tensorboard_roundtrip(tmp_path):
     tb.close()
     (f,) = (tmp_path / "tb").glob("events.out.tfevents.*")
     assert writers.read_tensorboard_scalars(f) == [(7, "loss", 1.5), (7, "lr", 0.25)]
-    assert writers.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    # A resumed run starts its new file with SessionLog(START) at the first new step.
+    tb = writers.TensorBoardWriter(tmp_path / "tb2", resume_step=3)
+    tb.scalars(4, {"loss": 2.0})
+    tb.close()
+    (f,) = (tmp_path / "tb2").glob("events.out.tfevents.*")
+    from tensorboardX.proto import event_pb2
+
+    events, data, pos = [], f.read_bytes(), 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos : pos + 8], "little")
+        events.append(event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n]))
+        pos += 16 + n
+    starts = [e.step for e in events if e.HasField("session_log")]
+    assert starts == [4] and writers.read_tensorboard_scalars(f) == [(4, "loss", 2.0)]
 
 
 def test_verifier_samples_from_rollout_records():
@@ -197,3 +210,26 @@ def test_verifier_samples_from_rollout_records():
         ("x", "a", 0, False, 2),
         ("x", "b", 1, True, 2),
     ]
+
+
+def test_a_process_keeps_its_rows_of_the_global_batches():
+    """keep_rows selects rows of the global batch: the same batches whatever the process count."""
+    rng = np.random.RandomState(0)
+    ex = [
+        {
+            "inputs": rng.randint(1, 50, n).astype(np.int32),
+            "targets": rng.randint(1, 50, n).astype(np.int32),
+            "weights": np.ones(n, np.float32),
+        }
+        for n in rng.randint(3, 12, size=23)
+    ]
+    kw = dict(seq_len=16, rows=4, pack=True, seed=3, num_epochs=2)
+    whole = list(pipeline.sft_dataset(ex, **kw))
+    mine = list(pipeline.sft_dataset(ex, keep_rows=[1, 3], **kw))
+    assert len(mine) == len(whole) > 1
+    for a, b in zip(whole, mine):
+        for k in pipeline.SFT_KEYS:
+            np.testing.assert_array_equal(a[k][[1, 3]], b[k])
+    assert whole[-1]["weights"].sum() > 0 and whole[-1]["weights"][-1].sum() == 0  # padded
+    with pytest.raises(ValueError, match="keep_rows must be row indices in"):
+        pipeline.sft_dataset(ex, keep_rows=[4], **kw)
