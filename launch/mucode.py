@@ -22,9 +22,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    from mucode_jax import sharding
+    from mucode_jax import compile_cache, sharding
 
     sharding.maybe_initialize_distributed()
+    compile_cache.enable()
     from mucode_jax import multihost, report
 
     try:

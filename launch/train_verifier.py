@@ -23,9 +23,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    from mucode_jax import multihost, sharding
+    from mucode_jax import compile_cache, multihost, sharding
 
     sharding.maybe_initialize_distributed()
+    compile_cache.enable()
     from mucode_jax.training import inputs
     from mucode_jax.training.verifier import train_verifier
 

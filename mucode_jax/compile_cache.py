@@ -2,8 +2,9 @@
 
 A real run compiles its train step, sampler buckets and scorer for minutes; with the cache a
 resumed or repeated run (and every later stage of the μCode driver) loads the executables
-instead. The directory comes from ``$MUCODE_JAX_COMPILATION_CACHE`` (default
-``~/.cache/mucode_jax/xla``; ``off`` or an empty value turns it off). Entries are keyed by the
+instead. The directory comes from ``$MUCODE_JAX_COMPILATION_CACHE`` (``off`` or an empty value
+turns it off), else JAX's own ``$JAX_COMPILATION_CACHE_DIR``, else ``~/.cache/mucode_jax/xla``.
+Entries are keyed by the
 program, the JAX/XLA versions and the devices, so a stale entry is never used; processes of a
 multi-host job may share the directory.
 """
@@ -27,7 +28,9 @@ def enable(
     import jax
 
     if path is None:
-        path = os.environ.get(ENV, DEFAULT)
+        path = os.environ.get(ENV)
+        if path is None:
+            path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or DEFAULT
     path = os.fspath(path)
     if path.strip().lower() in ("", "off", "0", "none"):
         return None
@@ -40,6 +43,7 @@ def enable(
             f"set {ENV} to a writable directory or to 'off'."
         ) from None
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path

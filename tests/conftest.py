@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Launchers started by tests keep their compiled programs out of $HOME, in one cache shared with
+# the multi-process tests (entries are keyed by program and JAX version: never stale).
+os.environ.setdefault(
+    "MUCODE_JAX_COMPILATION_CACHE",
+    os.environ.get(
+        "MUCODE_TEST_XLA_CACHE", os.path.join(tempfile.gettempdir(), "mucode_jax_test_xla_cache")
+    ),
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

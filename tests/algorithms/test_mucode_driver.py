@@ -35,7 +35,7 @@ def _start(workdir: Path, log: Path) -> subprocess.Popen:
         )
 
 
-def _finish(proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
+def _finish(proc: subprocess.Popen, log: Path, timeout: float = 1800) -> None:
     rc = proc.wait(timeout=timeout)
     assert rc == 0, log.read_text()[-4000:]
 
@@ -60,7 +60,7 @@ def test_killed_run_resumes_to_the_same_summary(tmp_path):
     # 2. Killed mid-stage (the generator's SFT), then resumed.
     b, log_b = tmp_path / "b", tmp_path / "b.log"
     proc = _start(b, log_b)
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1800
     while proc.poll() is None and time.monotonic() < deadline:
         if list((b / "artifacts").glob("generator-*.partial")):
             time.sleep(1.0)  # let it get into the stage
