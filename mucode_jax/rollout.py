@@ -64,8 +64,11 @@ class Policy(Protocol):
     """Anything that answers conversations: a model + tokenizer + sampler, or a script."""
 
     def complete(
-        self, conversations: Sequence[list[dict[str, str]]], *, seed: int
-    ) -> list[Completion]: ...
+        self, conversations: Sequence[list[dict[str, str]]], *, seeds: Sequence[int]
+    ) -> list[Completion]:
+        """One completion per conversation; ``seeds[i]`` alone decides conversation ``i``'s
+        random draws (whatever else is in the call), so a search replays exactly."""
+        ...
 
 
 class Scorer(Protocol):
@@ -222,8 +225,14 @@ class _Scheduler:
         take = max(1, c.batch_size // per)
         batch = [self.waiting.popleft() for _ in range(min(take, len(self.waiting)))]
         convs = [s.messages for s in batch for _ in range(per)]
-        seed = _seed(c.seed, [(s.problem.id, s.index, len(s.turns)) for s in batch])
-        comps = self.policy.complete(convs, seed=seed)
+        # One seed per candidate, from the search alone: its samples do not depend on which
+        # other searches share the batch (that depends on the executor's timing).
+        seeds = [
+            _seed(c.seed, s.problem.id, s.index, len(s.turns), j) % 2**31
+            for s in batch
+            for j in range(per)
+        ]
+        comps = self.policy.complete(convs, seeds=seeds)
         self.samples += len(comps)
         for j, s in enumerate(batch):
             mine = comps[j * per : (j + 1) * per]
@@ -408,8 +417,9 @@ class ModelPolicy:
         self.method = method
         self.max_new_tokens = max_new_tokens
 
-    def complete(self, conversations, *, seed: int) -> list[Completion]:
-        """Samples one assistant message per conversation.
+    def complete(self, conversations, *, seeds: Sequence[int]) -> list[Completion]:
+        """Samples one assistant message per conversation (``seeds``: one per conversation,
+        the sampler's row seeds).
 
         A conversation longer than the sampler's largest prompt bucket cannot be continued:
         it gets an empty completion (no code, so its search fails that turn) instead of
@@ -425,7 +435,8 @@ class ModelPolicy:
             return comps
         out = self.sampler.sample(
             [prompts[i] for i in fits],
-            seed=seed,
+            seed=0,
+            row_seeds=[seeds[i] for i in fits],
             method=self.method,
             max_new_tokens=self.max_new_tokens,
         )

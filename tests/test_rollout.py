@@ -49,7 +49,7 @@ class ScriptedPolicy:
         self.calls = 0
         self.conversations = []
 
-    def complete(self, conversations, *, seed):
+    def complete(self, conversations, *, seeds):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise RuntimeError("simulated crash")
         self.calls += 1
@@ -177,7 +177,7 @@ class FakeExecutor:
 
 
 class CandidatePolicy:
-    def complete(self, conversations, *, seed):
+    def complete(self, conversations, *, seeds):
         return [
             rollout.Completion(fence(f"cand = {j % len(CANDS)}")) for j in range(len(conversations))
         ]
@@ -274,7 +274,7 @@ def test_generation_overlaps_execution(tmp_path):
     seen = []
 
     class Policy:
-        def complete(self, conversations, *, seed):
+        def complete(self, conversations, *, seeds):
             seen.append(sum(not f.done() for f in ex.futures))
             if len(seen) == 3:  # the first batches were all generated before any result
                 ex.resolve_all()
@@ -339,6 +339,34 @@ def test_model_policy_does_not_recompile(tmp_path):
     assert all(1 <= len(c.tokens) <= 6 for c in cands)
 
 
+def test_a_search_replays_exactly_whatever_shares_its_batch(tmp_path):
+    corpus = [
+        "def add(a, b):\n    return a + b\n",
+        "Write a function. Feedback: Code passed all tests ```python\nx = 1\n```",
+    ] * 20
+    _, _, _, policy = tiny_model_policy(corpus, seed=0, max_new_tokens=6, batch=8)
+    problems = toy_problems(3)
+    runs = []
+    for batch_size in (2, 8):  # different batches: 1 search per call, then 4 (x 2 candidates)
+        cfg = rollout.SearchConfig(
+            num_searches=2, num_candidates=2, max_turns=3, batch_size=batch_size, seed=5
+        )
+        recs = rollout.run_search(
+            problems, policy, FakeNoCode(), cfg, tmp_path / f"b{batch_size}.jsonl"
+        )
+        runs.append(
+            {
+                (r.problem_id, r.search, t, j): c.tokens
+                for r in recs
+                for t, turn in enumerate(r.turns)
+                for j, c in enumerate(turn.candidates)
+            }
+        )
+    assert len(runs[0]) == 3 * 2 * 3 * 2
+    assert runs[0] == runs[1]
+    assert len(set(runs[0].values())) > len(runs[0]) // 2  # the seeds do differ per candidate
+
+
 class FakeNoCode(FakeExecutor):
     def submit(self, code, tests, **kw):
         f = cf.Future()
@@ -367,7 +395,7 @@ def test_model_policy_gives_over_long_prompts_an_empty_completion():
             lps = [[-0.5, -0.25]] * len(prompts)
             return SampleOutput(toks, lps, lps, None, None)
 
-    out = rollout.ModelPolicy(FakeSampler(), tok).complete([long, short, long], seed=0)
+    out = rollout.ModelPolicy(FakeSampler(), tok).complete([long, short, long], seeds=[1, 2, 3])
     assert [len(c.tokens) for c in out] == [0, 2, 0]
     assert [len(c.prompt_ids) for c in out] == [len(P.render(tok, m)) for m in (long, short, long)]
     assert out[0].text == "" and out[1].text != ""
