@@ -170,17 +170,6 @@ def global_to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
-def logical_axes_of(state: Any) -> Any:
-    """Tree of logical-axes tuples (None where absent) matching an `nnx.State`."""
-
-    def get(v):
-        if _is_var(v):
-            return v.get_metadata().get("logical_axes")
-        return None
-
-    return jax.tree.map(get, state, is_leaf=_is_var)
-
-
 def state_shardings(state: Any, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> Any:
     """NamedShardings for every variable of an (abstract) `nnx.State`.
 

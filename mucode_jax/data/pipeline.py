@@ -169,7 +169,3 @@ def verifier_pair_dataset(
     ds = ds.map(row).to_iter_dataset()
     return ds.batch(rows, drop_remainder=False).map(_PadBatch(rows, keep_rows))
 
-
-def count_batches(ds: grain.IterDataset) -> int:
-    """Number of batches one pass yields (a dry run of the pipeline: exact with packing)."""
-    return sum(1 for _ in ds)
