@@ -441,28 +441,26 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
 
 
-def attention_reference(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """`attention` as plain einsums (the reference its tests compare with)."""
+def _einsum_attention(q: Array, k: Array, v: Array, mask: Array, kv: str) -> Array:
+    """Masked softmax attention as einsums; ``kv`` names the key/value layout."""
     b, t, n, h = q.shape
-    kh = k.shape[2]
+    kh = k.shape[kv.index("k")]
     qg = q.reshape(b, t, kh, n // kh, h)
-    scores = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum(f"btkgh,{kv}->bkgts", qg, k, preferred_element_type=jnp.float32)
     scores = scores * (h**-0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgts,bskh->btkgh", probs, v).reshape(b, t, n, h)
+    return jnp.einsum(f"bkgts,{kv}->btkgh", probs, v).reshape(b, t, n, h)
+
+
+def attention_reference(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """`attention` as plain einsums (the reference its tests compare with)."""
+    return _einsum_attention(q, k, v, mask, "bskh")
 
 
 def cached_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     """q [B, T, N, H] against a cache k, v [B, K, S, H] (its layout), mask [B, T, S]."""
-    b, t, n, h = q.shape
-    kh = k.shape[1]
-    qg = q.reshape(b, t, kh, n // kh, h)
-    scores = jnp.einsum("btkgh,bksh->bkgts", qg, k, preferred_element_type=jnp.float32)
-    scores = scores * (h**-0.5)
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgts,bksh->btkgh", probs, v).reshape(b, t, n, h)
+    return _einsum_attention(q, k, v, mask, "bksh")
 
 
 class MLP(nnx.Module):
