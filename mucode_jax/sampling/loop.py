@@ -238,12 +238,26 @@ def prefill_shared(
 
 
 def decode(
-    spec: LoopSpec, method: SamplingMethod, params: Any, state: SamplingState, stop: Array
+    spec: LoopSpec,
+    method: SamplingMethod,
+    window: int | None,
+    params: Any,
+    state: SamplingState,
+    stop: Array,
 ) -> SamplingState:
     """Runs the decode loop until every row is done, the buffer is full, or ``step == stop``
-    (a traced [] int32: the host decodes in phases between which it may `compact`)."""
+    (a traced [] int32: the host decodes in phases between which it may `compact`).
+
+    ``window`` (static): attend over the cache's first ``window`` slots only — the loop runs on
+    that slice of the cache, which is written back when it ends, so a phase early in a long
+    generation does not read the unwritten slots after it. The host picks a window that
+    holds every slot the phase writes (``cache.end + stop - step``); None: the whole cache.
+    """
     spec.traces.n += 1
     m = state.tokens.shape[1]
+    full = state.cache
+    if window is not None and window < full.max_length:
+        state = state.replace(cache=constrain_cache(spec, window_cache(full, window)))
 
     def cond(s: SamplingState) -> Array:
         going = (s.step < m) & (s.step < stop) & ~jnp.all(s.done)
@@ -278,7 +292,34 @@ def decode(
             cache=constrain_cache(spec, cache),
         )
 
-    return jax.lax.while_loop(cond, body, state)
+    state = jax.lax.while_loop(cond, body, state)
+    if state.cache.max_length < full.max_length:
+        state = state.replace(cache=constrain_cache(spec, unwindow_cache(full, state.cache)))
+    return state
+
+
+def window_cache(cache: Cache, window: int) -> Cache:
+    """The cache's first ``window`` slots (a copy)."""
+    head = lambda a: jax.lax.slice_in_dim(a, 0, window, axis=2)
+    return Cache(
+        layers=tuple(LayerCache(k=head(c.k), v=head(c.v)) for c in cache.layers),
+        segment_ids=cache.segment_ids[:, :window],
+        end=cache.end,
+    )
+
+
+def unwindow_cache(full: Cache, window: Cache) -> Cache:
+    """``full`` with its first slots replaced by ``window``'s (in place when donated)."""
+    put = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, 0, axis=2)
+    return Cache(
+        layers=tuple(
+            LayerCache(k=put(f.k, w.k), v=put(f.v, w.v)) for f, w in zip(full.layers, window.layers)
+        ),
+        segment_ids=jax.lax.dynamic_update_slice_in_dim(
+            full.segment_ids, window.segment_ids, 0, axis=1
+        ),
+        end=window.end,
+    )
 
 
 def compact(state: SamplingState, rows: Array) -> SamplingState:

@@ -264,7 +264,7 @@ class Sampler:
             self._param_shardings = None
             self._prefill = jax.jit(prefill, static_argnums=0)
             self._prefill_shared = jax.jit(shared, static_argnums=0)
-            self._decode = jax.jit(decode, static_argnums=0, donate_argnums=2)
+            self._decode = jax.jit(decode, static_argnums=(0, 1), donate_argnums=3)
             self._compact = jax.jit(loop.compact)
             return
         mesh, rules = self.mesh, self.rules
@@ -304,10 +304,10 @@ class Sampler:
         )
         self._decode = jax.jit(
             decode,
-            static_argnums=0,
+            static_argnums=(0, 1),
             in_shardings=(self._param_shardings, state_sh, repl),
             out_shardings=state_sh,
-            donate_argnums=2,
+            donate_argnums=3,
         )
         self._compact = jax.jit(loop.compact, in_shardings=(state_sh, repl), out_shardings=state_sh)
 
@@ -381,7 +381,8 @@ class Sampler:
                 owner[: len(idx)] = idx
                 self.stats["row_steps"] += len(owner)  # the prefill drew one token per row
                 if self.compact_every is None:
-                    state = self._decode(method, self._params, state, np.int32(self.max_new_tokens))
+                    m = np.int32(self.max_new_tokens)
+                    state = self._decode(method, None, self._params, state, m)
                     steps = int(_to_host(state.step)) - 1
                     self.stats["row_steps"] += len(owner) * steps
                     self._count_tokens(state, np.flatnonzero(owner >= 0))
@@ -426,16 +427,18 @@ class Sampler:
                     [self.pad_id] * (p - 1) + [i % self.config.vocab_size] for i in range(b)
                 ]
                 self.sample(distinct, max_new_tokens=1, method=method)
-                smaller = [x for x in self.batch_buckets if x <= b // 2]
-                if self.compact_every is None or not smaller:
+                if self.compact_every is None:
                     continue
                 ones = np.ones(b, np.int32)
                 arrays = self._prepare([[self.pad_id] * p] * b, ones, np.arange(b))
                 with sh.use_mesh(self.mesh, self.rules):
                     arrays = self._place(*arrays, np.uint32(0))
                     state = self._prefill(method, self._params, *arrays)
-                    for x in smaller:  # the gathers that compaction from this bucket uses
-                        self._compact(state, self._replicated(np.arange(x, dtype=np.int32)))
+                    for x in self.batch_buckets:  # the gathers compaction from this bucket uses
+                        if x <= b // 2:
+                            self._compact(state, self._replicated(np.arange(x, dtype=np.int32)))
+                    for w in self._windows(p):  # the later phases' decode windows
+                        state = self._decode(method, w, self._params, state, np.int32(2))
 
     def _start(self, method, prompts, limits, row_ids, seed: int):
         """Prefill of one chunk (each distinct prompt once when that saves a batch bucket)."""
@@ -534,7 +537,8 @@ class Sampler:
         m, step = self.max_new_tokens, 1
         while True:
             stop = min(m, step + self.compact_every)
-            state = self._decode(method, self._params, state, np.int32(stop))
+            window = self._window(state.cache.max_length, stop)
+            state = self._decode(method, window, self._params, state, np.int32(stop))
             done = _to_host(state.done)
             new_step = int(_to_host(state.step))
             self.stats["row_steps"] += len(owner) * (new_step - step)
@@ -554,6 +558,29 @@ class Sampler:
             keep = np.concatenate([live, spare]).astype(np.int32)
             state = self._compact(state, self._replicated(keep))
             owner = np.concatenate([owner[live], np.full(spare.size, -1)])
+
+    def _window(self, slots: int, stop: int) -> int | None:
+        """The cache slots a decode phase ending at step ``stop`` attends over: the prompt
+        bucket plus the new-token columns up to ``stop`` rounded up to a quarter of M (so at
+        most four decode shapes per bucket pair); None when that is the whole cache."""
+        m = self.max_new_tokens
+        quarter = -(-m // 4)
+        prompt = slots - m  # the prompt bucket (the cache holds P + M slots)
+        window = prompt + -(-(stop - 1) // quarter) * quarter
+        return None if window >= slots else window
+
+    def _windows(self, prompt_bucket: int) -> list[int | None]:
+        """Every window `_window` can return for this prompt bucket."""
+        slots = prompt_bucket + self.max_new_tokens
+        if self.compact_every is None:
+            return [None]
+        stops = range(
+            1 + self.compact_every, self.max_new_tokens + self.compact_every, self.compact_every
+        )
+        return sorted(
+            {self._window(slots, min(s, self.max_new_tokens)) for s in stops},
+            key=lambda w: w or slots,
+        )
 
     def _count_tokens(self, state, rows: np.ndarray) -> None:
         """Add the tokens of batch rows ``rows`` (real prompts) to the useful row-steps."""

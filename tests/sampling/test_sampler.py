@@ -233,6 +233,12 @@ def test_compaction_changes_nothing_but_the_cost():
     assert phased.stats["useful_row_steps"] == useful
     assert phased.stats["row_steps"] < 0.5 * whole.stats["row_steps"]
     assert phased.reset_stats()["useful_row_steps"] == useful and phased.stats["row_steps"] == 0
+    # The phases attend over the prompt bucket plus the new-token columns written so far,
+    # rounded up to a quarter of M (8 here): 8 + 8 slots for the first phase (steps 1-4).
+    assert [phased._window(8 + 32, stop) for stop in (5, 9, 13, 21, 29, 32)] == [
+        16, 16, 24, 32, None, None
+    ]
+    assert phased._windows(8) == [16, 24, 32, None]
 
 
 def test_repeated_prompts_are_prefilled_once_with_the_same_tokens():
