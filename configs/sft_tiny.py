@@ -22,6 +22,7 @@ def get_config():
     c.data.num_problems = 160
     c.data.max_length = 256
     c.data.pack = True  # layout only: each step still trains on batch_size examples
+    c.data.train_eos = True  # a model from scratch must learn to stop
     c.batch_size = 8
     c.grad_accum = 2
     c.num_epochs = 3

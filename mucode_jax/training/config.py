@@ -84,9 +84,9 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.data.batch_unit = "examples"
     c.data.pack = False  # pack a step's examples into shared rows (segment-aware attention)
     # Train on the end-of-turn token (<|eot_id|>). The official run does not (TRL with
-    # pad_token = eos_token masks it); the driver's generator SFT follows its protocol, while a
-    # model trained from scratch (the demo's warm start) must learn to stop.
-    c.data.train_eos = True
+    # pad_token = eos_token masks it out of the labels); a model trained from scratch (the
+    # demo's warm start, configs/sft_tiny.py) must learn to stop, so sets it True.
+    c.data.train_eos = False
     c.data.shuffle = True
     c.batch_size = 16
     c.optim.lr = 5e-7
