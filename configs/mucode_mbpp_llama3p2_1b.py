@@ -59,7 +59,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.verifier.data.pairs_per_problem = 32
     c.verifier.data.label_non_final_negative = True
 
-    # Generator: official lr 5e-7, 2 epochs, effective batch 16, max length 8192.
+    # Generator: official lr 5e-7, 2 epochs, 16 examples per step (unpacked), max length 8192.
     c.sft = _train(sft_defaults(), preset, micro_batch=8)
 
     c.eval.modes = ("lv", "pt", "pt_lv", "random")

@@ -84,11 +84,15 @@ def _check_keep(keep_rows: Sequence[int] | None, rows: int) -> None:
         )
 
 
-def _source(examples: Sequence[Any], seed: int, num_epochs: int, shuffle: bool):
+def _check_nonempty(examples: Sequence[Any]) -> None:
     if len(examples) == 0:
         raise ValueError(
             "The dataset is empty: no examples are left to train on; check the input and the skip counts."
         )
+
+
+def _source(examples: Sequence[Any], seed: int, num_epochs: int, shuffle: bool):
+    _check_nonempty(examples)
     ds = grain.MapDataset.source(list(examples))
     if shuffle:
         ds = ds.shuffle(seed=seed)
@@ -235,10 +239,7 @@ def sft_step_dataset(
       keep_rows: this process's global row indices of a full step of ``batch_size`` rows
         (`feed.BatchFeed.rows`); of a step of R rows it keeps those below R.
     """
-    if len(examples) == 0:
-        raise ValueError(
-            "The dataset is empty: no examples are left to train on; check the input and the skip counts."
-        )
+    _check_nonempty(examples)
     if micro_rows < 1 or batch_size % micro_rows:
         raise ValueError(
             f"batch_size={batch_size} is not a multiple of the micro-batch of {micro_rows} rows; "

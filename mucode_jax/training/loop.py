@@ -98,7 +98,9 @@ def run(
       make_loss: graphdef -> micro-batch loss (`steps.sft_loss_fn`, `steps.verifier_loss_fn`).
       make_optimizer: total steps -> (optimizer, schedule).
       make_dataset: keep_rows -> the grain pipeline of global batches of ``config.batch_size``
-        rows, keeping only those rows (None: all), e.g. `pipeline.sft_dataset`.
+        rows, keeping only those rows (None: all), e.g. `pipeline.sft_dataset`; or of steps of
+        1..grad_accum micro-batches (`pipeline.sft_step_dataset`, which also knows its length):
+        each micro-batch count gets its own compiled step.
       data_fingerprint: a hash of the training data, compared across processes.
       summarize: raw step metrics (sums) -> what to log (adds means, rates).
       evaluate: optional (graphdef, state) -> metrics, run every ``eval_every`` steps and at
