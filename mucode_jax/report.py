@@ -108,7 +108,11 @@ def summary_table(results: dict[str, Any]) -> str:
         ]
         for n, ts, g, s in multi:
             cells = [_pct(s[k]["mean"]) if k in s else "–" for k in ks]
-            gcell = "–" if g is None else f"{100 * g['mean']:.1f} [{100 * g['lo']:.1f}, {100 * g['hi']:.1f}]"
+            gcell = (
+                "–"
+                if g is None
+                else f"{100 * g['mean']:.1f} [{100 * g['lo']:.1f}, {100 * g['hi']:.1f}]"
+            )
             out.append(f"| {n} | {ts} | {gcell} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

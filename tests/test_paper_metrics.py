@@ -34,8 +34,14 @@ def test_bon_curves_any_search_public_success_and_auc():
     recs = [
         # a: search 0 passes public at turn 1 but is wrong; search 1 is correct at turn 2.
         _traj("a", 0, [[_cand(True, False, 0.9), _cand(False, False, 0.1)]]),
-        _traj("a", 1, [[_cand(False, False, 0.2), _cand(False, False, 0.3)],
-                       [_cand(True, True, 0.8), _cand(False, False, 0.0)]]),  # fmt: skip
+        _traj(
+            "a",
+            1,
+            [
+                [_cand(False, False, 0.2), _cand(False, False, 0.3)],
+                [_cand(True, True, 0.8), _cand(False, False, 0.0)],
+            ],
+        ),  # fmt: skip
         # b: never passes.
         _traj("b", 0, [[_cand(False, False, 0.4), _cand(False, False, 0.5)]] * 3),
         _traj("b", 1, [[_cand(False, False, 0.6), _cand(False, False, 0.7)]] * 3),

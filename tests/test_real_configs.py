@@ -171,7 +171,11 @@ def test_official_hyperparameters(name):
     assert c.eval.search.max_turns == 3 and c.eval.search.num_searches == 10
     assert c.protocol == "official" and c.relabel.oracle_assisted is True
     assert (g.data.batch_unit, g.data.pack, g.data.train_eos) == ("examples", False, False)
-    assert (v.optim.weight_decay, v.optim.clip_norm, v.optim.horizon) == (0.01, 0.0, "steps_x_epochs")
+    assert (v.optim.weight_decay, v.optim.clip_norm, v.optim.horizon) == (
+        0.01,
+        0.0,
+        "steps_x_epochs",
+    )
     assert (v.data.eval_fraction, v.score_init, c.eval.verifier) == (0.0, "official", "official")
     from mucode_jax.algorithms.config import check_config
 

@@ -50,9 +50,7 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     # HumanEval(Pack), bash/mucode.sh; MBPP+ besides). path: a JSONL, "shared" (the copy in
     # ../shared/data) or "" (the HF hub).
     c.data.tests = ml_collections.ConfigDict()
-    c.data.tests.mbpp = ml_collections.ConfigDict(
-        dict(name="mbpp", split="test", limit=0, path="")
-    )
+    c.data.tests.mbpp = ml_collections.ConfigDict(dict(name="mbpp", split="test", limit=0, path=""))
     c.data.tests.humaneval = ml_collections.ConfigDict(
         dict(name="humaneval", split="", limit=0, path="")
     )
@@ -158,7 +156,9 @@ def check_config(c: ml_collections.ConfigDict) -> None:
             f"{c.eval.verifier!r}."
         )
     s = c.eval.sampled
-    if s.num_trajectories < 0 or any(k > s.num_trajectories for k in s.pass_k if s.num_trajectories):
+    if s.num_trajectories < 0 or any(
+        k > s.num_trajectories for k in s.pass_k if s.num_trajectories
+    ):
         _fail(
             f"config.eval.sampled.pass_k {tuple(s.pass_k)} needs k <= num_trajectories "
             f"({s.num_trajectories}); lower k or sample more trajectories (0 disables them)."

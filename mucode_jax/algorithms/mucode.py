@@ -41,7 +41,7 @@ from typing import Any
 import ml_collections
 
 from mucode_jax import evaluation, records, report, rollout
-from mucode_jax.algorithms import relabel
+from mucode_jax.algorithms import protocol, relabel
 from mucode_jax.algorithms.artifacts import Artifact, Store, content_key
 from mucode_jax.algorithms.config import check_config
 from mucode_jax.data import verifier_data as vd
@@ -480,6 +480,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     from mucode_jax.training.inputs import tokenizer_from_config
 
     check_config(config)
+    name = config.get("protocol", "official")
+    log.info("protocol %s: %s", name, protocol.describe(name))
     tokenizer = tokenizer_from_config(config)
     train = load_problem_set(config.data.train)
     if not train:

@@ -78,9 +78,7 @@ def apply_protocol(c: ml_collections.ConfigDict, defaults: ml_collections.Config
     """
     name = c.get("protocol", "official")
     if name not in PROTOCOLS:
-        raise ValueError(
-            f"Unknown config.protocol {name!r}; use one of {', '.join(PROTOCOLS)}."
-        )
+        raise ValueError(f"Unknown config.protocol {name!r}; use one of {', '.join(PROTOCOLS)}.")
     for key, value in PROTOCOLS[name].items():
         current, default = get_key(c, key), get_key(defaults, key)
         if current == value:
@@ -91,16 +89,7 @@ def apply_protocol(c: ml_collections.ConfigDict, defaults: ml_collections.Config
                 f"{value!r}; drop that setting or set config.protocol='custom'."
             )
         node, leaf = _node(c, key)
-        with node.unlocked() if hasattr(node, "unlocked") else _nullcontext():
-            node[leaf] = value
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+        node[leaf] = value  # an existing field: allowed in a locked ConfigDict too
 
 
 def describe(name: str) -> str:

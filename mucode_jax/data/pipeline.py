@@ -187,9 +187,7 @@ def step_groups(n: int, batch_size: int, *, seed: int, num_epochs: int, shuffle:
     takes ``ceil(n / batch_size) * num_epochs`` steps."""
     groups = []
     for epoch in range(num_epochs):
-        order = (
-            np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-        )
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
         groups.extend(tuple(order[i : i + batch_size]) for i in range(0, n, batch_size))
     return groups
 
@@ -301,4 +299,3 @@ def verifier_pair_dataset(
 
     ds = ds.map(row).to_iter_dataset()
     return ds.batch(rows, drop_remainder=False).map(_PadBatch(rows, keep_rows))
-

@@ -97,13 +97,9 @@ def verifier_from_base(base: Llama, *, seed: int = 0, score_init: str = "officia
     backbone.pop("lm_head", None)
     key = jax.random.PRNGKey(seed)
     std = (
-        1.0 / np.sqrt(vcfg.hidden_size + 1)
-        if score_init == "official"
-        else vcfg.initializer_range
+        1.0 / np.sqrt(vcfg.hidden_size + 1) if score_init == "official" else vcfg.initializer_range
     )
-    score = (std * jax.random.normal(key, (vcfg.hidden_size,))).astype(
-        vcfg.param_dtype
-    )
+    score = (std * jax.random.normal(key, (vcfg.hidden_size,))).astype(vcfg.param_dtype)
     return nnx.merge(graphdef, {"backbone": backbone, "score": jnp.asarray(score)})
 
 

@@ -66,6 +66,8 @@ def _verifiers(d):
     mucode.Driver.run(d)
     out = {}
     for name, test, gen, ver in d.calls:
+        expected = "pi0" if name == "base" else "pi[{}{}]".format(*name.split("/iter"))
+        assert gen == expected, (name, gen)  # each model evaluated is the one named
         out.setdefault(name, {})[test] = ver
     return out
 

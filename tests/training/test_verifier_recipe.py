@@ -14,7 +14,11 @@ from mucode_jax.training.sft import verifier_from_base
 
 def test_official_verifier_optimizer():
     c = verifier_defaults()
-    assert (c.optim.weight_decay, c.optim.clip_norm, c.optim.horizon) == (0.01, 0.0, "steps_x_epochs")
+    assert (c.optim.weight_decay, c.optim.clip_norm, c.optim.horizon) == (
+        0.01,
+        0.0,
+        "steps_x_epochs",
+    )
     assert c.data.eval_fraction == 0.0 and c.score_init == "official"
     opt, schedule = optim.make_optimizer(c.optim, 100, num_epochs=2)
     # The run's last step is half-way through the official horizon: lr ends near 0.5x peak.
