@@ -93,3 +93,15 @@ def test_previous_schedule_is_a_switch():
     ver = _verifiers(_run(protocol="paper"))
     assert ver["mucode/iter1"]["mbpp"] == "R[roll(pi0)]"
     assert ver["mucode/iter2"]["mbpp"] == "R[roll(pi0)+roll(pi[mucode1])]"
+
+
+def test_default_mbpp_plus_test_set_loads_from_shared_data(monkeypatch):
+    c = mucode_defaults()
+    d = c.data.tests.mbpp_plus
+    assert d.path == "shared"
+    d.limit = 3
+    probs = mucode.load_problem_set(d)
+    assert len(probs) == 3 and all(p.dataset == "mbpp_plus" for p in probs)
+    monkeypatch.setattr(mucode.evaluation, "default_dataset_path", lambda name: "")
+    with pytest.raises(ValueError, match="has no copy of 'mbpp_plus'"):
+        mucode.load_problem_set(d)
