@@ -166,7 +166,7 @@ def train_verifier(
         workdir,
         make_model=make_model,
         make_loss=lambda g: steps.verifier_loss_fn(g, config.loss, config.l2),
-        make_optimizer=lambda n: optim.make_optimizer(config.optim, n),
+        make_optimizer=lambda n: optim.make_optimizer(config.optim, n, config.num_epochs),
         make_dataset=make_dataset,
         data_fingerprint=examples_fingerprint(train_pairs, ("chosen", "rejected")),
         summarize=summarize,
