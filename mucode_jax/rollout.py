@@ -97,6 +97,11 @@ class SearchConfig:
         its fields, as configs give it).
       stop_on_public_pass: end a search once its selected program passes the public tests.
       show_tests: put the public tests into the first prompt (None: the dataset's default).
+      prompt_form: the first prompt's text, ``"stripped"`` or ``"official"`` (the official
+        pipeline's character for character; see `prompts.first_turn_prompt`).
+      extraction: how a completion becomes a program, ``"fenced"`` (`prompts.extract_code`:
+        no fenced block is ``no_code``) or ``"official"`` (`prompts.extract_code_official`:
+        the first ```` ```python ```` block, else the raw text).
       system: a system message before the first prompt (None: none, as the official runs).
       batch_size: conversations per policy call.
       seed: base seed; each search and turn derive theirs from it.
@@ -109,6 +114,8 @@ class SearchConfig:
     feedback: P.Feedback = P.Feedback()
     stop_on_public_pass: bool = True
     show_tests: bool | None = None
+    prompt_form: str = "stripped"
+    extraction: str = "fenced"
     system: str | None = None
     batch_size: int = 64
     seed: int = 0
@@ -122,10 +129,27 @@ class SearchConfig:
             raise ValueError("num_searches and num_candidates must be at least 1.")
         if self.select not in SELECT_MODES:
             raise ValueError(f"Unknown selection mode {self.select!r}; use one of {SELECT_MODES}.")
+        if self.prompt_form not in P.PROMPT_FORMS:
+            raise ValueError(
+                f"Unknown prompt form {self.prompt_form!r}; use one of {P.PROMPT_FORMS}."
+            )
+        if self.extraction not in P.EXTRACTION_MODES:
+            raise ValueError(
+                f"Unknown code extraction mode {self.extraction!r}; use one of "
+                f"{P.EXTRACTION_MODES}."
+            )
+
+    def extract(self, completion: str) -> str | None:
+        """The program in a completion, by `extraction`."""
+        return P.extract(completion, self.extraction)
 
     @property
     def settings(self) -> SearchSettings:
         prompt = "official" if self.show_tests is None else f"official/show_tests={self.show_tests}"
+        if self.prompt_form != "stripped":
+            prompt += f"/form={self.prompt_form}"
+        if self.extraction != "fenced":
+            prompt += f"/extract={self.extraction}"
         if self.system is not None:
             prompt += "/system"
         return SearchSettings(self.select, self.num_candidates, self.feedback.name, prompt)
@@ -196,7 +220,11 @@ class _Scheduler:
         self.out, self.scorer, self.progress = out, scorer, progress
         self.waiting = collections.deque(
             _Search(
-                p, i, P.first_turn_messages(p, system=config.system, show_tests=config.show_tests)
+                p,
+                i,
+                P.first_turn_messages(
+                    p, system=config.system, show_tests=config.show_tests, form=config.prompt_form
+                ),
             )
             for p in problems
             for i in range(config.num_searches)
@@ -238,7 +266,7 @@ class _Scheduler:
             mine = comps[j * per : (j + 1) * per]
             futures = []
             for comp in mine:
-                code = P.extract_code(comp.text)
+                code = c.extract(comp.text)
                 public = self.executor.submit(
                     code, s.problem.public_tests, trace=c.feedback.needs_trace
                 )
@@ -288,7 +316,7 @@ class _Scheduler:
             cands.append(
                 Candidate(
                     completion=comp.text,
-                    code=P.extract_code(comp.text),
+                    code=c.extract(comp.text),
                     public=pub.result(),
                     private=priv.result(),
                     tokens=comp.tokens,
@@ -304,7 +332,11 @@ class _Scheduler:
         user = s.messages[-1]["content"]
         s.messages.append({"role": "assistant", "content": sel.completion})
         s.done = (c.stop_on_public_pass and sel.public_passed) or t + 1 >= c.max_turns
-        feedback = None if s.done else c.feedback.text(sel.public)
+        feedback = (
+            None
+            if s.done
+            else c.feedback.text(sel.public, code=sel.code, tests=s.problem.public_tests)
+        )
         prompt_ids = g.completions[0].prompt_ids if g.completions else ()
         s.turns.append(Turn(user, tuple(cands), chosen, prompt_ids, feedback))
         if feedback is not None:
