@@ -31,7 +31,7 @@ import ml_collections
 from mucode_jax import evaluation, records, report, rollout
 from mucode_jax.algorithms import relabel
 from mucode_jax.algorithms.artifacts import Artifact, Store, content_key
-from mucode_jax.algorithms.config import check_config
+from mucode_jax.algorithms.config import check_config, executor_options
 from mucode_jax.data import verifier_data as vd
 from mucode_jax.types import Problem
 
@@ -62,7 +62,10 @@ def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
     from mucode_jax.data import problems as loaders
 
     probs = loaders.load_problems(
-        cfg.name, path=cfg.get("path") or None, split=cfg.get("split") or None
+        cfg.name,
+        path=cfg.get("path") or None,
+        split=cfg.get("split") or None,
+        **loaders.options_from_config(cfg),
     )
     return list(probs)[: cfg.limit] if cfg.get("limit") else list(probs)
 
@@ -98,6 +101,7 @@ def _models(c: ml_collections.ConfigDict, tokenizer: Any):
         verifier_max_length=c.verifier.data.max_length,
         mesh=sh.make_mesh(tuple(tuple(a) for a in c.mesh)),
         rules=tuple(tuple(r) for r in c.get("rules", ())) or sh.DEFAULT_RULES,
+        stop_on_eom=bool(c.sampling.get("stop_on_eom", False)),
     )
 
 
@@ -387,6 +391,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
         raise ValueError("The train or test problem set is empty; check config.data.")
     # Reference costs (the CPU limits) are measured once per workdir, shared by every stage.
     cache = Path(workdir) / "reference_cpu.jsonl"
-    with Executor(workers=config.executor.workers or None, reference_cache=cache) as executor:
+    with Executor(**executor_options(config), reference_cache=cache) as executor:
         driver = Driver(config, Path(workdir), executor, tokenizer, train, test)
         return driver.run()

@@ -682,6 +682,14 @@ def _with_preamble(problem: Problem, preamble: str) -> Problem:
     )
 
 
+OPTION_FIELDS = ("public_tests", "challenge_tests", "preamble", "generated_tests")
+
+
+def options_from_config(cfg: Any) -> dict[str, Any]:
+    """The `load_problems` options a problem-set config (``config.data.train``) sets."""
+    return {k: cfg.get(k) for k in OPTION_FIELDS if cfg.get(k) is not None}
+
+
 def load_problems(
     name: str,
     *,
