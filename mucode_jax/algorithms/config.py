@@ -25,9 +25,7 @@ def _search(**kw) -> ml_collections.ConfigDict:
     c.max_turns = 3
     c.batch_size = 64
     # Official μCode: the raw stderr of the public-test script ("failed": our Expected/Got body).
-    c.feedback = ml_collections.ConfigDict(
-        dict(body="official", wrapper="mucode", max_chars=2000)
-    )
+    c.feedback = ml_collections.ConfigDict(dict(body="official", wrapper="mucode", max_chars=2000))
     c.prompt_form = "official"  # the official first prompt character for character ("stripped")
     c.extraction = "official"  # first ```python block, else raw text ("fenced": ours)
     c.update(kw)

@@ -189,7 +189,9 @@ def _test_lines(code: str | None, tests: Mapping[str, Any]) -> list[int]:
 
 
 def _in_script(text: str) -> str:
-    return text.replace('"<solution>"', f'"{SCRIPT_NAME}"').replace("<solution>:", SCRIPT_NAME + ":")
+    return text.replace('"<solution>"', f'"{SCRIPT_NAME}"').replace(
+        "<solution>:", SCRIPT_NAME + ":"
+    )
 
 
 def _assert_traceback(source: str, line: int, last: str) -> str:

@@ -63,8 +63,9 @@ def test_the_official_preamble_is_on_every_suite(shared_data):
 
 def test_bad_options_are_one_sentence(shared_data):
     with pytest.raises(ValueError, match="public_tests='all' is for MBPP only"):
-        load_problems("humaneval", path=shared_data / "humaneval" / "HumanEval.jsonl",
-                      public_tests="all")
+        load_problems(
+            "humaneval", path=shared_data / "humaneval" / "HumanEval.jsonl", public_tests="all"
+        )
     with pytest.raises(ValueError, match="Unknown public-test policy 'most'"):
         _mbpp(shared_data, "test", public_tests="most")
     with pytest.raises(ValueError, match="Unknown preamble 'numpy'"):
@@ -146,7 +147,10 @@ CC_ROWS = [
         "public_tests": {"input": ["1 2\n"], "output": ["3\n"]},
         "private_tests": {"input": ["5 6\n"], "output": ["11\n"]},
         "generated_tests": {"input": ["0 0\n", "7 1\n"], "output": ["0\n", "8\n"]},
-        "solutions": {"language": [3], "solution": ["a, b = map(int, input().split())\nprint(a + b)\n"]},
+        "solutions": {
+            "language": [3],
+            "solution": ["a, b = map(int, input().split())\nprint(a + b)\n"],
+        },
         "difficulty": 7,
         "cf_tags": ["math"],
         "source": 2,

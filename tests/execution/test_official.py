@@ -59,14 +59,16 @@ def test_a_failing_mbpp_program_gets_the_raw_traceback(data_dir, executor):
     assert "<solution>" not in text and "<test" not in text and "/tmp" not in text
     # A train problem: every assert public; the first failing one is reported.
     q = _mbpp(data_dir, "train", public_tests="all", **OFFICIAL)["mbpp/601"]
-    half = q.reference.replace("\r\n", "\n").strip() + "\n_real = max_chain_length\n" + (
-        "def max_chain_length(arr, n):\n    return 3 if n == 4 and arr[0].a == 5 else -1"
+    half = (
+        q.reference.replace("\r\n", "\n").strip()
+        + "\n_real = max_chain_length\n"
+        + ("def max_chain_length(arr, n):\n    return 3 if n == 4 and arr[0].a == 5 else -1")
     )
     r = executor.run(half, q.public_tests)
     assert [t.verdict for t in r.tests] == ["passed", "wrong_answer", "wrong_answer"]
     line = 16 + half.count("\n") + 1 + 1 + 1 + 1
     text = body.text(r, code=half, tests=q.public_tests)
-    assert f'line {line}, in <module>\n    {q.public_tests["tests"][1]}\n' in text
+    assert f"line {line}, in <module>\n    {q.public_tests['tests'][1]}\n" in text
     # Time-outs, syntax errors, no program; long output stays within the budget.
     loop = "def remove_Occ(s, ch):\n    while True:\n        pass"
     r = executor.run(loop, p.public_tests, limits={"cpu_seconds": 0.3, "timeout_reruns": 0})
@@ -117,7 +119,12 @@ def test_codecontests_official_error_lines(data_dir, executor):
         f"input={case['input']}, but got actual_output=-1"
     )
     r = executor.run("print(1 // 0)", p.public_tests)
-    assert F.official(r, "", p.public_tests) == "[Error] ZeroDivisionError: integer division or modulo by zero"
-    r = executor.run("while True:\n    pass", p.public_tests, limits={"cpu_seconds": 0.3, "timeout_reruns": 0})
+    assert (
+        F.official(r, "", p.public_tests)
+        == "[Error] ZeroDivisionError: integer division or modulo by zero"
+    )
+    r = executor.run(
+        "while True:\n    pass", p.public_tests, limits={"cpu_seconds": 0.3, "timeout_reruns": 0}
+    )
     assert F.official(r, "", p.public_tests) == "[Error] TimeoutError: Code execution timed out"
     assert executor.run(p.reference, p.private_tests).passed  # the preamble does not get in the way
