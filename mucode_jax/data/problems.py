@@ -389,13 +389,19 @@ def _first_check_assert(check: str, entry_point: str) -> str | None:
     return None
 
 
-def _humaneval_problem(r: _Row) -> Problem:
-    task_id = r.get("task_id", str, what="a string like 'HumanEval/0'")
+def _humaneval_fields(r: _Row, task_example: str) -> tuple[str, str, str, str, str]:
+    """The fields HumanEval and HumanEvalPack share: task id, prompt, entry point, test code
+    and the reference (prompt + canonical solution)."""
+    task_id = r.get("task_id", str, what=f"a string like {task_example!r}")
     prompt = r.get("prompt", str, what="a string")
     entry = r.get("entry_point", str, what="a function name")
     canonical = r.get("canonical_solution", str, what="a string")
-    check = r.get("test", str, what="the check(candidate) code")
-    reference = prompt + canonical
+    test = r.get("test", str, what="the check(candidate) code")
+    return task_id, prompt, entry, test, prompt + canonical
+
+
+def _humaneval_problem(r: _Row) -> Problem:
+    task_id, prompt, entry, check, reference = _humaneval_fields(r, "HumanEval/0")
     try:
         check_tree = _parse(check)
     except SyntaxError as e:
@@ -478,13 +484,8 @@ def _combined_check(parts: list[list[ast.stmt]], names: list[str]) -> str:
 
 
 def _humanevalpack_problem(r: _Row) -> Problem:
-    task_id = r.get("task_id", str, what="a string like 'Python/0'")
-    prompt = r.get("prompt", str, what="a string")
-    entry = r.get("entry_point", str, what="a function name")
-    canonical = r.get("canonical_solution", str, what="a string")
-    test = r.get("test", str, what="the check(candidate) code")
+    task_id, prompt, entry, test, reference = _humaneval_fields(r, "Python/0")
     example = r.get("example_test", str, what="the example check(candidate) code")
-    reference = prompt + canonical
     # The official split: of the example block's asserts the second is public (the first is
     # often a debugging `assert True`), the rest of the block and `test` are private.
     block = example.strip()
