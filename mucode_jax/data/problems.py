@@ -491,6 +491,7 @@ def _humanevalpack_problem(r: _Row) -> Problem:
     block = example.strip()
     found = _ASSERT_LINE.findall(block)
     tests_body = _check_function(r, "test", test, "_check_test")
+    example_whole = _check_function(r, "example_test", block, "_check_example")  # validates
     if found:
         shown = found[min(1, len(found) - 1)]
         rest = block.replace(shown, "", 1).strip()
@@ -505,9 +506,7 @@ def _humanevalpack_problem(r: _Row) -> Problem:
         public = {
             "kind": "check",
             "entry_point": entry,
-            "check": _combined_check(
-                [_check_function(r, "example_test", block, "_check_example")], ["_check_example"]
-            ),
+            "check": _combined_check([example_whole], ["_check_example"]),
             "reference": reference,
         }
     parts, names = [tests_body], ["_check_test"]
