@@ -13,9 +13,13 @@ CodeContests problems read stdin: the public tests are shown in the prompt (data
 import sys
 from pathlib import Path
 
+import ml_collections
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mucode_mbpp_llama3p2_1b as base_config  # noqa: E402
+
+from mucode_jax.algorithms.config import data_split  # noqa: E402
 
 
 def get_config(arg: str = ""):
@@ -32,7 +36,8 @@ def get_config(arg: str = ""):
     # tests without the generated ones (config.data.*.generated_tests=False, the default).
     c.data.train.name, c.data.train.split = "cc_1k", "train"
     c.data.train.public_tests = "first"
-    c.data.test.name, c.data.test.split = "codecontests", "test"
+    c.data.tests = ml_collections.ConfigDict()
+    c.data.tests.codecontests = data_split("codecontests", "test", "first")
     # Per-case limits: ours (4 s CPU, or 4x the reference solution's; wall 3 x cpu + 2). The
     # official per-case limit is the problem's own time limit, which the reference-derived
     # CPU limit stands in for; stdio programs always run as scripts.

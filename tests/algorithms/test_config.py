@@ -29,11 +29,14 @@ def _demo():
         ("rollout.search.max_turns", 0, "config.rollout.search is invalid: max_turns"),
         ("eval.search.feedback.body", "nice", "config.eval.search is invalid: Unknown feedback"),
         ("eval.modes", ("lv", "best"), "Unknown selection modes"),
-        ("data.test.name", "mbbp", "Unknown dataset 'mbbp' in config.data.test.name"),
+        ("data.tests.toy.name", "mbbp", "Unknown dataset 'mbbp' in config.data.tests.toy.name"),
+        ("eval.sampled.num_trajectories", 1, "config.eval.sampled.pass_k"),
+        ("protocol", "pytorch", "Unknown config.protocol 'pytorch'"),
+        ("verifier.optim.clip_norm", 0.5, "config.verifier.optim.clip_norm=0.5 contradicts"),
         ("warm_start.enabled", False, "config.base is empty"),
         ("rollout.search.extraction", "regex", "Unknown code extraction mode 'regex'"),
         ("eval.search.prompt_form", "raw", "Unknown prompt form 'raw'"),
-        ("data.test.public_tests", "some", "config.data.test.public_tests='some' is unknown"),
+        ("data.tests.toy.public_tests", "some", "data.tests.toy.public_tests='some' is unknown"),
         ("data.train.preamble", "numpy", "config.data.train.preamble='numpy' is unknown"),
         ("executor.wall_seconds", -1.0, "config.executor is invalid: Limit wall_seconds"),
     ],
@@ -68,9 +71,10 @@ def test_official_protocol_is_the_default():
     """The data / execution / prompt switches of the official μCode protocol are the defaults
     (the real MBPP config inherits them); public_tests='all' is for MBPP only."""
     c = mucode_defaults()
-    assert c.data.train.public_tests == "all" and c.data.test.public_tests == "first"
+    assert c.data.train.public_tests == "all" and c.data.tests.mbpp.public_tests == "first"
     assert not c.data.train.challenge_tests and c.data.train.preamble == "official"
-    assert not c.data.test.generated_tests
+    assert c.data.tests.humaneval.name == "humanevalpack"
+    assert all(not t.generated_tests and t.preamble == "official" for t in c.data.tests.values())
     for search in (c.rollout.search, c.eval.search):
         assert search.feedback.body == "official"
         assert search.extraction == "official" and search.prompt_form == "official"
