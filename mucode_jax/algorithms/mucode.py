@@ -385,6 +385,8 @@ class Driver:
                     stop_on_public_pass=False,
                     stop_on_correct=True,
                     show_tests=search.show_tests,
+                    prompt_form=search.prompt_form,
+                    extraction=search.extraction,
                     system=search.system,
                     batch_size=search.batch_size,
                     seed=c.seed,
