@@ -101,6 +101,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.eval.sampled.num_trajectories = 4
     c.eval.sampled.pass_k = (1, 4)
     c.executor.workers = 2
+    # The toy tasks keep our feedback, extraction and execution: the feedback's Expected/Got
+    # values tell the tiny model which reading of a statement was meant (the official body has
+    # only the traceback), and the fenced extraction gives `no_code` for a completion without
+    # a code block (these switches are defaults, not keys of config.protocol).
+    for search in (c.rollout.search, c.eval.search):
+        search.feedback.body = "failed"
+        search.prompt_form = "stripped"
+        search.extraction = "fenced"
+    c.executor.cpu_seconds, c.executor.wall_seconds, c.executor.run_as_script = 4.0, None, False
+    c.sampling.stop_on_eom = False
     if arg == "ci":
         _shrink(c)
     elif arg:

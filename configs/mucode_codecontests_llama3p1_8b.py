@@ -2,7 +2,6 @@
 
   python launch/mucode.py --config configs/mucode_codecontests_llama3p1_8b.py \
       --config.base=/ckpt/Llama-3.1-8B-Instruct --config.tokenizer=/ckpt/Llama-3.1-8B-Instruct \
-      --config.data.train.path=/data/code_contests --config.data.tests.codecontests.path=/data/code_contests \
       --workdir /runs/mucode_cc_8b
 
 Official hyperparameters as in `mucode_mbpp_llama3p2_1b.py`; the 8B needs fsdp over
@@ -20,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mucode_mbpp_llama3p2_1b as base_config  # noqa: E402
 
+from mucode_jax.algorithms.config import data_split  # noqa: E402
+
 
 def get_config(arg: str = ""):
     del arg
@@ -31,11 +32,16 @@ def get_config(arg: str = ""):
     c.sft.grad_accum = c.sft.batch_size // 8
     c.verifier.grad_accum = c.verifier.batch_size // 8
     c.baselines = ("multi_star",)
-    c.data.train.name, c.data.train.split, c.data.train.limit = "codecontests", "train", 1000
+    # Official: the cc_1k training set (1k CodeContests train problems, from the hub), private
+    # tests without the generated ones (config.data.*.generated_tests=False, the default).
+    c.data.train.name, c.data.train.split = "cc_1k", "train"
+    c.data.train.public_tests = "first"
     c.data.tests = ml_collections.ConfigDict()
-    c.data.tests.codecontests = ml_collections.ConfigDict(
-        dict(name="codecontests", split="test", limit=0, path="")
-    )
+    c.data.tests.codecontests = data_split("codecontests", "test", "first")
+    # Per-case limits: ours (4 s CPU, or 4x the reference solution's; wall 3 x cpu + 2). The
+    # official per-case limit is the problem's own time limit, which the reference-derived
+    # CPU limit stands in for; stdio programs always run as scripts.
+    c.executor.cpu_seconds, c.executor.wall_seconds = 4.0, None
     c.sampling.max_batch_size = 64
     c.rollout.search.batch_size = 64
     c.eval.search.batch_size = 64

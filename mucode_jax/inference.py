@@ -36,6 +36,8 @@ class Models:
       max_batch_size: the largest batch bucket of the sampler and the scorer.
       verifier_max_length: verifier inputs are cut to this many tokens (as in its training).
       mesh, rules: where the weights go and how batches are sharded (None: one device).
+      stop_on_eom: the sampler also stops on ``<|eom_id|>`` when the tokenizer has it
+        (`mucode_jax.data.tokenizer.eos_token_ids`; the official μCode sampler does).
     """
 
     def __init__(
@@ -49,8 +51,10 @@ class Models:
         verifier_max_length: int,
         mesh: jax.sharding.Mesh | None = None,
         rules: sh.LogicalRules = sh.DEFAULT_RULES,
+        stop_on_eom: bool = False,
     ):
         self.tokenizer = tokenizer
+        self.stop_on_eom = bool(stop_on_eom)
         self.dtype = getattr(jnp, dtype)
         self.max_new_tokens = int(max_new_tokens)
         self.max_prompt_length = int(max_prompt_length)
@@ -73,7 +77,7 @@ class Models:
                 model,
                 max_new_tokens=self.max_new_tokens,
                 max_prompt_length=self.max_prompt_length,
-                eos_ids=eos_token_ids(self.tokenizer),
+                eos_ids=eos_token_ids(self.tokenizer, eom=self.stop_on_eom),
                 max_batch_size=self.max_batch_size,
                 pad_id=self.tokenizer.pad_token_id or 0,
                 mesh=self.mesh,

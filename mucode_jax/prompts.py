@@ -70,6 +70,15 @@ question: {statement}
 Your code should be enclosed in triple backticks like so: ```python YOUR CODE HERE```. Use the \
 backticks for your code only."""
 
+# The official μCode CodeContests prompt, character for character: a leading newline, a literal
+# backslash-dollar before the statement, a full stop after it and a trailing newline.
+CODECONTESTS_PROMPT_OFFICIAL = (
+    "\nProvide a Python solution for the following competitive programming question: "
+    "\\${statement}.\nYour code should be enclosed in triple backticks like so: ```python YOUR "
+    "CODE HERE```. Use the backticks for your code only.\n"
+)
+PROMPT_FORMS = ("official", "stripped")
+
 # The CPU demo's synthetic tasks: short, so a few-million-parameter model learns the format. The
 # public test is deliberately not shown (see `mucode_jax.data.toy`): it comes back as feedback.
 TOY_PROMPT = "{statement}\nAnswer with ```python code```."
@@ -80,7 +89,9 @@ _PROMPTED = ("mbpp", "mbpp_plus", "humaneval", "codecontests", "toy")
 _FUNCTION_DATASETS = ("mbpp", "mbpp_plus", "humaneval")
 
 
-def first_turn_prompt(problem: Problem, *, show_tests: bool | None = None) -> str:
+def first_turn_prompt(
+    problem: Problem, *, show_tests: bool | None = None, form: str = "stripped"
+) -> str:
     """The first user message's text for ``problem``, in its dataset's official wording.
 
     Args:
@@ -89,6 +100,11 @@ def first_turn_prompt(problem: Problem, *, show_tests: bool | None = None) -> st
         HumanEval when the text is non-empty (as the official code), no for ``toy`` (whose
         public test is revealed only through execution feedback); CodeContests statements
         already contain their examples, so the flag is ignored there.
+      form: ``"stripped"`` (statement and tests stripped of surrounding whitespace; the
+        CodeContests prompt without the official quirks) or ``"official"`` (the official
+        pipeline's text exactly: statement and tests as the dataset has them, e.g. MBPP's
+        ``test_setup_code`` line before the asserts, and CodeContests'
+        `CODECONTESTS_PROMPT_OFFICIAL`).
 
     Returns:
       The prompt text.
@@ -96,16 +112,23 @@ def first_turn_prompt(problem: Problem, *, show_tests: bool | None = None) -> st
     Raises:
       ValueError: for an unknown ``problem.dataset``.
     """
+    if form not in PROMPT_FORMS:
+        raise ValueError(f"Unknown prompt form {form!r}; use one of {', '.join(PROMPT_FORMS)}.")
     dataset = problem.dataset
     tests = problem.public_tests_text.strip()
     statement = problem.statement.strip()
+    official = form == "official"
     if dataset in _FUNCTION_DATASETS:
         if show_tests is None:
             show_tests = bool(tests)
+        if official:
+            statement, tests = problem.statement, problem.public_tests_text
         if show_tests:
             return FUNCTION_PROMPT.format(statement=statement, tests=tests)
         return FUNCTION_PROMPT_NO_TESTS.format(statement=statement)
     if dataset == "codecontests":
+        if official:
+            return CODECONTESTS_PROMPT_OFFICIAL.format(statement=problem.statement)
         return CODECONTESTS_PROMPT.format(statement=statement)
     if dataset == "toy":
         if show_tests and tests:
@@ -118,17 +141,22 @@ def first_turn_prompt(problem: Problem, *, show_tests: bool | None = None) -> st
 
 
 def first_turn_messages(
-    problem: Problem, *, system: str | None = None, show_tests: bool | None = None
+    problem: Problem,
+    *,
+    system: str | None = None,
+    show_tests: bool | None = None,
+    form: str = "stripped",
 ) -> list[Message]:
     """The conversation before the first assistant turn: ``[system?, user]``.
 
     Args:
       problem: the problem.
       system: optional system message (the official runs use none).
-      show_tests: see `first_turn_prompt`.
+      show_tests, form: see `first_turn_prompt`.
     """
     messages = [] if system is None else [{"role": "system", "content": system}]
-    messages.append({"role": "user", "content": first_turn_prompt(problem, show_tests=show_tests)})
+    text = first_turn_prompt(problem, show_tests=show_tests, form=form)
+    messages.append({"role": "user", "content": text})
     return messages
 
 
@@ -185,7 +213,7 @@ def feedback_message(feedback: str, style: Literal["mucode", "rlef"] = "mucode")
     raise ValueError(f"Unknown feedback style {style!r}; use 'mucode' or 'rlef'.")
 
 
-FEEDBACK_BODIES = (*F.GRANULARITIES, "mucode", "rlef")
+FEEDBACK_BODIES = (*F.GRANULARITIES, "mucode", "rlef", "official")
 FEEDBACK_WRAPPERS = ("mucode", "rlef")
 
 
@@ -196,8 +224,10 @@ class Feedback:
     Attributes:
       body: how the public-test result becomes text: a granularity of
         `mucode_jax.execution.feedback.render` (``binary``, ``failed``, ``failed_and_passed``,
-        ``trace``), ``mucode`` (the official μCode body: the first failure's raw traceback or
-        failing assert) or ``rlef`` (RLEF's failed-test template).
+        ``trace``), ``official`` (the official μCode pipeline's body: the raw stderr of the
+        public-test script, `mucode_jax.execution.feedback.official`), ``mucode`` (our reading
+        of it: the failing assert and the value the code returned) or ``rlef`` (RLEF's
+        failed-test template).
       wrapper: the user turn around the body: ``mucode`` (``"Feedback: {body}"``) or ``rlef``
         (``"{body}\n\nGive it another try."`` and the format reminder).
       max_chars: the body's character budget (head and tail kept).
@@ -225,8 +255,21 @@ class Feedback:
         """Whether the executor must record a line trace (``submit(..., trace=True)``)."""
         return self.body == "trace"
 
-    def text(self, result: ExecResult) -> str:
-        """The body for a public-test result."""
+    def text(
+        self,
+        result: ExecResult,
+        *,
+        code: str | None = None,
+        tests: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The body for a public-test result.
+
+        Args:
+          code, tests: the program and the public suite it ran on; the ``official`` body needs
+            them for the script's line numbers and asserts (the other bodies ignore them).
+        """
+        if self.body == "official":
+            return F.official(result, code, tests, max_chars=self.max_chars)
         if self.body == "mucode":
             return F.mucode(result, max_chars=self.max_chars)
         if self.body == "rlef":
@@ -510,6 +553,36 @@ _CLOSE_FENCE = re.compile(r"```")
 _PYTHON_TAGS = ("python", "python3", "py", "py3")
 
 
+EXTRACTION_MODES = ("official", "fenced")
+_OFFICIAL_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def extract_code_official(completion: str) -> str:
+    """The official μCode rule: the first ```` ```python\n ... ``` ```` block, stripped; after
+    an opening ```` ```python\n ```` that is never closed, the empty program; without such a
+    fence, the raw completion (which then runs as it is). Never ``None``."""
+    if not isinstance(completion, str):
+        raise TypeError(f"extract_code takes the completion text, got {type(completion).__name__}.")
+    m = _OFFICIAL_BLOCK.search(completion)
+    if m is not None:
+        return m.group(1).strip()
+    if "```python\n" in completion:
+        return ""
+    return completion
+
+
+def extract(completion: str, mode: str = "fenced") -> str | None:
+    """The program in a completion by an extraction mode: ``"fenced"`` (`extract_code`) or
+    ``"official"`` (`extract_code_official`)."""
+    if mode == "official":
+        return extract_code_official(completion)
+    if mode == "fenced":
+        return extract_code(completion)
+    raise ValueError(
+        f"Unknown code extraction mode {mode!r}; use one of {', '.join(EXTRACTION_MODES)}."
+    )
+
+
 def extract_code(completion: str) -> str | None:
     """The program in a model completion, or ``None`` when it contains no fenced code.
 
@@ -519,8 +592,8 @@ def extract_code(completion: str) -> str | None:
     everything after such a fence. Only when there is no Python-tagged block do we take the
     first block without a tag (```` ```\\n ... ``` ````); blocks tagged with another language
     (```` ```text ````) are skipped. No usable fence → ``None``, which the executor reports as
-    ``no_code`` (the official code would execute the raw text instead; RLEF penalises a turn
-    without code, so we keep the distinction).
+    ``no_code`` (the official code would execute the raw text instead, see
+    `extract_code_official`; RLEF penalises a turn without code, so we keep the distinction).
 
     Args:
       completion: the assistant message's text.

@@ -100,6 +100,11 @@ class SearchConfig:
         private tests pass): the official rollout script's stop, used for the multi-turn
         Pass@T metrics (with ``stop_on_public_pass=False``).
       show_tests: put the public tests into the first prompt (None: the dataset's default).
+      prompt_form: the first prompt's text, ``"stripped"`` or ``"official"`` (the official
+        pipeline's character for character; see `prompts.first_turn_prompt`).
+      extraction: how a completion becomes a program, ``"fenced"`` (`prompts.extract_code`:
+        no fenced block is ``no_code``) or ``"official"`` (`prompts.extract_code_official`:
+        the first ```` ```python ```` block, else the raw text).
       system: a system message before the first prompt (None: none, as the official runs).
       batch_size: conversations per policy call.
       seed: base seed; each search and turn derive theirs from it.
@@ -113,6 +118,8 @@ class SearchConfig:
     stop_on_public_pass: bool = True
     stop_on_correct: bool = False
     show_tests: bool | None = None
+    prompt_form: str = "stripped"
+    extraction: str = "fenced"
     system: str | None = None
     batch_size: int = 64
     seed: int = 0
@@ -126,10 +133,27 @@ class SearchConfig:
             raise ValueError("num_searches and num_candidates must be at least 1.")
         if self.select not in SELECT_MODES:
             raise ValueError(f"Unknown selection mode {self.select!r}; use one of {SELECT_MODES}.")
+        if self.prompt_form not in P.PROMPT_FORMS:
+            raise ValueError(
+                f"Unknown prompt form {self.prompt_form!r}; use one of {P.PROMPT_FORMS}."
+            )
+        if self.extraction not in P.EXTRACTION_MODES:
+            raise ValueError(
+                f"Unknown code extraction mode {self.extraction!r}; use one of "
+                f"{P.EXTRACTION_MODES}."
+            )
+
+    def extract(self, completion: str) -> str | None:
+        """The program in a completion, by `extraction`."""
+        return P.extract(completion, self.extraction)
 
     @property
     def settings(self) -> SearchSettings:
         prompt = "official" if self.show_tests is None else f"official/show_tests={self.show_tests}"
+        if self.prompt_form != "stripped":
+            prompt += f"/form={self.prompt_form}"
+        if self.extraction != "fenced":
+            prompt += f"/extract={self.extraction}"
         if self.system is not None:
             prompt += "/system"
         return SearchSettings(self.select, self.num_candidates, self.feedback.name, prompt)
@@ -200,7 +224,11 @@ class _Scheduler:
         self.out, self.scorer, self.progress = out, scorer, progress
         self.waiting = collections.deque(
             _Search(
-                p, i, P.first_turn_messages(p, system=config.system, show_tests=config.show_tests)
+                p,
+                i,
+                P.first_turn_messages(
+                    p, system=config.system, show_tests=config.show_tests, form=config.prompt_form
+                ),
             )
             for p in problems
             for i in range(config.num_searches)
@@ -242,7 +270,7 @@ class _Scheduler:
             mine = comps[j * per : (j + 1) * per]
             futures = []
             for comp in mine:
-                code = P.extract_code(comp.text)
+                code = c.extract(comp.text)
                 public = self.executor.submit(
                     code, s.problem.public_tests, trace=c.feedback.needs_trace
                 )
@@ -292,7 +320,7 @@ class _Scheduler:
             cands.append(
                 Candidate(
                     completion=comp.text,
-                    code=P.extract_code(comp.text),
+                    code=c.extract(comp.text),
                     public=pub.result(),
                     private=priv.result(),
                     tokens=comp.tokens,
@@ -312,7 +340,11 @@ class _Scheduler:
             or (c.stop_on_correct and sel.label)
             or t + 1 >= c.max_turns
         )
-        feedback = None if s.done else c.feedback.text(sel.public)
+        feedback = (
+            None
+            if s.done
+            else c.feedback.text(sel.public, code=sel.code, tests=s.problem.public_tests)
+        )
         prompt_ids = g.completions[0].prompt_ids if g.completions else ()
         s.turns.append(Turn(user, tuple(cands), chosen, prompt_ids, feedback))
         if feedback is not None:

@@ -251,3 +251,40 @@ def test_extract_code(completion, expected):
 def test_extract_code_type_error():
     with pytest.raises(TypeError, match="completion text"):
         prompts.extract_code(None)
+
+
+def test_official_extraction():
+    """The official rule: first ```python block; unterminated fence -> empty; none -> raw."""
+    two = "Sure:\n```python\nx = 1\n```\nor\n```python\ny = 2\n```"
+    assert prompts.extract(two, "official") == "x = 1" == prompts.extract(two, "fenced")
+    assert prompts.extract("Here:\n```python\nx = 1\n", "official") == ""  # unterminated
+    assert prompts.extract("Here:\n```python\nx = 1\n", "fenced") == "x = 1"
+    raw = "def f(x):\n    return x"
+    assert prompts.extract(raw, "official") == raw and prompts.extract(raw, "fenced") is None
+    # Only "```python\n" opens a block officially: other tags run the whole text.
+    py = "```py\nx = 1\n```"
+    assert prompts.extract(py, "official") == py and prompts.extract(py, "fenced") == "x = 1"
+    assert prompts.extract("```python x = 1```", "official") == "```python x = 1```"
+    assert prompts.extract("```python\n```", "official") == ""
+    with pytest.raises(ValueError, match="Unknown code extraction mode 'regex'"):
+        prompts.extract(raw, "regex")
+
+
+def test_official_prompt_forms():
+    cc = Problem(
+        id="codecontests/1",
+        dataset="codecontests",
+        statement="Print a + b.\n",
+        public_tests={"kind": "stdio", "cases": [{"input": "1 2\n", "output": "3\n"}]},
+        private_tests={"kind": "stdio", "cases": [{"input": "1 2\n", "output": "3\n"}]},
+    )
+    assert prompts.first_turn_prompt(cc, form="official") == (
+        "\nProvide a Python solution for the following competitive programming question: "
+        "\\$Print a + b.\n.\nYour code should be enclosed in triple backticks like so: ```python "
+        "YOUR CODE HERE```. Use the backticks for your code only.\n"
+    )
+    assert prompts.first_turn_prompt(cc).startswith("Provide a Python solution") and "\\$" not in (
+        prompts.first_turn_prompt(cc)
+    )
+    with pytest.raises(ValueError, match="Unknown prompt form 'raw'"):
+        prompts.first_turn_prompt(cc, form="raw")

@@ -493,3 +493,47 @@ def test_a_record_of_another_version_is_refused_in_one_sentence(tmp_path):
     assert records_io.read_scores(scores) == {("p", 0, 1, 2): 0.5}
     with pytest.raises(ValueError, match=r"scores.jsonl holds 'score' records, not 'trajectory'"):
         records_io.read_trajectories(scores)
+
+
+def test_official_protocol_reaches_the_rollout(shared_data, executor, tmp_path):
+    """Official prompt form, extraction and feedback body: the first prompt is the official
+    text, the program the first ```python block, the feedback the script's raw stderr (MBPP)
+    or the ``[Error]`` line (CodeContests), wrapped as "Feedback: ..."."""
+    from mucode_jax.execution import feedback as F
+
+    mbpp = load_problems(
+        "mbpp",
+        path=shared_data / "mbpp" / "mbpp.jsonl",
+        split="train",
+        public_tests="all",
+        challenge_tests=False,
+        preamble="official",
+    )[:2]
+    cc = load_problems(
+        "codecontests",
+        path=shared_data / "codecontests" / "codecontests_train_sample100.jsonl",
+        generated_tests=False,
+        preamble="official",
+    )[:2]
+    problems = mbpp + cc
+    cfg = rollout.SearchConfig(
+        max_turns=T,
+        batch_size=4,
+        feedback=dict(body="official"),
+        prompt_form="official",
+        extraction="official",
+    )
+    policy = ScriptedPolicy(problems)
+    policy.by_prompt = {P.first_turn_prompt(p, form="official"): i for i, p in enumerate(problems)}
+    records = rollout.run_search(problems, policy, executor, cfg, tmp_path / "o.jsonl")
+    assert len(records) == 4
+    for r in records:
+        p = next(q for q in problems if q.id == r.problem_id)
+        assert r.labels == (False, True)
+        t1 = r.turns[0]
+        assert r.prompt == P.first_turn_prompt(p, form="official")
+        assert t1.feedback == F.official(t1.chosen.public, t1.chosen.code, p.public_tests)
+        assert t1.feedback.startswith("[Error] " if p.dataset == "codecontests" else "Traceback")
+        assert r.messages[2]["content"] == "Feedback: " + t1.feedback.strip()
+        assert r.settings.prompt == "official/form=official/extract=official"
+        assert r.settings.feedback == "official/mucode/2000"

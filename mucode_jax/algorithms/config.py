@@ -12,7 +12,7 @@ import ml_collections
 
 from mucode_jax import rollout
 from mucode_jax.algorithms import protocol, relabel
-from mucode_jax.data.problems import DATASETS
+from mucode_jax.data.problems import DATASETS, PREAMBLES, PUBLIC_TESTS
 from mucode_jax.training.config import sft_defaults, verifier_defaults
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -25,9 +25,46 @@ def _search(**kw) -> ml_collections.ConfigDict:
     c.num_candidates = 1
     c.max_turns = 3
     c.batch_size = 64
-    c.feedback = ml_collections.ConfigDict(dict(body="failed", wrapper="mucode", max_chars=2000))
+    # Official μCode: the raw stderr of the public-test script ("failed": our Expected/Got body).
+    c.feedback = ml_collections.ConfigDict(dict(body="official", wrapper="mucode", max_chars=2000))
+    c.prompt_form = "official"  # the official first prompt character for character ("stripped")
+    c.extraction = "official"  # first ```python block, else raw text ("fenced": ours)
     c.update(kw)
     return c
+
+
+def data_split(
+    name: str, split: str, public_tests: str = "first", path: str = ""
+) -> ml_collections.ConfigDict:
+    """A problem set: dataset, split, first-``limit`` problems, local file (``"shared"``: the
+    copy in ../shared/data; ``""``: the HF hub); and the official protocol's data switches
+    (`mucode_jax.data.problems.load_problems`)."""
+    return ml_collections.ConfigDict(
+        dict(
+            name=name,
+            split=split,
+            limit=0,
+            path=path,
+            public_tests=public_tests,  # MBPP: "all" (official mbpp_train) or "first"
+            challenge_tests=False,  # MBPP challenge tests: the official code never runs them
+            preamble="official",  # the official import block (HumanEval: + prompt header)
+            generated_tests=False,  # CodeContests: official private tests = private_tests only
+        )
+    )
+
+
+def executor_options(c: ml_collections.ConfigDict) -> dict:
+    """`Executor` keyword arguments from ``config.executor``: workers, limits, script mode."""
+    from mucode_jax.execution import Limits
+
+    e = c.executor
+    limits = Limits(
+        cpu_seconds=float(e.get("cpu_seconds", 4.0)),
+        wall_seconds=None if e.get("wall_seconds") is None else float(e.wall_seconds),
+    )
+    return dict(
+        workers=e.workers or None, limits=limits, script=bool(e.get("run_as_script", False))
+    )
 
 
 def mucode_defaults() -> ml_collections.ConfigDict:
@@ -45,18 +82,15 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.base = ""  # HF directory of the base generator (unless warm_start.enabled)
 
     c.data = ml_collections.ConfigDict()
-    c.data.train = ml_collections.ConfigDict(dict(name="mbpp", split="train", limit=0, path=""))
+    c.data.train = data_split("mbpp", "train", "all")
     # Test sets, by name: every evaluated model is evaluated on each (official: MBPP test and
     # HumanEval(Pack), bash/mucode.sh; MBPP+ besides). path: a JSONL, "shared" (the copy in
     # ../shared/data) or "" (the HF hub).
     c.data.tests = ml_collections.ConfigDict()
-    c.data.tests.mbpp = ml_collections.ConfigDict(dict(name="mbpp", split="test", limit=0, path=""))
-    c.data.tests.humaneval = ml_collections.ConfigDict(
-        dict(name="humaneval", split="", limit=0, path="")
-    )
-    c.data.tests.mbpp_plus = ml_collections.ConfigDict(
-        dict(name="mbpp_plus", split="", limit=0, path="shared")
-    )
+    c.data.tests.mbpp = data_split("mbpp", "test")
+    # HumanEval as official: HumanEvalPack's Python split (name="humaneval": openai_humaneval).
+    c.data.tests.humaneval = data_split("humanevalpack", "")
+    c.data.tests.mbpp_plus = data_split("mbpp_plus", "", path="shared")
 
     # The CPU demo's stand-in for a pretrained base: SFT on noisy toy solutions.
     c.warm_start = ml_collections.ConfigDict()
@@ -71,6 +105,7 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.sampling.max_new_tokens = 1000
     c.sampling.max_prompt_length = 4096
     c.sampling.max_batch_size = 64
+    c.sampling.stop_on_eom = True  # also stop on <|eom_id|> (the official SGLang sampler does)
 
     # Rollouts: N = 15 trajectories per problem at temperature 0.7, 3 turns.
     c.rollout = ml_collections.ConfigDict()
@@ -102,7 +137,12 @@ def mucode_defaults() -> ml_collections.ConfigDict:
         dict(num_trajectories=15, temperature=0.7, top_p=1.0, pass_k=(1, 5, 10))
     )
 
-    c.executor = ml_collections.ConfigDict(dict(workers=0))  # 0: one per CPU
+    # The official script runs: 10 s of wall-clock time each, as `python3 file.py` (its
+    # `__main__` block runs). Ours: cpu_seconds=4.0, wall_seconds=None (3 x cpu + 2),
+    # run_as_script=False. A reference solution's cost can still raise the CPU limit.
+    c.executor = ml_collections.ConfigDict(
+        dict(workers=0, cpu_seconds=10.0, wall_seconds=10.0, run_as_script=True)
+    )  # workers 0: one per CPU
     return c
 
 
@@ -150,6 +190,26 @@ def check_config(c: ml_collections.ConfigDict) -> None:
                 f"Unknown dataset {d.name!r} in config.data.{split}.name; use 'toy' or one of "
                 f"{', '.join(DATASETS)}."
             )
+        policy = d.get("public_tests", "first")
+        if policy not in PUBLIC_TESTS:
+            _fail(
+                f"config.data.{split}.public_tests={policy!r} is unknown; use one of "
+                f"{', '.join(PUBLIC_TESTS)}."
+            )
+        if policy != "first" and d.name not in ("mbpp", "mbpp_sanitized", "toy"):
+            _fail(
+                f"config.data.{split}.public_tests={policy!r} is for MBPP only; set it to "
+                f"'first' for {d.name}."
+            )
+        if d.get("preamble", "none") not in PREAMBLES:
+            _fail(
+                f"config.data.{split}.preamble={d.preamble!r} is unknown; use one of "
+                f"{', '.join(PREAMBLES)}."
+            )
+    try:
+        executor_options(c)
+    except (TypeError, ValueError) as e:
+        _fail(f"config.executor is invalid: {e}")
     if c.eval.verifier not in EVAL_VERIFIERS:
         _fail(
             f"config.eval.verifier must be one of {', '.join(EVAL_VERIFIERS)}, got "

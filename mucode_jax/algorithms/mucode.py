@@ -43,7 +43,7 @@ import ml_collections
 from mucode_jax import evaluation, records, report, rollout
 from mucode_jax.algorithms import protocol, relabel
 from mucode_jax.algorithms.artifacts import Artifact, Store, content_key
-from mucode_jax.algorithms.config import check_config
+from mucode_jax.algorithms.config import check_config, executor_options
 from mucode_jax.data import verifier_data as vd
 from mucode_jax.types import Problem
 
@@ -87,7 +87,9 @@ def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
                 f"path='shared' but ../shared/data has no copy of {cfg.name!r}; give its JSONL "
                 "path, or '' to load it from the HF hub."
             )
-    probs = loaders.load_problems(cfg.name, path=path, split=cfg.get("split") or None)
+    probs = loaders.load_problems(
+        cfg.name, path=path, split=cfg.get("split") or None, **loaders.options_from_config(cfg)
+    )
     return list(probs)[: cfg.limit] if cfg.get("limit") else list(probs)
 
 
@@ -122,6 +124,7 @@ def _models(c: ml_collections.ConfigDict, tokenizer: Any):
         verifier_max_length=c.verifier.data.max_length,
         mesh=sh.make_mesh(tuple(tuple(a) for a in c.mesh)),
         rules=tuple(tuple(r) for r in c.get("rules", ())) or sh.DEFAULT_RULES,
+        stop_on_eom=bool(c.sampling.get("stop_on_eom", False)),
     )
 
 
@@ -382,6 +385,8 @@ class Driver:
                     stop_on_public_pass=False,
                     stop_on_correct=True,
                     show_tests=search.show_tests,
+                    prompt_form=search.prompt_form,
+                    extraction=search.extraction,
                     system=search.system,
                     batch_size=search.batch_size,
                     seed=c.seed,
@@ -493,6 +498,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
             raise ValueError(f"The test set {name!r} is empty; check config.data.tests.{name}.")
     # Reference costs (the CPU limits) are measured once per workdir, shared by every stage.
     cache = Path(workdir) / "reference_cpu.jsonl"
-    with Executor(workers=config.executor.workers or None, reference_cache=cache) as executor:
+    with Executor(**executor_options(config), reference_cache=cache) as executor:
         driver = Driver(config, Path(workdir), executor, tokenizer, train, tests)
         return driver.run()

@@ -7,6 +7,9 @@ suites are in the executor's schema (`mucode_jax.execution.suites`):
 * ``mbpp`` / ``mbpp_sanitized``: the first assert is public, the rest (plus MBPP's challenge
   tests) private; ``test_setup_code`` / ``test_imports`` are the suites' setup. Splits by task id
   (the standard split): prompt 1-10, test 11-510, validation 511-600, train 601-974.
+  ``public_tests="all"`` is the official ``mbpp_train`` environment: every assert of
+  ``test_list`` is public (shown, fed back, deciding the stop) and the private suite is the same;
+  ``challenge_tests=False`` leaves the challenge tests out (the official code never runs them).
 * ``humaneval``: public = the first example of the docstring, as an assert (its inputs are
   judged against the canonical solution's output, because a few docstrings are wrong, e.g.
   HumanEval/116); when the docstring has no usable example, the first assert of ``check``.
@@ -15,14 +18,25 @@ suites are in the executor's schema (`mucode_jax.execution.suites`):
   MBPP+'s corrected expected value; 11 prompts keep a stale one); private = base + plus inputs
   against the canonical solution's outputs with the task's ``atol`` (evalplus semantics, incl.
   its set-equality and not-None tasks).
-* ``codecontests``: public/private stdin/stdout tests (plus generated tests when present); the
-  first Python 3 solution is the reference (it also sets the CPU limit, evalplus-style).
+* ``humanevalpack``: HumanEvalPack's Python split (the official μCode HumanEval): the prompt
+  shows the whole ``example_test`` block; public = its second assert (its only one when it has
+  one); private = the rest of the example check, then ``test``.
+* ``codecontests``: public/private stdin/stdout tests (plus generated tests when present and
+  ``generated_tests``); the first Python 3 solution is the reference (it also sets the CPU
+  limit, evalplus-style). ``cc_1k``: the official μCode training set (``rl-llm-coders/cc_1k``,
+  the CodeContests schema). Hub loads of both skip problems without public tests, as the
+  official code does.
+
+``preamble="official"`` puts `OFFICIAL_PREAMBLE` (HumanEval: and the prompt's header, the lines
+before its ``def``) before every program, and lays the suites and the prompt's test block out
+as the official script does (MBPP: the ``test_setup_code`` line before the asserts).
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import dataclasses
 import doctest
 import json
 import re
@@ -33,14 +47,47 @@ from typing import Any
 
 from mucode_jax.types import Problem, TestSuite
 
-DATASETS = ("mbpp", "mbpp_sanitized", "humaneval", "mbpp_plus", "codecontests")
+DATASETS = (
+    "mbpp",
+    "mbpp_sanitized",
+    "humaneval",
+    "humanevalpack",
+    "mbpp_plus",
+    "codecontests",
+    "cc_1k",
+)
 HUB = {
     "mbpp": ("google-research-datasets/mbpp", "full"),
     "mbpp_sanitized": ("google-research-datasets/mbpp", "sanitized"),
     "humaneval": ("openai/openai_humaneval", None),
+    "humanevalpack": ("bigcode/humanevalpack", "python"),
     "mbpp_plus": ("evalplus/mbppplus", None),
     "codecontests": ("deepmind/code_contests", None),
+    "cc_1k": ("rl-llm-coders/cc_1k", None),
 }
+PUBLIC_TESTS = ("first", "all")
+PREAMBLES = ("none", "official")
+# The official μCode pipeline's import block, one statement a line, placed before every program
+# (from DeepSeek-Coder's HumanEval harness).
+OFFICIAL_IMPORTS = (
+    "import math",
+    "import re",
+    "import copy",
+    "import datetime",
+    "import itertools",
+    "import collections",
+    "import heapq",
+    "import functools",
+    "import hashlib",
+    "import numpy",
+    "import numpy as np",
+    "import string",
+    "from typing import *",
+    "from collections import *",
+    "import os",
+    "import sys",
+)
+OFFICIAL_PREAMBLE = "\n".join(OFFICIAL_IMPORTS) + "\n"
 MBPP_SPLITS = {
     "prompt": range(1, 11),
     "test": range(11, 511),
@@ -107,6 +154,8 @@ def _hub_rows(name: str, split: str | None) -> Iterator[tuple[int, dict]]:
     }
     if name in hub_split:
         ds = datasets.load_dataset(repo, config, split=hub_split[name])
+    elif name == "cc_1k":
+        ds = datasets.load_dataset(repo, split=split or "train")
     elif name == "codecontests":
         ds = datasets.load_dataset(repo, split={"validation": "valid"}.get(split, split or "train"))
     else:
@@ -211,7 +260,7 @@ def _mbpp_split(task_id: int) -> str:
     return "extra"
 
 
-def _mbpp_problem(r: _Row, variant: str) -> Problem:
+def _mbpp_problem(r: _Row, variant: str, opts: dict) -> Problem:
     task_id = r.get("task_id", int, what="an integer")
     if variant == "full":
         statement = r.get("text", str, what="a string")
@@ -229,22 +278,39 @@ def _mbpp_problem(r: _Row, variant: str) -> Problem:
     tests = [_crlf(t).strip() for t in tests]
     challenge = [_crlf(t).strip() for t in challenge]
     entry = _entry_point(tests[0], code)
-    public: TestSuite = {"kind": "assert", "setup": setup, "tests": tests[:1]}
-    private: TestSuite = {"kind": "assert", "setup": setup, "tests": tests[1:] + challenge}
+    if not opts["challenge_tests"]:
+        challenge = []
+    official = opts["preamble"] == "official"
+    # The official script: program, then the setup line (even when empty), then the asserts.
+    layout_setup = setup + "\n" if official else setup
+    if opts["public_tests"] == "all":  # the official mbpp_train environment
+        public: TestSuite = {"kind": "assert", "setup": layout_setup, "tests": list(tests)}
+        private: TestSuite = {"kind": "assert", "setup": layout_setup, "tests": tests + challenge}
+    else:
+        public = {"kind": "assert", "setup": layout_setup, "tests": tests[:1]}
+        private = {"kind": "assert", "setup": layout_setup, "tests": tests[1:] + challenge}
     if not private["tests"]:
         private = dict(public)
     if entry is not None:
         public["entry_point"] = private["entry_point"] = entry
+    text = public_tests_text(public)
+    if official:  # the prompt's test block is the script's: the setup line, then the asserts
+        text = f"{setup}\n{text}"
     return Problem(
         id=dataset_id,
         dataset="mbpp",
-        statement=statement.strip(),
+        statement=statement if official else statement.strip(),
         public_tests=public,
         private_tests=private,
-        public_tests_text=public_tests_text(public),
+        public_tests_text=text,
         entry_point=entry,
         reference=code,
-        metadata={"task_id": task_id, "split": _mbpp_split(task_id), "variant": variant},
+        metadata={
+            "task_id": task_id,
+            "split": _mbpp_split(task_id),
+            "variant": variant,
+            "public_tests": opts["public_tests"],
+        },
     )
 
 
@@ -323,13 +389,19 @@ def _first_check_assert(check: str, entry_point: str) -> str | None:
     return None
 
 
-def _humaneval_problem(r: _Row) -> Problem:
-    task_id = r.get("task_id", str, what="a string like 'HumanEval/0'")
+def _humaneval_fields(r: _Row, task_example: str) -> tuple[str, str, str, str, str]:
+    """The fields HumanEval and HumanEvalPack share: task id, prompt, entry point, test code
+    and the reference (prompt + canonical solution)."""
+    task_id = r.get("task_id", str, what=f"a string like {task_example!r}")
     prompt = r.get("prompt", str, what="a string")
     entry = r.get("entry_point", str, what="a function name")
     canonical = r.get("canonical_solution", str, what="a string")
-    check = r.get("test", str, what="the check(candidate) code")
-    reference = prompt + canonical
+    test = r.get("test", str, what="the check(candidate) code")
+    return task_id, prompt, entry, test, prompt + canonical
+
+
+def _humaneval_problem(r: _Row) -> Problem:
+    task_id, prompt, entry, check, reference = _humaneval_fields(r, "HumanEval/0")
     try:
         check_tree = _parse(check)
     except SyntaxError as e:
@@ -373,6 +445,105 @@ def _humaneval_problem(r: _Row) -> Problem:
         reference=reference,
         metadata={"task_id": task_id},
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# HumanEvalPack (Python).
+# ---------------------------------------------------------------------------------------------
+
+_ASSERT_LINE = re.compile(r"assert .+?(?=\n)")
+
+
+def _check_function(r: _Row, field: str, code: str, name: str) -> list[ast.stmt]:
+    """The statements of a ``def check(x): ...`` block without its top-level ``check(...)``
+    call, with the function renamed to `name`."""
+    try:
+        tree = _parse(code)
+    except SyntaxError as e:
+        r.fail(field, f"does not parse ({e.msg})")
+    body = []
+    found = False
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            if isinstance(func, ast.Name) and func.id == "check":
+                continue  # the script's own call; the check suite calls it with the candidate
+        if isinstance(node, ast.FunctionDef) and node.name == "check":
+            node.name, found = name, True
+        body.append(node)
+    if not found:
+        r.fail(field, "does not define check(candidate)")
+    return body
+
+
+def _combined_check(parts: list[list[ast.stmt]], names: list[str]) -> str:
+    """One ``check(candidate)`` that runs the named check functions in order."""
+    calls = "\n".join(f"    {n}(candidate)" for n in names)
+    head = ast.unparse(ast.Module(body=[s for p in parts for s in p], type_ignores=[]))
+    return f"{head}\n\n\ndef check(candidate):\n{calls}\n"
+
+
+def _humanevalpack_problem(r: _Row) -> Problem:
+    task_id, prompt, entry, test, reference = _humaneval_fields(r, "Python/0")
+    example = r.get("example_test", str, what="the example check(candidate) code")
+    # The official split: of the example block's asserts the second is public (the first is
+    # often a debugging `assert True`), the rest of the block and `test` are private.
+    block = example.strip()
+    found = _ASSERT_LINE.findall(block)
+    tests_body = _check_function(r, "test", test, "_check_test")
+    example_whole = _check_function(r, "example_test", block, "_check_example")  # validates
+    if found:
+        shown = found[min(1, len(found) - 1)]
+        rest = block.replace(shown, "", 1).strip()
+        public: TestSuite = {
+            "kind": "assert",
+            "setup": "",
+            "tests": [shown.strip()],
+            "entry_point": entry,
+        }
+    else:  # no assert line: the whole example check is public
+        rest = ""
+        public = {
+            "kind": "check",
+            "entry_point": entry,
+            "check": _combined_check([example_whole], ["_check_example"]),
+            "reference": reference,
+        }
+    parts, names = [tests_body], ["_check_test"]
+    empty_example = False
+    if rest:
+        try:
+            example_body = _check_function(r, "example_test", rest, "_check_example")
+        except RowError:  # only the public assert was in the block: its check is now empty
+            example_body, empty_example = [], True
+        if example_body:
+            parts, names = [example_body, tests_body], ["_check_example", "_check_test"]
+    private: TestSuite = {
+        "kind": "check",
+        "entry_point": entry,
+        "check": _combined_check(parts, names),
+        "reference": reference,
+    }
+    number = task_id.split("/")[-1]
+    return Problem(
+        id=f"humanevalpack/{number}",
+        dataset="humaneval",
+        statement=prompt,
+        public_tests=public,
+        private_tests=private,
+        public_tests_text=example,
+        entry_point=entry,
+        reference=reference,
+        metadata={"task_id": task_id, "empty_example_check": empty_example},
+    )
+
+
+def _humaneval_header(problem: Problem) -> str:
+    """The prompt's lines before its ``def`` (imports, helper functions), as the official
+    script puts them before the program."""
+    marker = f"def {problem.entry_point}"
+    cut = problem.statement.find(marker)
+    return problem.statement[:cut] if cut >= 0 else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,12 +628,16 @@ def _cases(r: _Row, field: str) -> list[dict[str, str]]:
     return [{"input": i, "output": o} for i, o in zip(ins, outs)]
 
 
-def _codecontests_problem(r: _Row, index: int) -> Problem:
+def _codecontests_problem(r: _Row, index: int, opts: dict) -> Problem | None:
     name = r.get("name", str, what="a string")
     description = r.get("description", str, what="a string")
     public_cases = _cases(r, "public_tests")
-    private_cases = _cases(r, "private_tests") + _cases(r, "generated_tests")
+    private_cases = _cases(r, "private_tests")
+    if opts["generated_tests"]:
+        private_cases += _cases(r, "generated_tests")
     if not public_cases:
+        if opts["skip_no_public"]:
+            return None  # the official code drops these (nothing to show or feed back)
         r.fail("public_tests", "is empty (expected at least one example)")
     if not private_cases:
         private_cases = list(public_cases)
@@ -498,8 +673,32 @@ def _codecontests_problem(r: _Row, index: int) -> Problem:
 # ---------------------------------------------------------------------------------------------
 
 
+def _with_preamble(problem: Problem, preamble: str) -> Problem:
+    """`problem` whose suites run `preamble` before the program."""
+    return dataclasses.replace(
+        problem,
+        public_tests={**problem.public_tests, "preamble": preamble},
+        private_tests={**problem.private_tests, "preamble": preamble},
+    )
+
+
+OPTION_FIELDS = ("public_tests", "challenge_tests", "preamble", "generated_tests")
+
+
+def options_from_config(cfg: Any) -> dict[str, Any]:
+    """The `load_problems` options a problem-set config (``config.data.train``) sets."""
+    return {k: cfg.get(k) for k in OPTION_FIELDS if cfg.get(k) is not None}
+
+
 def load_problems(
-    name: str, *, path: str | Path | None = None, split: str | None = None
+    name: str,
+    *,
+    path: str | Path | None = None,
+    split: str | None = None,
+    public_tests: str = "first",
+    challenge_tests: bool = True,
+    preamble: str = "none",
+    generated_tests: bool = True,
 ) -> list[Problem]:
     """Load a benchmark as `Problem`s.
 
@@ -507,17 +706,38 @@ def load_problems(
       name: one of `DATASETS`.
       path: a local JSONL file; without it the HF hub copy is loaded with `datasets`.
       split: MBPP/sanitized MBPP: ``"prompt"``, ``"test"``, ``"validation"`` or ``"train"``
-        (by task id); CodeContests hub loads: ``"train"``, ``"valid"``, ``"test"``.
-        None loads everything.
+        (by task id); CodeContests hub loads: ``"train"``, ``"valid"``, ``"test"``; cc_1k:
+        ``"train"``. None loads everything.
+      public_tests: MBPP: ``"first"`` (the first assert public, the rest private; the official
+        evaluation environment) or ``"all"`` (every assert public; the official ``mbpp_train``
+        environment). Other datasets: ``"first"`` only.
+      challenge_tests: MBPP: add ``challenge_test_list`` to the private tests (the official
+        code never runs them: False).
+      preamble: ``"official"`` puts `OFFICIAL_PREAMBLE` (HumanEval: plus the prompt's header)
+        before every program and lays suites and prompt out as the official script; ``"none"``.
+      generated_tests: CodeContests: add ``generated_tests`` to the private tests (the
+        official code uses ``private_tests`` only: False).
 
     Raises:
-      ValueError: unknown name or split; `RowError` for a malformed row (file, line, field).
+      ValueError: unknown name, split or option; `RowError` for a malformed row (file, line,
+        field).
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS)}.")
+    if public_tests not in PUBLIC_TESTS:
+        raise ValueError(
+            f"Unknown public-test policy {public_tests!r}; use one of {', '.join(PUBLIC_TESTS)}."
+        )
+    if public_tests != "first" and name not in ("mbpp", "mbpp_sanitized"):
+        raise ValueError(
+            f"public_tests={public_tests!r} is for MBPP only; {name} has one public/private split "
+            "(use public_tests='first')."
+        )
+    if preamble not in PREAMBLES:
+        raise ValueError(f"Unknown preamble {preamble!r}; use one of {', '.join(PREAMBLES)}.")
     if split is not None and name in ("mbpp", "mbpp_sanitized") and split not in MBPP_SPLITS:
         raise ValueError(f"Unknown MBPP split {split!r}; use one of {', '.join(MBPP_SPLITS)}.")
-    if split is not None and name in ("humaneval", "mbpp_plus"):
+    if split is not None and name in ("humaneval", "humanevalpack", "mbpp_plus"):
         raise ValueError(
             f"{name} has a single test split; call load_problems({name!r}) without split."
         )
@@ -525,14 +745,34 @@ def load_problems(
         source, rows = str(path), _read_jsonl(Path(path))
     else:
         source, rows = f"hub:{HUB[name][0]}", _hub_rows(name, split)
-    build: Callable[[_Row, int], Problem] = {
-        "mbpp": lambda r, i: _mbpp_problem(r, "full"),
-        "mbpp_sanitized": lambda r, i: _mbpp_problem(r, "sanitized"),
+    opts = {
+        "public_tests": public_tests,
+        "challenge_tests": challenge_tests,
+        "preamble": preamble,
+        "generated_tests": generated_tests,
+        "skip_no_public": path is None or name == "cc_1k",
+    }
+    build: Callable[[_Row, int], Problem | None] = {
+        "mbpp": lambda r, i: _mbpp_problem(r, "full", opts),
+        "mbpp_sanitized": lambda r, i: _mbpp_problem(r, "sanitized", opts),
         "humaneval": lambda r, i: _humaneval_problem(r),
+        "humanevalpack": lambda r, i: _humanevalpack_problem(r),
         "mbpp_plus": lambda r, i: _mbpp_plus_problem(r),
-        "codecontests": _codecontests_problem,
+        "codecontests": lambda r, i: _codecontests_problem(r, i, opts),
+        "cc_1k": lambda r, i: _codecontests_problem(r, i, opts),
     }[name]
-    problems = [build(_Row(source, lineno, row), i) for i, (lineno, row) in enumerate(rows)]
+    built = [build(_Row(source, lineno, row), i) for i, (lineno, row) in enumerate(rows)]
+    problems = [p for p in built if p is not None]
     if split is not None and name in ("mbpp", "mbpp_sanitized"):
         problems = [p for p in problems if p.metadata["split"] == split]
+    if preamble == "official":
+        problems = [
+            _with_preamble(
+                p,
+                OFFICIAL_PREAMBLE + _humaneval_header(p) + "\n\n"
+                if p.dataset == "humaneval"
+                else OFFICIAL_PREAMBLE,
+            )
+            for p in problems
+        ]
     return problems

@@ -33,6 +33,7 @@ EOS = "<|end_of_text|>"
 START_HEADER = "<|start_header_id|>"
 END_HEADER = "<|end_header_id|>"
 EOT = "<|eot_id|>"
+EOM = "<|eom_id|>"  # Llama 3.1+: end of a message that hands over to a tool
 PAD = "<|finetune_right_pad_id|>"  # Llama 3.1's name for its padding token.
 
 # Ids 0..5 in this order, so every locally built tokenizer agrees on them.
@@ -66,7 +67,7 @@ _RECIPE_VERSION = 1
 _BYTE_ALPHABET_SIZE = 256
 
 
-def eos_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+def eos_token_ids(tokenizer: PreTrainedTokenizerBase, *, eom: bool = False) -> tuple[int, ...]:
     """Ids that end generation: ``<|eot_id|>`` (end of a turn) and ``<|end_of_text|>``.
 
     Why both: an instruct model closes an assistant turn with ``<|eot_id|>``, but a model that
@@ -75,10 +76,13 @@ def eos_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
 
     Args:
       tokenizer: a Hugging Face tokenizer.
+      eom: also stop on ``<|eom_id|>`` when the vocabulary has it (the official μCode sampler,
+        SGLang with Llama 3.1+'s generation config, stops on it too).
 
     Returns:
       The ids of those of the two tokens that the vocabulary has, plus ``tokenizer.eos_token_id``
-      when it is something else, without duplicates, in that order.
+      when it is something else, then ``<|eom_id|>`` when asked for and present, without
+      duplicates, in that order.
 
     Raises:
       ValueError: if the tokenizer has none of them.
@@ -90,6 +94,8 @@ def eos_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
             ids.append(vocab[token])
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
+    if ids and eom and EOM in vocab and vocab[EOM] not in ids:
+        ids.append(vocab[EOM])
     if not ids:
         raise ValueError(
             f"Tokenizer {type(tokenizer).__name__} has neither {EOT} nor {EOS} nor an eos_token; "

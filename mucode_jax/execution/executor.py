@@ -50,6 +50,10 @@ class Executor:
       reference_cache: a JSONL file of reference solutions' CPU costs (`refcache`): a suite
         measured once, by this or an earlier executor, is not measured again, so its CPU
         limit is the same in every run that shares the file (a workdir's stages, a resume).
+      script: run every program as a script (``__name__ == "__main__"``: its ``if __name__ ==
+        "__main__":`` block runs), as the official μCode pipeline's ``python3 file.py`` does;
+        sets the suites' ``script`` field (`mucode_jax.execution.suites`). stdio programs
+        always run as scripts.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class Executor:
         python: str | None = None,
         startup_timeout: float = 120.0,
         reference_cache: str | os.PathLike | None = None,
+        script: bool = False,
     ):
         if sandbox not in ("auto", "bwrap", "none"):
             raise ValueError(f"sandbox={sandbox!r} is unknown; use 'auto', 'bwrap' or 'none'.")
@@ -69,6 +74,7 @@ class Executor:
             raise ValueError(f"workers={workers!r} is invalid; give a positive integer.")
         self.workers = workers or os.cpu_count() or 1
         self.limits = limits or Limits()
+        self.script = bool(script)
         self._slots = threading.BoundedSemaphore(max_pending or 64 * self.workers)
         self._lock = threading.Lock()  # guards _pending / _closed; never held while writing
         self._write_lock = threading.Lock()  # one writer at a time on the service's stdin
@@ -138,6 +144,8 @@ class Executor:
           ExecutorError: when the executor is closed or its service died.
         """
         suites.validate_suite(tests, parse_tests=False)  # structure only; the service parses
+        if self.script and tests.get("kind") != "stdio" and not tests.get("script"):
+            tests = {**tests, "script": True}
         if isinstance(limits, dict):
             limits = Limits.from_json(limits, self.limits)
         limits = limits or self.limits

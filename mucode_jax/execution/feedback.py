@@ -8,6 +8,10 @@ Granularities (Zheng et al.):
 * ``trace`` — ``failed`` plus an LDB-style trace of the first failed test (local variables line
   by line); needs ``submit(..., trace=True)``, otherwise it is ``failed``.
 
+`official` is the official μCode pipeline's body: the raw stderr of the public-test script
+(traceback ending in ``AssertionError``), ``Code execution timed out`` or ``Code passed all
+tests``; CodeContests' ``[Error] ...`` lines.
+
 Templates: `mucode` gives the *body* of μCode's feedback turn (``prompts.mucode_feedback_message``
 adds ``"Feedback: "``): the first failing test's error/traceback, or ``"Code passed all tests"``.
 `rlef` gives the body of RLEF's turn (``prompts.rlef_feedback_message`` adds "Give it another
@@ -16,7 +20,9 @@ try."). Every function takes a character budget; `truncate_tokens` fits a token 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from mucode_jax.execution import results as R
 from mucode_jax.execution.results import ExecResult, TestResult
@@ -152,6 +158,133 @@ def mucode(result: ExecResult, *, max_chars: int | None = 2000) -> str:
     else:
         text = f"{t.input}\n{t.error or t.verdict}"
     return truncate(text, max_chars)
+
+
+# ---------------------------------------------------------------------------------------------
+# The official μCode body: what ``python3 script.py`` prints on stderr.
+# ---------------------------------------------------------------------------------------------
+
+SCRIPT_NAME = "solution.py"  # the script's name in tracebacks: fixed, so replays are identical
+TIMED_OUT_TEXT = "Code execution timed out"
+_TEST_FRAME = re.compile(r'  File "<test (\d+)>", line (\d+), in <module>\n')
+
+
+def _script_lines(text: str) -> int:
+    return text.count("\n") + 1
+
+
+def _test_lines(code: str | None, tests: Mapping[str, Any]) -> list[int]:
+    """The line of each assert in the official script: preamble, program, setup, the asserts."""
+    first = (
+        tests.get("preamble", "").count("\n")
+        + _script_lines(code or "")
+        + tests.get("setup", "").count("\n")
+        + 1
+    )
+    out = []
+    for t in tests.get("tests", ()):
+        out.append(first)
+        first += _script_lines(t)
+    return out
+
+
+def _in_script(text: str) -> str:
+    return text.replace('"<solution>"', f'"{SCRIPT_NAME}"').replace(
+        "<solution>:", SCRIPT_NAME + ":"
+    )
+
+
+def _assert_traceback(source: str, line: int, last: str) -> str:
+    head = source.strip().splitlines()[0] if source.strip() else source
+    return f'Traceback (most recent call last):\n  File "{SCRIPT_NAME}", line {line}, in <module>\n    {head}\n{last}\n'
+
+
+def _official_stdio(result: ExecResult) -> str:
+    """CodeContests' official body: ``[Error] <exception>: <message>`` of the first failed case."""
+    if result.verdict == R.SYNTAX_ERROR:
+        err = next((t.error for t in result.tests if t.error), None) or "SyntaxError"
+        return "[Error] " + err.replace("<solution>", "<string>")
+    t = result.failed_tests[0] if result.failed_tests else None
+    if t is None or t.verdict == R.TIMEOUT:
+        return "[Error] TimeoutError: " + TIMED_OUT_TEXT
+    if t.verdict in (R.WRONG_ANSWER, R.NO_CODE):
+        exp = (t.expected or "").strip("\n")
+        got = (t.got or "").strip("\n")
+        return (
+            f"[Error] AssertionError: Expected output={exp} for input={t.input}, "
+            f"but got actual_output={got}"
+        )
+    return "[Error] " + (t.error or t.verdict).replace("<solution>", "<string>")
+
+
+def official(
+    result: ExecResult,
+    code: str | None = None,
+    tests: Mapping[str, Any] | None = None,
+    *,
+    max_chars: int | None = 2000,
+) -> str:
+    """The official μCode feedback body: what running the program as a script printed on stderr.
+
+    The official pipeline writes preamble + program + setup + public asserts to a file, runs
+    ``python3`` on it, and shows its raw stderr: the program's own stderr output, then the
+    traceback of the first failing statement (``AssertionError`` for a wrong answer), or
+    ``Code execution timed out``; ``Code passed all tests`` on success. This rebuilds that text
+    on the trusted side from the verdicts (the sandboxed child never sees the asserts' expected
+    values), deterministically: the script is called `SCRIPT_NAME` (no host or sandbox path),
+    frames outside the program are left out, and the line numbers are the script's (the suite's
+    ``preamble`` counts, see `mucode_jax.execution.suites`). stdio suites (CodeContests) get
+    their official ``[Error] <exception>: <message>`` form. Bounded by `max_chars`.
+
+    Args:
+      result: the public-test result.
+      code: the program that ran (for the line numbers); None when none was extracted.
+      tests: the public suite it ran on (its preamble, setup and asserts).
+    """
+    if result.passed:
+        return PASSED_TEXT
+    tests = tests or {}
+    if tests.get("kind") == "stdio":
+        return truncate(_official_stdio(result), max_chars)
+    lines = _test_lines(code, tests) if tests.get("kind") == "assert" else []
+    sources = list(tests.get("tests", ()))
+    if result.verdict == R.SYNTAX_ERROR:
+        return truncate(_in_script(result.stderr + (result.error or "")), max_chars)
+    if result.verdict == R.NO_CODE:  # the official script runs the empty program: NameError
+        entry = tests.get("entry_point")
+        if lines and entry:
+            text = _assert_traceback(
+                sources[0], lines[0], f"NameError: name {entry!r} is not defined"
+            )
+            return truncate(text, max_chars)
+        return ""
+    t = result.failed_tests[0]
+    if t.verdict == R.TIMEOUT:
+        return TIMED_OUT_TEXT
+    prefix = _in_script(result.stderr)
+    if t.verdict == R.WRONG_ANSWER and t.index < len(lines):
+        body = _assert_traceback(sources[t.index], lines[t.index], t.error or "AssertionError")
+    elif t.verdict == R.WRONG_ANSWER:  # a function/check suite: no assert line to show
+        body = (t.error or "AssertionError") + "\n"
+    elif t.traceback:
+        tb = t.traceback
+        if t.index < len(lines):
+            src = sources[t.index].strip().splitlines() or [""]
+
+            def frame(m: re.Match) -> str:
+                k = int(m.group(2))
+                return (
+                    f'  File "{SCRIPT_NAME}", line {lines[t.index] + k - 1}, in <module>\n'
+                    f"    {src[min(k, len(src)) - 1].strip()}\n"
+                )
+
+            tb = _TEST_FRAME.sub(frame, tb)
+        if tb.rstrip().splitlines()[-1].startswith("SystemExit"):
+            tb = ""  # sys.exit(): the script ends quietly, the success line is never printed
+        body = _in_script(tb)
+    else:
+        body = ""  # killed (a signal, the memory limit): nothing on stderr
+    return truncate(prefix + body, max_chars)
 
 
 def rlef(result: ExecResult, *, max_chars: int | None = 2500) -> str:

@@ -143,9 +143,19 @@ class _Tracer:
 # ---------------------------------------------------------------------------------------------
 
 
+def _source(spec: dict) -> str:
+    """The program as it runs: the suite's preamble (e.g. the official μCode imports), then the
+    program, compiled as one source so that line numbers count the preamble's lines too."""
+    return spec.get("preamble", "") + spec["code"]
+
+
 def _load(spec: dict, main: bool) -> dict | None:
-    """Run setup + program in a fresh namespace; the namespace, or None after reporting."""
-    code = spec["code"]
+    """Run setup + program in a fresh namespace; the namespace, or None after reporting.
+
+    ``main``, or a spec with ``script`` set, runs the program as a script (``__name__ ==
+    "__main__"``, so its ``if __name__ == "__main__":`` block runs too)."""
+    code = _source(spec)
+    main = main or bool(spec.get("script"))
     linecache.cache[SOLUTION] = (len(code), None, code.splitlines(True), SOLUTION)
     try:
         compiled = compile(code, SOLUTION, "exec")
@@ -252,7 +262,7 @@ def run_record(spec: dict) -> None:
 
 def run_stdio(spec: dict) -> None:
     tracer = _Tracer() if spec.get("trace", -1) >= 0 else None
-    code = spec["code"]
+    code = _source(spec)
     linecache.cache[SOLUTION] = (len(code), None, code.splitlines(True), SOLUTION)
     try:
         compiled = compile(code, SOLUTION, "exec")

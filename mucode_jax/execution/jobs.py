@@ -91,6 +91,8 @@ def run_spec(mode: str, code: str, suite: dict, limits: Limits, **extra) -> dict
         "mode": mode,
         "code": code,
         "setup": suite.get("setup", ""),
+        "preamble": suite.get("preamble", ""),
+        "script": bool(suite.get("script", False)),
         "limits": {
             "cpu": limits.cpu_seconds,
             "wall": limits.wall,

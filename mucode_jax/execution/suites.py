@@ -19,6 +19,12 @@ Suites are JSON-compatible dicts (`mucode_jax.types.TestSuite`):
 
 A ``reference`` on an ``assert``/``stdio`` suite only sets the CPU limit (`Limits.with_reference`).
 
+Every kind also takes ``"preamble": str`` — code placed before the program and compiled with it
+as one source (the official μCode import block; the program's line numbers then count the
+preamble's lines, as in the official script) — and ``"script": bool`` — run the program as a
+script (``__name__ == "__main__"``, so an ``if __name__ == "__main__":`` block runs), as the
+official pipeline's ``python3 file.py`` does. stdio programs always run as scripts.
+
 Assert splitting: an ``assert`` is cut into *holes* — maximal subexpressions that mention a name
 the trusted side does not know (the program's functions, the setup's variables) — which the
 sandboxed child evaluates and reports as raw values, and a *skeleton* the service evaluates
@@ -297,6 +303,16 @@ def validate_suite(suite: Any, *, parse_tests: bool = True) -> dict[str, Any]:
         f"Test suite kind {kind!r} is unknown; use one of {', '.join(map(repr, KINDS))}.",
     )
     out: dict[str, Any] = {"kind": kind}
+    if suite.get("preamble"):
+        out["preamble"] = _opt_str(suite, "preamble", kind)
+    if "script" in suite:
+        _require(
+            isinstance(suite["script"], bool),
+            f"Field 'script' of a {kind!r} suite must be true or false, "
+            f"got {type(suite['script']).__name__}.",
+        )
+        if suite["script"]:
+            out["script"] = True
     if "reference" in suite and suite["reference"] is not None:
         out["reference"] = _opt_str(suite, "reference", kind)
     if kind == "assert":

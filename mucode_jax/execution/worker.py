@@ -47,8 +47,8 @@ PREIMPORT_AFTER = 8  # runs after which the worker pre-imports PREIMPORT even wh
 PREIMPORT = (
     "abc array bisect calendar cmath collections collections.abc contextlib copy dataclasses "
     "datetime decimal enum fractions functools hashlib heapq io itertools json math numbers "
-    "operator pprint re string struct textwrap time typing unicodedata"
-).split()
+    "operator pprint re string struct textwrap time typing unicodedata numpy"
+).split()  # numpy: the official μCode preamble imports it before every program
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _DEVNULL = os.open("/dev/null", os.O_RDONLY)
@@ -113,6 +113,11 @@ class Worker:
             TMPDIR=self.scratch,
             LANG="C.UTF-8",
             PYTHONHASHSEED="0",
+            # One BLAS thread: numpy (imported by the official preamble and pre-imported here)
+            # must not start thread pools in a worker that forks, nor fight over the CPUs.
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
         )
 
     # -- one run -----------------------------------------------------------------------------

@@ -34,6 +34,11 @@ def _demo():
         ("protocol", "pytorch", "Unknown config.protocol 'pytorch'"),
         ("verifier.optim.clip_norm", 0.5, "config.verifier.optim.clip_norm=0.5 contradicts"),
         ("warm_start.enabled", False, "config.base is empty"),
+        ("rollout.search.extraction", "regex", "Unknown code extraction mode 'regex'"),
+        ("eval.search.prompt_form", "raw", "Unknown prompt form 'raw'"),
+        ("data.tests.toy.public_tests", "some", "data.tests.toy.public_tests='some' is unknown"),
+        ("data.train.preamble", "numpy", "config.data.train.preamble='numpy' is unknown"),
+        ("executor.wall_seconds", -1.0, "config.executor is invalid: Limit wall_seconds"),
     ],
 )
 def test_each_mistake_is_one_sentence(field, value, message):
@@ -60,3 +65,22 @@ def test_defaults_are_a_complete_real_config():
     c = mucode_defaults()
     c.base = "/ckpt/base"
     check_config(c)
+
+
+def test_official_protocol_is_the_default():
+    """The data / execution / prompt switches of the official μCode protocol are the defaults
+    (the real MBPP config inherits them); public_tests='all' is for MBPP only."""
+    c = mucode_defaults()
+    assert c.data.train.public_tests == "all" and c.data.tests.mbpp.public_tests == "first"
+    assert not c.data.train.challenge_tests and c.data.train.preamble == "official"
+    assert c.data.tests.humaneval.name == "humanevalpack"
+    assert all(not t.generated_tests and t.preamble == "official" for t in c.data.tests.values())
+    for search in (c.rollout.search, c.eval.search):
+        assert search.feedback.body == "official"
+        assert search.extraction == "official" and search.prompt_form == "official"
+    assert c.executor.wall_seconds == 10.0 and c.executor.run_as_script
+    assert c.sampling.stop_on_eom
+    c.base = "/ckpt/base"
+    c.data.train.name = "humaneval"
+    with pytest.raises(ValueError, match="public_tests='all' is for MBPP only"):
+        check_config(c)

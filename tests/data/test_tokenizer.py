@@ -29,6 +29,17 @@ def test_special_tokens_and_ids(tok):
     assert eot in ids
 
 
+def test_eom_stop_only_when_asked_and_present(tok):
+    import copy
+
+    assert tk.eos_token_ids(tok, eom=True) == tk.eos_token_ids(tok)  # no <|eom_id|> here
+    with_eom = copy.deepcopy(tok)
+    with_eom.add_special_tokens({"additional_special_tokens": [tk.EOM]})
+    eom = with_eom.convert_tokens_to_ids(tk.EOM)
+    assert tk.eos_token_ids(with_eom) == tk.eos_token_ids(tok)
+    assert tk.eos_token_ids(with_eom, eom=True) == (*tk.eos_token_ids(tok), eom)
+
+
 def test_vocab_size_and_roundtrip(tok):
     assert 600 < len(tok) <= 1024
     code = "def add(a, b):\n    return [x * 2 for x in range(a, b + 1)]  # ünïcödé ✓\n"

@@ -236,7 +236,12 @@ def test_compaction_changes_nothing_but_the_cost():
     # The phases attend over the prompt bucket plus the new-token columns written so far,
     # rounded up to a quarter of M (8 here): 8 + 8 slots for the first phase (steps 1-4).
     assert [phased._window(8 + 32, stop) for stop in (5, 9, 13, 21, 29, 32)] == [
-        16, 16, 24, 32, None, None
+        16,
+        16,
+        24,
+        32,
+        None,
+        None,
     ]
     assert phased._windows(8) == [16, 24, 32, None]
 
