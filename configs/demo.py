@@ -104,7 +104,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # The toy tasks keep our feedback, extraction and execution: the feedback's Expected/Got
     # values tell the tiny model which reading of a statement was meant (the official body has
     # only the traceback), and the fenced extraction gives `no_code` for a completion without
-    # a code block (these switches are defaults, not keys of config.protocol).
+    # a code block. So the demo is protocol "custom": every other field keeps its official
+    # default (verifier recipe and schedule, relabel key, examples per SFT step).
+    c.protocol = "custom"
     for search in (c.rollout.search, c.eval.search):
         search.feedback.body = "failed"
         search.prompt_form = "stripped"

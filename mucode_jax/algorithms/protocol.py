@@ -11,11 +11,12 @@ to something else: one sentence naming the key, the protocol's value and the way
   of `mucode_defaults`, so applying it changes nothing and only checks.
 * ``paper``: the paper's text where the scripts differ (y* by the learned verifier alone) and
   our earlier choices (packed-row SFT batches, the end-of-turn token trained, a 10 % verifier
-  hold-out, clipping, no weight decay, HF's head init, decay to 0, π_i evaluated with R_i).
+  hold-out, clipping, no weight decay, HF's head init, decay to 0, π_i evaluated with R_i;
+  the failed tests' Expected/Got feedback, the stripped prompt, fenced extraction, no stop on
+  ``<|eom_id|>``).
 * ``custom``: no constraint; every field as the config sets it.
 
-To add a switch, add its key to every protocol that fixes it (the execution, data and feedback
-switches join the same dicts).
+To add a switch, add its key to every protocol that fixes it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ from typing import Any
 
 import ml_collections
 
+_OFFICIAL_SEARCH = {
+    "feedback.body": "official",
+    "prompt_form": "official",
+    "extraction": "official",
+}
+_OUR_SEARCH = {"feedback.body": "failed", "prompt_form": "stripped", "extraction": "fenced"}
+
+# Switches that depend on the dataset are not protocol keys: they are per-split fields of
+# ``config.data`` (public_tests, challenge_tests, preamble, generated_tests) and the executor's
+# limits (official: 10 s per MBPP / HumanEval script; CodeContests keeps per-case CPU limits),
+# set by each config file and listed in docs/mucode.md.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "official": {
         # y* = argmax R + 100 * label (src/preprocessing/create_merged_RS_data.py).
@@ -40,6 +52,12 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "verifier.score_init": "official",
         # π_i evaluated with the verifier of π_0..π_i (Multi-STaR: of π_i's rollouts).
         "eval.verifier": "official",
+        # What the model is shown and how its answer is read (src/common/generate_rollouts_script.py,
+        # src/env/benchmarks/*_wrapper.py): the raw stderr of the public-test run as feedback,
+        # the first prompt character for character, the first ```python block as the program.
+        **{f"{s}.search.{k}": v for s in ("rollout", "eval") for k, v in _OFFICIAL_SEARCH.items()},
+        # SGLang also stops on <|eom_id|>.
+        "sampling.stop_on_eom": True,
     },
     "paper": {
         "relabel.oracle_assisted": False,
@@ -52,6 +70,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "verifier.optim.horizon": "steps",
         "verifier.score_init": "initializer_range",
         "eval.verifier": "previous",
+        **{f"{s}.search.{k}": v for s in ("rollout", "eval") for k, v in _OUR_SEARCH.items()},
+        "sampling.stop_on_eom": False,
     },
     "custom": {},
 }
