@@ -52,6 +52,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from mucode_jax import multihost
 from mucode_jax import sharding as sh
 from mucode_jax.models.llama import Llama, cache_logical_axes
 from mucode_jax.sampling import loop
@@ -214,6 +215,7 @@ class Sampler:
 
         self._graphdef, params = nnx.split(model)
         self._abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+        self._compiled: set[tuple] = set()  # signatures compiled (several processes)
         self._build_jits(params)
         self._params = None
         self.update_params(params)
@@ -362,12 +364,13 @@ class Sampler:
             for idx in pieces:
                 arrays = self._prepare([prompts[i] for i in idx], limits[idx], rows[idx])
                 arrays = self._place(*arrays, np.uint32(seed % 2**32))
-                state = self._prefill(method, self._params, *arrays)
+                state = self._call("prefill", self._prefill, method, self._params, *arrays)
                 owner = np.full(arrays[0].shape[0], -1)  # caller index per batch row; -1: dummy
                 owner[: len(idx)] = idx
                 self.stats["row_steps"] += len(owner)  # the prefill drew one token per row
                 if self.compact_every is None:
-                    state = self._decode(method, self._params, state, np.int32(self.max_new_tokens))
+                    stop = np.int32(self.max_new_tokens)
+                    state = self._call("decode", self._decode, method, self._params, state, stop)
                     steps = int(_to_host(state.step)) - 1
                     self.stats["row_steps"] += len(owner) * steps
                     self._count_tokens(state, np.flatnonzero(owner >= 0))
@@ -415,9 +418,10 @@ class Sampler:
                 arrays = self._prepare([[self.pad_id] * p] * b, ones, np.arange(b))
                 with sh.use_mesh(self.mesh, self.rules):
                     arrays = self._place(*arrays, np.uint32(0))
-                    state = self._prefill(method, self._params, *arrays)
+                    state = self._call("prefill", self._prefill, method, self._params, *arrays)
                     for x in smaller:  # the gathers that compaction from this bucket uses
-                        self._compact(state, self._replicated(np.arange(x, dtype=np.int32)))
+                        keep = self._replicated(np.arange(x, dtype=np.int32))
+                        self._call("compact", self._compact, state, keep)
 
     def _limits(self, max_new_tokens, n: int) -> np.ndarray:
         m = self.max_new_tokens
@@ -489,13 +493,29 @@ class Sampler:
             out.append(jax.make_array_from_callback(a.shape, sharding, lambda i, a=a: a[i]))
         return tuple(out)
 
+    def _call(self, name: str, fn, *args):
+        """``fn(*args)``; on several processes a new signature is compiled first, then every
+        process waits at a barrier before running it.
+
+        Compilation times differ between processes (one may be starved of CPU); without the
+        barrier, the first to finish waits inside the program's first collective, and CPU
+        (gloo) collectives give up after 30 s. The barrier has no such limit.
+        """
+        if jax.process_count() > 1:
+            signature = (name, *(_signature(x) for x in jax.tree.leaves(args)))
+            if signature not in self._compiled:
+                fn.lower(*args).compile()  # fills the jit's caches: the call below reuses it
+                multihost.barrier(f"sampler {name} compiled")
+                self._compiled.add(signature)
+        return fn(*args)
+
     def _decode_in_phases(self, method, state, owner: np.ndarray, results: dict):
         """Decode ``compact_every`` steps at a time; between phases, collect finished rows
         and gather the running ones into a smaller bucket when at most half still run."""
         m, step = self.max_new_tokens, 1
         while True:
             stop = min(m, step + self.compact_every)
-            state = self._decode(method, self._params, state, np.int32(stop))
+            state = self._call("decode", self._decode, method, self._params, state, np.int32(stop))
             done = _to_host(state.done)
             new_step = int(_to_host(state.step))
             self.stats["row_steps"] += len(owner) * (new_step - step)
@@ -513,7 +533,7 @@ class Sampler:
             self._count_tokens(state, finished)
             spare = np.flatnonzero(done)[: b - live.size]  # finished rows pad the new bucket
             keep = np.concatenate([live, spare]).astype(np.int32)
-            state = self._compact(state, self._replicated(keep))
+            state = self._call("compact", self._compact, state, self._replicated(keep))
             owner = np.concatenate([owner[live], np.full(spare.size, -1)])
 
     def _count_tokens(self, state, rows: np.ndarray) -> None:
@@ -555,6 +575,13 @@ def _row_seeds(row_seeds: Sequence[int] | None, n: int) -> np.ndarray:
     if n and (arr.min() < 0 or arr.max() >= 2**31):
         raise ValueError("row_seeds must lie in [0, 2**31); reduce them, e.g. modulo 2**31.")
     return arr.astype(np.int32)
+
+
+def _signature(x: Any) -> Any:
+    """What decides a compiled program: an array's shape and dtype, a static value itself."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return (tuple(x.shape), str(x.dtype))
+    return x
 
 
 def _to_host(x: Array) -> np.ndarray:
