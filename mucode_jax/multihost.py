@@ -12,6 +12,8 @@ each has a timeout and fails with one sentence instead of hanging:
   thing and the processes that differ.
 * `barrier(name)`: e.g. the others wait while process 0 writes ``metrics.jsonl`` and the HF
   export.
+* `all_gather(value, what)`: every process's small JSON-able value, e.g. the conversations
+  each contributes to the next collective sampler call (`rollout._Scheduler`).
 * `initialize()`: `jax.distributed.initialize` with a heartbeat timeout
   (``MUCODE_HEARTBEAT_TIMEOUT_S``, default 60 s): when a process dies, the coordination
   service notices the missing heartbeats and terminates every other process with JAX's

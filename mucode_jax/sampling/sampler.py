@@ -36,6 +36,12 @@ default ``i``), so for a fixed seed, prompts and weights the output does not dep
 batch bucket, on chunking, or on the other prompts in the batch (up to floating-point
 differences between compiled shapes); with per-row seeds (e.g. one per search) a prompt's
 samples do not depend on its position in the call either.
+
+Several processes (`mucode_jax.multihost`): every process calls `Sampler.sample` with the same
+prompts; each places only its own devices' rows and gets every row back. A program (method,
+prompt bucket, batch bucket) is compiled ahead of its first run and every process waits at a
+barrier before running it, so one process compiling slowly never leaves the others waiting
+inside a collective (CPU collectives give up after 30 s).
 """
 
 from __future__ import annotations

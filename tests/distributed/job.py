@@ -1,6 +1,7 @@
 """One process of a test job: ``python job.py KIND WORKDIR '{"overrides": ...}'``.
 
-KIND is ``sft``, ``verifier``, ``sample``, ``score``, ``store`` or ``rollout``. Started once with 8 CPU devices, or as one of
+KIND is ``sft``, ``verifier``, ``sample``, ``score``, ``store``, ``rollout`` or
+``warm_start``. Started once with 8 CPU devices, or as one of
 several processes with ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
 ``JAX_PROCESS_ID`` and 4 devices each (`tests/distributed/procs.py`). Prints one line
 ``RESULT {json}``: losses and gradient norms read back from ``metrics.jsonl``, or the
@@ -84,7 +85,9 @@ def sample(workdir, overrides):
     prompts = [rng.randint(10, cfg.vocab_size, n).tolist() for n in (3, 17, 9, 1, 30, 12, 5, 20)]
     greedy = sampler.sample(prompts, seed=1)
     temp = sampler.sample(prompts, seed=1, method=Temperature(0.9))
-    out = {"greedy": greedy.tokens, "temperature": temp.tokens, "logprobs": greedy.logprobs}
+    again = sampler.sample(prompts, seed=1)  # compiled already: no barrier, no trace
+    out = {"greedy": greedy.tokens, "temperature": temp.tokens, "logprobs": greedy.logprobs,
+           "again": again.tokens, "traces": sampler.num_traces}  # fmt: skip
     return {**out, **score(workdir, overrides)}
 
 
@@ -194,6 +197,20 @@ def rollout(workdir, overrides):
     }
 
 
+def warm_start(workdir, overrides):
+    """The driver's first stage alone (`Driver.base`) for `configs/demo_ci.py`."""
+    from configs.demo_ci import get_config
+    from mucode_jax.algorithms import mucode
+    from mucode_jax.training import inputs
+
+    c = _apply(get_config(), overrides)
+    train = mucode.load_problem_set(c.data.train)
+    test = mucode.load_problem_set(c.data.test)
+    tok = inputs.tokenizer_from_config(c)
+    art = mucode.Driver(c, workdir, None, tok, train, test).base()
+    return {"artifact": art.path.parent.name}
+
+
 def main():
     import logging
 
@@ -219,6 +236,7 @@ def main():
                 "score": score,
                 "store": store,
                 "rollout": rollout,
+                "warm_start": warm_start,
             }[kind](workdir, overrides)
         )
     except (ValueError, multihost.MultihostError) as e:  # one sentence, no trace

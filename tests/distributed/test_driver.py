@@ -1,0 +1,116 @@
+"""The μCode driver (`launch/mucode.py`, `configs/demo_ci.py`) as 2 processes x 4 CPU devices
+against 1 process x 8 devices: the same stages under the same keys, the same summary.
+
+Both runs start from one warm-start artifact trained on 1 device (the warm start is plain SFT,
+whose 2-process equality `test_multiprocess.py` checks step by step; its 160 steps on 8
+devices would double this test's time), so they run rollouts, verifier data, verifier
+training, scores, relabeling, generator SFT and both evaluations, the 2-process run with
+one executor per process. Every wait has a timeout and a timed-out job is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.distributed.procs import JOB, env_for, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+# The shrunken demo, shrunk further: half the rollout searches, a quarter of the verifier
+# pairs, and the train problems as the test set, which the warm start has memorised, so the
+# evaluations' numbers are not all zero and the comparison can fail.
+CMD = [
+    sys.executable,
+    "launch/mucode.py",
+    "--config",
+    "configs/demo_ci.py",
+    "--config.data.test.split=train",
+    "--config.rollout.search.num_searches=2",
+    "--config.verifier.data.pairs_per_problem=8",
+]
+TIMEOUT_S = 1800  # per run, on 2 loaded CPU cores
+
+
+def _warm_start(workdir: Path) -> Path:
+    """The warm-start artifact, trained on 1 CPU device (the HF export it publishes does not
+    depend on the mesh, nor does its key)."""
+    log = workdir.parent / "warm_start.log"
+    with open(log, "w") as f:
+        rc = subprocess.run(
+            [sys.executable, str(JOB), "warm_start", str(workdir)],
+            cwd=ROOT, env=env_for(1), stdout=f, stderr=subprocess.STDOUT, timeout=TIMEOUT_S,
+        ).returncode  # fmt: skip
+    assert rc == 0, log.read_text()[-4000:]
+    result = json.loads(log.read_text().split("RESULT ")[-1])
+    assert "error" not in result, result
+    return workdir / "artifacts" / result["artifact"]
+
+
+def _run(workdir: Path, processes: int) -> list[str]:
+    port = free_port()
+    procs, logs = [], []
+    for i in range(processes):
+        env = env_for(8) if processes == 1 else env_for(8 // processes, i, processes, port)
+        logs.append(workdir.parent / f"{workdir.name}.{i}.log")
+        procs.append(
+            subprocess.Popen(
+                [*CMD, "--workdir", str(workdir)],
+                cwd=ROOT,
+                env=env,
+                stdout=open(logs[-1], "w"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its executor's workers go with it
+            )
+        )
+    deadline = time.time() + TIMEOUT_S
+    try:
+        for p, log in zip(procs, logs):
+            rc = p.wait(timeout=max(deadline - time.time(), 1))
+            assert rc == 0, log.read_text()[-4000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [log.read_text() for log in logs]
+
+
+def _stages(workdir: Path) -> list[str]:
+    return sorted(p.name for p in (workdir / "artifacts").iterdir())
+
+
+def test_driver_on_two_processes_gives_the_one_process_summary(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    warm = _warm_start(tmp_path / "warm")
+    for w in (one, two):
+        shutil.copytree(warm, w / "artifacts" / warm.name)
+    (log,) = _run(one, 1)
+    log0, log1 = _run(two, 2)
+
+    for text in (log, log0, log1):
+        assert f"reusing {warm.name}" in text
+    assert "stage rollouts: running" in log1  # process 1 took part in every stage
+    # The same stages under the same content keys, every one finished.
+    assert _stages(two) == _stages(one)
+    assert not [s for s in _stages(two) if s.endswith(".partial")]
+    # One merged record file per search, no process's shard left behind.
+    assert not list((two / "artifacts").glob("*/*.process*.jsonl"))
+    (rolls,) = (two / "artifacts").glob("rollouts-*/rollouts.jsonl")
+    assert len(rolls.read_text().splitlines()) == 8 * 2  # 8 problems x 2 searches
+    # Each process's executor kept its own reference costs.
+    assert (two / "reference_cpu.process1.jsonl").is_file()
+
+    s1 = json.loads((one / "summary.json").read_text())
+    s2 = json.loads((two / "summary.json").read_text())
+    assert set(s2["models"]) == {"base", "mucode/iter1"}
+    assert s2["models"] == s1["models"]
+    # Every stage's host files are equal too (the verifier's held-out metrics within
+    # float32 rounding of a different reduction order: compared by the summary only).
+    for name in ("verifier_data-*/pairs.jsonl", "sft_data-*/sft.jsonl", "scores-*/scores.jsonl"):
+        (a,) = (one / "artifacts").glob(name)
+        (b,) = (two / "artifacts").glob(name)
+        assert a.read_text() == b.read_text(), name
