@@ -17,6 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from mucode_jax import records
 from tests.distributed.procs import JOB, env_for, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +51,7 @@ def _warm_start(workdir: Path) -> Path:
     return workdir / "artifacts" / result["artifact"]
 
 
-def _start(workdir: Path, processes: int, extra=None) -> tuple[list[int], list[str]]:
+def _start(workdir: Path, processes: int, extra=None, cmd=CMD) -> tuple[list[int], list[str]]:
     """Runs the driver as ``processes`` processes; their return codes and logs."""
     port = free_port()
     procs, logs = [], []
@@ -57,7 +60,7 @@ def _start(workdir: Path, processes: int, extra=None) -> tuple[list[int], list[s
         logs.append(workdir.parent / f"{workdir.name}.{i}.log")
         procs.append(
             subprocess.Popen(
-                [*CMD, "--workdir", str(workdir), *(extra[i] if extra else [])],
+                [*cmd, "--workdir", str(workdir), *(extra[i] if extra else [])],
                 cwd=ROOT,
                 env=env,
                 stdout=open(logs[-1], "w"),  # noqa: SIM115
@@ -87,14 +90,30 @@ def _stages(workdir: Path) -> list[str]:
     return sorted(p.name for p in (workdir / "artifacts").iterdir())
 
 
-def test_driver_on_two_processes_gives_the_one_process_summary(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    warm = _warm_start(tmp_path / "warm")
+def _decisions(path: Path) -> list:
+    """What each search of a record file did, without timings: per turn the choice and each
+    candidate's completion, oracle label and score."""
+    return [
+        [t.problem_id, t.search, [[u.selected, [(c.completion, c.label, c.score)
+                                                for c in u.candidates]] for u in t.turns]]
+        for t in records.read_trajectories(path)
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def driver_runs(tmp_path_factory):
+    """The 1-process and the 2-process driver runs from one warm start."""
+    root = tmp_path_factory.mktemp("driver")
+    one, two = root / "one", root / "two"
+    warm = _warm_start(root / "warm")
     for w in (one, two):
         shutil.copytree(warm, w / "artifacts" / warm.name)
     (log,) = _run(one, 1)
-    log0, log1 = _run(two, 2)
+    return root, warm, one, two, [log, *_run(two, 2)]
 
+
+def test_driver_on_two_processes_gives_the_one_process_summary(driver_runs):
+    _, warm, one, two, (log, log0, log1) = driver_runs
     for text in (log, log0, log1):
         assert f"reusing {warm.name}" in text
     assert "stage rollouts: running" in log1  # process 1 took part in every stage
@@ -104,7 +123,9 @@ def test_driver_on_two_processes_gives_the_one_process_summary(tmp_path):
     # One merged record file per search, no process's shard left behind.
     assert not list((two / "artifacts").glob("*/*.process*.jsonl"))
     (rolls,) = (two / "artifacts").glob("rollouts-*/rollouts.jsonl")
-    assert len(rolls.read_text().splitlines()) == 8 * 2  # 8 problems x 2 searches
+    (ref,) = (one / "artifacts").glob("rollouts-*/rollouts.jsonl")
+    assert len(_decisions(rolls)) == 8 * 2  # 8 problems x 2 searches
+    assert _decisions(rolls) == _decisions(ref)  # the same samples, labels, order
     # Each process's executor kept its own reference costs.
     assert (two / "reference_cpu.process1.jsonl").is_file()
 
@@ -132,3 +153,32 @@ def test_driver_processes_with_different_configs_stop_at_start(tmp_path):
             )
         ), text[-2000:]
     assert not (tmp_path / "w" / "artifacts").exists()  # no stage ran
+
+
+def test_evaluation_on_two_processes_matches_one_process(driver_runs):
+    """`launch/evaluate.py` (public tests and learned-verifier selection, MBPP) of the warm
+    start with the run's verifier: the same searches and metrics on 2 processes as on 1."""
+    root, warm, one, _, _ = driver_runs
+    (verifier,) = (one / "artifacts").glob("verifier-*")
+    cmd = [
+        sys.executable, "launch/evaluate.py", "--config", "configs/eval_mbpp.py",
+        f"--config.checkpoint={warm / 'hf'}", f"--config.verifier={verifier / 'hf'}",
+        "--config.num_problems=2", "--config.modes=pt,lv", "--config.num_candidates=2",
+        "--config.max_turns=2", "--config.max_new_tokens=32", "--config.max_prompt_length=512",
+        "--config.max_batch_size=8", "--config.batch_size=8", "--config.verifier_max_length=256",
+        "--config.workers=1", "--config.dtype=float32", "--config.progress=False",
+    ]  # fmt: skip
+    a, b = root / "eval_one", root / "eval_two"
+    for workdir, processes in ((a, 1), (b, 2)):
+        codes, logs = _start(workdir, processes, cmd=cmd)
+        for code, text in zip(codes, logs):
+            assert code == 0, text[-4000:]
+    assert sorted(p.name for p in b.iterdir()) == sorted(
+        ["eval_config.json", "metrics.json", "per_turn_success.png", "reference_cpu.jsonl",
+         "reference_cpu.process1.jsonl", "search_lv.jsonl", "search_pt.jsonl"]
+    )  # fmt: skip
+    for mode in ("pt", "lv"):
+        got, want = _decisions(b / f"search_{mode}.jsonl"), _decisions(a / f"search_{mode}.jsonl")
+        assert len(got) == 2 and got == want, mode
+    m1, m2 = (json.loads((w / "metrics.json").read_text()) for w in (a, b))
+    assert m2["modes"] == m1["modes"]
