@@ -205,9 +205,9 @@ def warm_start(workdir, overrides):
 
     c = _apply(get_config(), overrides)
     train = mucode.load_problem_set(c.data.train)
-    test = mucode.load_problem_set(c.data.test)
+    tests = {name: mucode.load_problem_set(c.data.tests[name]) for name in c.data.tests}
     tok = inputs.tokenizer_from_config(c)
-    art = mucode.Driver(c, workdir, None, tok, train, test).base()
+    art = mucode.Driver(c, workdir, None, tok, train, tests).base()
     return {"artifact": art.path.parent.name}
 
 
