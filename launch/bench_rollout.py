@@ -99,7 +99,10 @@ def main(argv):
             t0 = time.perf_counter()
             trajectories = rollout.run_search(problems, policy, executor, search, out)
             wall = time.perf_counter() - t0
-            programs = [[c.tokens for t in r.turns for c in t.candidates] for r in trajectories]
+            programs = {  # trajectories come back in the order they finish
+                (r.problem_id, r.search): [c.tokens for t in r.turns for c in t.candidates]
+                for r in trajectories
+            }
             reference = programs if reference is None else reference
             s = sampler.stats
             rows.append(
