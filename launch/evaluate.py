@@ -33,18 +33,13 @@ def main(argv):
     sharding.maybe_initialize_distributed()
     compile_cache.enable()
     from mucode_jax import multihost
-
-    try:
-        multihost.require_single_process("Evaluation (launch/evaluate.py)")
-    except multihost.MultihostError as e:
-        sys.exit(f"error: {e}")
     from mucode_jax.evaluation import evaluate_from_config
 
     config = _CONFIG.value
     logging.info("config:\n%s", config)
     try:
         metrics = evaluate_from_config(config, _WORKDIR.value)
-    except ValueError as e:
+    except (ValueError, multihost.MultihostError) as e:
         sys.exit(f"error: {e}")
     for mode, m in metrics["modes"].items():
         bon = ", ".join(f"BoN@{b['t']}={100 * b['mean']:.1f}%" for b in m["bon"])

@@ -27,11 +27,6 @@ def main(argv):
     sharding.maybe_initialize_distributed()
     compile_cache.enable()
     from mucode_jax import multihost, report
-
-    try:
-        multihost.require_single_process("The μCode driver")
-    except multihost.MultihostError as e:
-        sys.exit(f"mucode: {e}")
     from mucode_jax.algorithms import mucode
     from mucode_jax.training import inputs
 
@@ -39,8 +34,10 @@ def main(argv):
     logging.info("config:\n%s", _CONFIG.value)
     try:
         summary = mucode.run(_CONFIG.value, _WORKDIR.value)
-    except ValueError as e:  # a user-facing mistake (config, data): one sentence, no trace
+    except (ValueError, multihost.MultihostError) as e:  # a user-facing mistake: one sentence
         sys.exit(f"mucode: {e}")
+    if not multihost.is_main():
+        return  # every process holds the same summary; process 0 prints it
     print()
     print(report.summary_table(summary["models"]))
     print(f"summary: {Path(_WORKDIR.value) / 'summary.json'}")

@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mucode_jax import rollout
+import jax
+
+from mucode_jax import multihost, rollout
 from mucode_jax.report import SearchProgress, plot_per_turn, write_json_atomic
 from mucode_jax.summary import summarize
 from mucode_jax.types import Problem
@@ -55,9 +57,20 @@ def run_evaluation(
         out["modes"][mode] = summarize(records, problems, cfg, pass_k=pass_k, seed=search.seed)
     if isinstance(progress, SearchProgress):
         progress.close()
-    write_json_atomic(workdir / "metrics.json", out)
-    plot_per_turn({name: out}, workdir / "per_turn_success.png")
+    if multihost.is_main():  # every process holds the same metrics
+        write_json_atomic(workdir / "metrics.json", out)
+        plot_per_turn({name: out}, workdir / "per_turn_success.png")
     return out
+
+
+def reference_cache(workdir: str | os.PathLike) -> Path:
+    """The executor's reference-cost cache in ``workdir``: ``reference_cpu.jsonl`` for
+    process 0, ``reference_cpu.process<i>.jsonl`` for the others (each host measures its
+    own CPU, and no two processes append to one file on a shared filesystem)."""
+    rank = jax.process_index()
+    return Path(workdir) / (
+        "reference_cpu.jsonl" if rank == 0 else f"reference_cpu.process{rank}.jsonl"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -129,7 +142,9 @@ def eval_defaults():
     c.feedback_chars = 2000
     c.verifier_max_length = 2048
     c.pass_k = (1, 5, 10)
-    c.workers = 0  # executor workers; 0 = one per CPU
+    c.workers = 0  # executor workers per process (host); 0 = one per CPU
+    # The devices the generator and verifier are sharded over (all of them, on every process).
+    c.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
     c.dtype = "bfloat16"
     c.seed = 0
     c.progress = True
@@ -185,7 +200,7 @@ def _check_resume(config, workdir: Path) -> Callable[[], None]:
                 f"{workdir} holds searches run with other settings ({', '.join(changed)} "
                 "changed); use a fresh --workdir or the old settings."
             )
-    return lambda: write_json_atomic(path, settings)
+    return lambda: write_json_atomic(path, settings) if multihost.is_main() else None
 
 
 def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
@@ -202,8 +217,10 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
     from mucode_jax.data.problems import load_problems
 
     modes, ckpt = _check_eval_config(config)
+    multihost.check_same(config, "the evaluation config")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    multihost.check_shared_directory(workdir, "the workdir")
     record_settings = _check_resume(config, workdir)
     search = rollout.SearchConfig(
         num_searches=int(config.num_searches),
@@ -224,17 +241,18 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
         problems = problems[: int(config.num_problems)]
     if not problems:
         raise ValueError(f"No problems in {config.dataset!r} (split {config.split!r}); check it.")
+    multihost.check_same(list(problems), "the problems")
 
     from mucode_jax.execution import Executor
 
     # The executor's workers fork before JAX starts its threads and claims memory.
     # Reference costs (the CPU limits) are measured once per workdir: a resume applies the same.
     with Executor(
-        workers=int(config.workers) or None,
-        reference_cache=Path(workdir) / "reference_cpu.jsonl",
+        workers=int(config.workers) or None, reference_cache=reference_cache(workdir)
     ) as executor:
         from transformers import AutoTokenizer
 
+        from mucode_jax import sharding as sh
         from mucode_jax.inference import Models
 
         tokenizer = AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
@@ -245,6 +263,7 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
             max_prompt_length=config.max_prompt_length,
             max_batch_size=config.max_batch_size,
             verifier_max_length=config.verifier_max_length,
+            mesh=sh.make_mesh(tuple(tuple(a) for a in config.mesh)),
         )
         policy = models.policy(
             ckpt,
@@ -254,7 +273,7 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
         )
         scorer = models.scorer(config.verifier) if config.verifier else None
         record_settings()  # the inputs load: from here on the workdir holds these searches
-        bar = SearchProgress(bool(config.progress))
+        bar = SearchProgress(bool(config.progress) and multihost.is_main())
         results: dict[str, Any] = {}
         for mode in modes:
             bar.start(f"{config.dataset} {mode}")
@@ -279,6 +298,8 @@ def evaluate_from_config(config, workdir: str | os.PathLike) -> dict[str, Any]:
         "num_problems": len(problems),
         "modes": results,
     }
-    write_json_atomic(workdir / "metrics.json", out)
-    plot_per_turn({out["name"]: out}, workdir / "per_turn_success.png")
+    if multihost.is_main():
+        write_json_atomic(workdir / "metrics.json", out)
+        plot_per_turn({out["name"]: out}, workdir / "per_turn_success.png")
+    multihost.barrier("evaluation written")
     return out

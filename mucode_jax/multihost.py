@@ -12,6 +12,8 @@ each has a timeout and fails with one sentence instead of hanging:
   thing and the processes that differ.
 * `barrier(name)`: e.g. the others wait while process 0 writes ``metrics.jsonl`` and the HF
   export.
+* `all_gather(value, what)`: every process's small JSON-able value, e.g. the conversations
+  each contributes to the next collective sampler call (`rollout._Scheduler`).
 * `initialize()`: `jax.distributed.initialize` with a heartbeat timeout
   (``MUCODE_HEARTBEAT_TIMEOUT_S``, default 60 s): when a process dies, the coordination
   service notices the missing heartbeats and terminates every other process with JAX's
@@ -30,6 +32,7 @@ import json
 import logging
 import os
 import re
+import zlib
 from typing import Any
 
 import jax
@@ -251,12 +254,38 @@ def check_shared_directory(path: Any, what: str = "the workdir") -> None:
         )
 
 
-def require_single_process(job: str) -> None:
-    """Raises `MultihostError` for a job that does not yet split its work across processes."""
-    if jax.process_count() > 1:
-        raise MultihostError(
-            f"{job} runs on one process for now ({jax.process_count()} were started): its program "
-            "execution and output files are not split across processes yet; run it on one host "
-            "(it uses all of that host's devices), or use launch/train_sft.py and "
-            "launch/train_verifier.py, which run on several (docs/multihost.md)."
-        )
+def all_gather(value: Any, what: str, *, timeout_s: float | None = None) -> list[Any]:
+    """Every process's ``value`` (JSON-able), in process order; ``[value]`` with one process.
+
+    Every process must call it, in the same order. The values travel through the
+    coordination service's key-value store (zlib-compressed JSON, no device collective), so
+    a process that does not arrive within the timeout fails with one sentence naming
+    ``what`` instead of hanging. Meant for small host data exchanged in lock-step (the
+    conversations of one generation call); bulk data goes through the shared workdir.
+    """
+    if jax.process_count() == 1:
+        return [value]
+    client = _client()
+    n, me = jax.process_count(), jax.process_index()
+    round_ = next(_counter)
+    key = f"mucode/gather/{round_}"
+    client.key_value_set_bytes(f"{key}/{me}", zlib.compress(json.dumps(value).encode(), 1))
+    got = []
+    for p in range(n):
+        try:
+            blob = client.blocking_key_value_get_bytes(f"{key}/{p}", _timeout_ms(timeout_s))
+        except Exception:  # noqa: BLE001
+            raise MultihostError(
+                f"Process {p} did not reach the exchange of {what} within "
+                f"{_timeout_ms(timeout_s) // 1000} s; see its log (it may have died or be stuck)."
+            ) from None
+        got.append(json.loads(zlib.decompress(blob)))
+    # Every process has written this round's value, so it has read all of the previous
+    # gather's: ours from then can go (the store stays small over a long run).
+    if _gathered and _gathered[-1] is not None:
+        client.key_value_delete(_gathered[-1])
+    _gathered[:] = [f"{key}/{me}"]
+    return got
+
+
+_gathered: list[str] = []  # this process's key of the previous all_gather, deleted after the next

@@ -76,6 +76,11 @@ def read_trajectories(path: str | os.PathLike) -> list[Trajectory]:
     return [Trajectory.from_json(r) for r in _read(Path(path), "trajectory")]
 
 
+def write_trajectories(path: str | os.PathLike, trajectories: Iterable[Trajectory]) -> None:
+    """Writes a rollout JSONL at once (atomically), in the order given."""
+    _write_atomic(Path(path), (_line("trajectory", t.to_json()) for t in trajectories))
+
+
 def _write_atomic(path: Path, lines: Iterable[str]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

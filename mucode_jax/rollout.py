@@ -17,7 +17,9 @@ Execution overlaps generation (`_Scheduler`): candidates are submitted to the ex
 service as soon as they are generated, and the engine generates for other searches while
 they run. Each finished search is appended to a JSONL file as one `types.Trajectory`
 (`mucode_jax.records`); a restarted run reads that file, skips finished searches and redoes
-only the others.
+only the others. On several processes each runs its share of the searches with its own
+executor, in lock-step with the others for the collective policy and scorer calls
+(`run_search`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import jax
+
+from mucode_jax import multihost, records
 from mucode_jax import prompts as P
-from mucode_jax import records
 from mucode_jax.types import Candidate, Message, Problem, SearchSettings, Trajectory, Turn
 
 SELECT_MODES = ("random", "pt", "lv", "pt_lv")
@@ -217,9 +221,28 @@ class _Scheduler:
     executing are drained (scored, selected, fed back) *without blocking*, so their searches
     rejoin the queue for the next generation call; the scheduler blocks on the executor only
     when no search is waiting to be generated for.
+
+    On several processes (`mucode_jax.multihost`) each runs the searches it owns, with its
+    own executor, and all of them move in lock-step rounds, because the policy and the scorer
+    are collective (every process must call them equally, with the same inputs). A round:
+
+    1. every process takes its next searches and `multihost.all_gather` exchanges their
+       conversations (and whether it still has any search in flight); when no process has,
+       all stop together;
+    2. if any process has conversations, every process calls the policy once on all of them
+       (in process order) and keeps its own slice; its candidates go to its own executor;
+    3. every process drains its finished turns (blocking on its executor only when no
+       process generated this round), and, with a scorer, the candidates to score are
+       exchanged and scored by one collective call.
+
+    Every choice of whether to call the policy or the scorer is made from exchanged values,
+    so all processes make the same calls; the only local waits are on a process's own
+    executor, which finishes every program within its limits, and every exchange has a
+    timeout. With one process the exchange is free and the rounds are the loop above.
     """
 
-    def __init__(self, problems, policy, executor, config, out, scorer, progress, finished):
+    def __init__(self, problems, policy, executor, config, out, scorer, progress, finished,
+                 owned=None):  # fmt: skip
         self.policy, self.executor, self.config = policy, executor, config
         self.out, self.scorer, self.progress = out, scorer, progress
         self.waiting = collections.deque(
@@ -232,39 +255,51 @@ class _Scheduler:
             )
             for p in problems
             for i in range(config.num_searches)
-            if (p.id, i) not in finished
+            if (p.id, i) not in finished and (owned is None or (p.id, i) in owned)
         )
         self.running: list[_Generated] = []
         self.results: list[Trajectory] = list(finished.values())
         self.total = len(problems) * config.num_searches
         self.samples = 0
         self.start = time.monotonic()
+        self.processes = jax.process_count()
+        self.rank = jax.process_index()
 
     def run(self) -> list[Trajectory]:
-        while self.waiting or self.running:
-            if self.waiting:
-                self.generate()
-                self.drain(block=False)
-            else:
-                self.drain(block=True)
-            self.report()
-        return self.results
+        while True:
+            batch = self.take()
+            c, per = self.config, self.config.num_candidates
+            convs = [s.messages for s in batch for _ in range(per)]
+            # One seed per candidate, from the search alone: its samples do not depend on
+            # which other searches share the batch (that depends on the executors' timing).
+            seeds = [
+                _seed(c.seed, s.problem.id, s.index, len(s.turns), j) % 2**31
+                for s in batch
+                for j in range(per)
+            ]
+            active = bool(batch or self.waiting or self.running)
+            mine = {"convs": convs, "seeds": seeds, "active": active,
+                    "done": len(self.results), "samples": self.samples}  # fmt: skip
+            peers = multihost.all_gather(mine, "the conversations of a generation round")
+            self.report(peers)
+            if not any(p["active"] for p in peers):
+                return self.results
+            everyone = [conv for p in peers for conv in p["convs"]]
+            if everyone:
+                comps = self.policy.complete(everyone, seeds=[x for p in peers for x in p["seeds"]])
+                first = sum(len(p["convs"]) for p in peers[: self.rank])
+                self.submit(batch, comps[first : first + len(convs)])
+            self.drain(block=not everyone and bool(self.running))
 
-    def generate(self) -> None:
-        """One policy call for the next searches; submits every candidate's code."""
+    def take(self) -> list[_Search]:
+        """The searches of this process's share of the next policy call."""
+        take = max(1, self.config.batch_size // self.config.num_candidates // self.processes)
+        return [self.waiting.popleft() for _ in range(min(take, len(self.waiting)))]
+
+    def submit(self, batch: list[_Search], comps: list[Completion]) -> None:
+        """Submits every candidate's code of one policy call (this process's searches)."""
         c = self.config
         per = c.num_candidates
-        take = max(1, c.batch_size // per)
-        batch = [self.waiting.popleft() for _ in range(min(take, len(self.waiting)))]
-        convs = [s.messages for s in batch for _ in range(per)]
-        # One seed per candidate, from the search alone: its samples do not depend on which
-        # other searches share the batch (that depends on the executor's timing).
-        seeds = [
-            _seed(c.seed, s.problem.id, s.index, len(s.turns), j) % 2**31
-            for s in batch
-            for j in range(per)
-        ]
-        comps = self.policy.complete(convs, seeds=seeds)
         self.samples += len(comps)
         for j, s in enumerate(batch):
             mine = comps[j * per : (j + 1) * per]
@@ -279,8 +314,6 @@ class _Scheduler:
 
     def drain(self, block: bool) -> None:
         """Finishes every turn whose programs have all run (waiting for one if ``block``)."""
-        if not self.running:
-            return
         if block:
             cf.wait(
                 [f for g in self.running for pair in g.futures for f in pair],
@@ -299,13 +332,16 @@ class _Scheduler:
                 self.waiting.append(g.search)
 
     def score(self, ready: list[_Generated]) -> list[list[float] | None]:
-        """One verifier call for every candidate of every ready turn."""
-        if self.scorer is None or not ready:
+        """One verifier call for every candidate of every ready turn (of every process)."""
+        if self.scorer is None:
             return [None] * len(ready)
-        flat = self.scorer.score(
-            [_first_prompt(g.search.messages) for g in ready for _ in g.completions],
-            [c.text for g in ready for c in g.completions],
-        )
+        xs = [_first_prompt(g.search.messages) for g in ready for _ in g.completions]
+        ys = [c.text for g in ready for c in g.completions]
+        peers = multihost.all_gather([xs, ys], "the verifier inputs of a rollout round")
+        everyone = [pair for p in peers for pair in zip(*p)]
+        flat = self.scorer.score(*map(list, zip(*everyone))) if everyone else []
+        first = sum(len(p[0]) for p in peers[: self.rank])
+        flat = flat[first : first + len(xs)]
         out, pos = [], 0
         for g in ready:
             out.append(flat[pos : pos + len(g.completions)])
@@ -364,16 +400,18 @@ class _Scheduler:
         records.append_trajectory(self.out, traj)
         self.results.append(traj)
 
-    def report(self) -> None:
-        if self.progress is None:
+    def report(self, peers: list[dict[str, Any]]) -> None:
+        """Calls ``progress`` with the counters of every process (on process 0 only)."""
+        if self.progress is None or self.rank != 0:
             return
         elapsed = time.monotonic() - self.start
+        samples = sum(p["samples"] for p in peers)
         self.progress(
             {
-                "done": len(self.results),
+                "done": sum(p["done"] for p in peers),
                 "total": self.total,
-                "samples": self.samples,
-                "samples_per_s": self.samples / max(elapsed, 1e-9),
+                "samples": samples,
+                "samples_per_s": samples / max(elapsed, 1e-9),
                 "elapsed_s": elapsed,
             }
         )
@@ -402,7 +440,15 @@ def run_search(
     scorer: Scorer | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[Trajectory]:
-    """Runs every search of every problem; returns all finished trajectories.
+    """Runs every search of every problem; returns all finished trajectories, in problem
+    and search order (then those of other problems the file held).
+
+    On several processes every process calls it with the same arguments (its own executor):
+    the searches are dealt round-robin over the processes, each process appends the ones it
+    finishes to its own file beside ``output`` (``NAME.process<i>.jsonl``; process 0 to
+    ``output`` itself), the policy and the scorer are called in lock-step (`_Scheduler`),
+    and at the end process 0 merges everything into ``output`` while the others wait; every
+    process returns all trajectories. ``output`` must be on a filesystem all processes share.
 
     Args:
       problems: the problems.
@@ -412,7 +458,8 @@ def run_search(
       output: JSONL file; finished searches already in it are kept and skipped.
       scorer: the learned verifier, needed for the ``lv`` / ``pt_lv`` modes (and, when
         given, recorded for every candidate).
-      progress: called after each policy call with counters (searches done, samples/s).
+      progress: called after each policy call with counters (searches done, samples/s),
+        on process 0 only.
     """
     if config.select in ("lv", "pt_lv") and scorer is None:
         raise ValueError(f"Selection mode {config.select!r} needs a verifier scorer.")
@@ -421,10 +468,60 @@ def run_search(
         raise ValueError("Problem ids are not unique; each problem needs its own id.")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    finished = read_finished(output)
-    with open(output, "a", encoding="utf-8") as out:
-        sched = _Scheduler(problems, policy, executor, config, out, scorer, progress, finished)
-        return sched.run()
+    n, rank = jax.process_count(), jax.process_index()
+    keys = [(p.id, i) for p in problems for i in range(config.num_searches)]
+    owned = {k for j, k in enumerate(keys) if j % n == rank}  # round-robin over processes
+    finished: dict[tuple[str, int], Trajectory] = {}
+    for path in [output, *_shards(output)]:  # shards: from a run on several processes
+        finished.update(read_finished(path))
+    multihost.barrier(f"{output.name} read")  # before any process appends to its file
+    mine = output if rank == 0 else _shard(output, rank)
+    with open(mine, "a", encoding="utf-8") as out:
+        sched = _Scheduler(
+            problems,
+            policy,
+            executor,
+            config,
+            out,
+            scorer,
+            progress,
+            {k: t for k, t in finished.items() if k in owned},
+            owned,
+        )
+        sched.run()
+    return _merge(output, keys)
+
+
+def _shard(output: Path, rank: int) -> Path:
+    """The file process ``rank`` (> 0) appends its finished searches to, beside ``output``."""
+    return output.with_name(f"{output.stem}.process{rank}{output.suffix}")
+
+
+def _shards(output: Path) -> list[Path]:
+    return sorted(output.parent.glob(f"{output.stem}.process*{output.suffix}"))
+
+
+def _merge(output: Path, keys: Sequence[tuple[str, int]]) -> list[Trajectory]:
+    """Every process's finished searches, in problem and search order; process 0 rewrites
+    ``output`` in that order and removes the shards (the others wait at a barrier).
+
+    The order makes the file, and every stage that reads it, independent of which search
+    finished first and of how many processes ran them.
+    """
+    multihost.barrier(f"{output.name} searched")
+    found: dict[tuple[str, int], Trajectory] = {}
+    for path in [output, *_shards(output)]:
+        found.update(read_finished(path))
+    wanted = set(keys)
+    records_ = [found[k] for k in keys if k in found]
+    records_ += [t for k, t in found.items() if k not in wanted]  # other problems': kept
+    multihost.barrier(f"{output.name} read back")  # before process 0 rewrites the files
+    if multihost.is_main():
+        records.write_trajectories(output, records_)
+        for path in _shards(output):
+            path.unlink()
+    multihost.barrier(f"{output.name} merged")
+    return records_
 
 
 def turn_labels_by_problem(

@@ -40,7 +40,7 @@ from typing import Any
 
 import ml_collections
 
-from mucode_jax import evaluation, records, report, rollout
+from mucode_jax import evaluation, multihost, records, report, rollout
 from mucode_jax.algorithms import protocol, relabel
 from mucode_jax.algorithms.artifacts import Artifact, Store, content_key
 from mucode_jax.algorithms.config import check_config, executor_options
@@ -55,11 +55,27 @@ OWN_ROLLOUT_VERIFIER = ("multi_star",)
 
 
 def _jsonl_write(path: Path, rows: Sequence[Any]) -> None:
+    """Writes a stage's JSONL (process 0 only: every process computed the same rows)."""
+    if not multihost.is_main():
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Writes a stage's small file (process 0 only: every process computed the same text)."""
+    if multihost.is_main():
+        path.write_text(text)
+
+
+def _move_on_main(src: Path, dst: Path) -> None:
+    """Moves a stage's output folder into place (process 0; the others wait at the stage's
+    barrier in `artifacts.Store.run`)."""
+    if multihost.is_main():
+        os.replace(src, dst)
 
 
 def _jsonl_read(path: Path) -> list[Any]:
@@ -189,7 +205,7 @@ class Driver:
                         [*first, {"role": "assistant", "content": f"```python\n{code}\n```"}]
                     )
             res = train_sft(ws.sft, convs, out / "train", tokenizer=self.tokenizer)
-            os.replace(res.hf_path, out / "hf")
+            _move_on_main(res.hf_path, out / "hf")
 
         art = self.store.run("warm_start", {"train": self.train_key, "cfg": c.warm_start}, fn)
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
@@ -199,7 +215,7 @@ class Driver:
         search = rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed)
 
         def fn(out: Path):
-            bar = report.SearchProgress()
+            bar = report.SearchProgress(multihost.is_main())
             bar.start("rollouts")
             policy = self.models.policy(
                 gen.path, temperature=c.rollout.temperature, top_p=c.rollout.top_p
@@ -232,7 +248,7 @@ class Driver:
             )
             old = _jsonl_read(previous.path / "pairs.jsonl") if previous is not None else []
             _jsonl_write(out / "pairs.jsonl", vd.aggregate_verifier_pairs(old, pairs))
-            (out / "stats.json").write_text(json.dumps(stats, indent=2))
+            _write_text(out / "stats.json", json.dumps(stats, indent=2))
 
         inputs = {
             "rollouts": rolls,
@@ -262,8 +278,8 @@ class Driver:
                 tokenizer=self.tokenizer,
                 init_params_from=str(base.path),
             )
-            (out / "metrics.json").write_text(json.dumps(_floats(res.last_metrics), indent=2))
-            os.replace(res.hf_path, out / "hf")
+            _write_text(out / "metrics.json", json.dumps(_floats(res.last_metrics), indent=2))
+            _move_on_main(res.hf_path, out / "hf")
 
         art = self.store.run("verifier", {"base": base, "data": data, "cfg": c.verifier}, fn)
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
@@ -280,7 +296,9 @@ class Driver:
                         keys.append((tr.problem_id, tr.search, t, k))
                         xs.append(tr.prompt)
                         ys.append(cand.completion)
-            records.write_scores(out / "scores.jsonl", dict(zip(keys, scorer.score(xs, ys))))
+            scores = scorer.score(xs, ys)  # every process: the scorer is collective
+            if multihost.is_main():
+                records.write_scores(out / "scores.jsonl", dict(zip(keys, scores)))
 
         return self.store.run("scores", {"verifier": ver, "rollouts": rolls}, fn)
 
@@ -305,7 +323,7 @@ class Driver:
             )
             old = _jsonl_read(previous.path / "sft.jsonl") if previous is not None else []
             _jsonl_write(out / "sft.jsonl", old + list(convs))
-            (out / "stats.json").write_text(json.dumps(_floats(stats), indent=2))
+            _write_text(out / "stats.json", json.dumps(_floats(stats), indent=2))
 
         inputs = {
             "mode": mode,
@@ -337,7 +355,7 @@ class Driver:
                 tokenizer=self.tokenizer,
                 init_params_from=str(base.path),
             )
-            os.replace(res.hf_path, out / "hf")
+            _move_on_main(res.hf_path, out / "hf")
 
         art = self.store.run("generator", {"base": base, "data": data, "cfg": c.sft}, fn)
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
@@ -365,7 +383,7 @@ class Driver:
                 search=search,
                 scorer=scorer,
                 pass_k=list(e.pass_k),
-                progress=report.SearchProgress(),
+                progress=report.SearchProgress(multihost.is_main()),
                 name=f"{name} {test}",
             )
             # The paper's multi-turn metrics: one candidate per turn, stopping only on a
@@ -391,7 +409,7 @@ class Driver:
                     batch_size=search.batch_size,
                     seed=c.seed,
                 )
-                bar = report.SearchProgress()
+                bar = report.SearchProgress(multihost.is_main())
                 bar.start(f"{name} {test} {kind}")
                 records_ = rollout.run_search(
                     problems,
@@ -405,7 +423,8 @@ class Driver:
                 res[kind] = summary.trajectory_metrics(
                     records_, problems, n, pass_k=ks, seed=c.seed
                 )
-            report.write_json_atomic(out / "metrics.json", res)
+            if multihost.is_main():
+                report.write_json_atomic(out / "metrics.json", res)
 
         inputs = {
             "gen": gen,
@@ -462,10 +481,12 @@ class Driver:
                     gen, self.eval_verifier(mode, gen, vdata, base, ver, i), name
                 )
         summary = {"models": results, "timings": self.store.timings}
-        report.write_json_atomic(self.workdir / "summary.json", summary)
-        (self.workdir / "summary.md").write_text(report.summary_table(results))
-        flat = {f"{m} {t}": res for m, by_test in results.items() for t, res in by_test.items()}
-        report.plot_per_turn(flat, self.workdir / "per_turn_success.png")
+        if multihost.is_main():  # every process holds the same summary
+            report.write_json_atomic(self.workdir / "summary.json", summary)
+            (self.workdir / "summary.md").write_text(report.summary_table(results))
+            flat = {f"{m} {t}": res for m, by_test in results.items() for t, res in by_test.items()}
+            report.plot_per_turn(flat, self.workdir / "per_turn_success.png")
+        multihost.barrier("summary written")
         return summary
 
 
@@ -480,11 +501,18 @@ def _floats(d: Any) -> Any:
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Runs the whole driver: checks the config, starts the executor, loads problems and
-    tokenizer, loops."""
+    tokenizer, loops.
+
+    On several processes (`mucode_jax.multihost`) every process runs this with the same
+    config: it checks that they agree on the config and the problems, and that the workdir
+    is shared (`artifacts.Store`); each process starts its own executor for the programs of
+    its share of the searches; process 0 writes every file, the others wait and read.
+    """
     from mucode_jax.execution import Executor
     from mucode_jax.training.inputs import tokenizer_from_config
 
     check_config(config)
+    multihost.check_same(config, "the driver config")
     name = config.get("protocol", "official")
     log.info("protocol %s: %s", name, protocol.describe(name))
     tokenizer = tokenizer_from_config(config)
@@ -496,8 +524,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
         tests[name] = load_problem_set(config.data.tests[name])
         if not tests[name]:
             raise ValueError(f"The test set {name!r} is empty; check config.data.tests.{name}.")
-    # Reference costs (the CPU limits) are measured once per workdir, shared by every stage.
-    cache = Path(workdir) / "reference_cpu.jsonl"
+    multihost.check_same([train, tests], "the train and test problems")
+    # Reference costs (the CPU limits) are measured once per workdir, shared by every stage
+    # (one file per process: each host measures its own CPU).
+    cache = evaluation.reference_cache(workdir)
     with Executor(**executor_options(config), reference_cache=cache) as executor:
         driver = Driver(config, Path(workdir), executor, tokenizer, train, tests)
         return driver.run()

@@ -36,6 +36,12 @@ default ``i``), so for a fixed seed, prompts and weights the output does not dep
 batch bucket, on chunking, or on the other prompts in the batch (up to floating-point
 differences between compiled shapes); with per-row seeds (e.g. one per search) a prompt's
 samples do not depend on its position in the call either.
+
+Several processes (`mucode_jax.multihost`): every process calls `Sampler.sample` with the same
+prompts; each places only its own devices' rows and gets every row back. A program (method,
+prompt bucket, batch bucket) is compiled ahead of its first run and every process waits at a
+barrier before running it, so one process compiling slowly never leaves the others waiting
+inside a collective (CPU collectives give up after 30 s).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from mucode_jax import multihost
 from mucode_jax import sharding as sh
 from mucode_jax.models.llama import Llama, cache_logical_axes
 from mucode_jax.sampling import loop
@@ -222,6 +229,7 @@ class Sampler:
 
         self._graphdef, params = nnx.split(model)
         self._abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+        self._compiled: set[tuple] = set()  # signatures compiled (several processes)
         self._build_jits(params)
         self._params = None
         self.update_params(params)
@@ -382,7 +390,7 @@ class Sampler:
                 self.stats["row_steps"] += len(owner)  # the prefill drew one token per row
                 if self.compact_every is None:
                     m = np.int32(self.max_new_tokens)
-                    state = self._decode(method, None, self._params, state, m)
+                    state = self._call("decode", self._decode, method, None, self._params, state, m)
                     steps = int(_to_host(state.step)) - 1
                     self.stats["row_steps"] += len(owner) * steps
                     self._count_tokens(state, np.flatnonzero(owner >= 0))
@@ -433,12 +441,16 @@ class Sampler:
                 arrays = self._prepare([[self.pad_id] * p] * b, ones, np.arange(b))
                 with sh.use_mesh(self.mesh, self.rules):
                     arrays = self._place(*arrays, np.uint32(0))
-                    state = self._prefill(method, self._params, *arrays)
+                    state = self._call("prefill", self._prefill, method, self._params, *arrays)
                     for x in self.batch_buckets:  # the gathers compaction from this bucket uses
                         if x <= b // 2:
-                            self._compact(state, self._replicated(np.arange(x, dtype=np.int32)))
+                            keep = self._replicated(np.arange(x, dtype=np.int32))
+                            self._call("compact", self._compact, state, keep)
                     for w in self._windows(p):  # the later phases' decode windows
-                        state = self._decode(method, w, self._params, state, np.int32(2))
+                        stop = np.int32(2)
+                        state = self._call(
+                            "decode", self._decode, method, w, self._params, state, stop
+                        )
 
     def _start(self, method, prompts, limits, row_ids, seed: int):
         """Prefill of one chunk (each distinct prompt once when that saves a batch bucket)."""
@@ -457,9 +469,12 @@ class Sampler:
                 src = np.zeros(tokens.shape[0], np.int32)  # dummy rows continue prompt 0
                 src[: len(source)] = source
                 arrays = self._place(u_tokens, u_mask, src, lim, ids, seed)
-                return self._prefill_shared(method, self._params, *arrays)
+                return self._call(
+                    "prefill_shared", self._prefill_shared, method, self._params, *arrays
+                )
         self.stats["prefill_rows"] += tokens.shape[0]
-        return self._prefill(method, self._params, *self._place(tokens, mask, lim, ids, seed))
+        arrays = self._place(tokens, mask, lim, ids, seed)
+        return self._call("prefill", self._prefill, method, self._params, *arrays)
 
     def _limits(self, max_new_tokens, n: int) -> np.ndarray:
         m = self.max_new_tokens
@@ -531,6 +546,22 @@ class Sampler:
             out.append(jax.make_array_from_callback(a.shape, sharding, lambda i, a=a: a[i]))
         return tuple(out)
 
+    def _call(self, name: str, fn, *args):
+        """``fn(*args)``; on several processes a new signature is compiled first, then every
+        process waits at a barrier before running it.
+
+        Compilation times differ between processes (one may be starved of CPU); without the
+        barrier, the first to finish waits inside the program's first collective, and CPU
+        (gloo) collectives give up after 30 s. The barrier has no such limit.
+        """
+        if jax.process_count() > 1:
+            signature = (name, *(_signature(x) for x in jax.tree.leaves(args)))
+            if signature not in self._compiled:
+                fn.lower(*args).compile()  # fills the jit's caches: the call below reuses it
+                multihost.barrier(f"sampler {name} compiled")
+                self._compiled.add(signature)
+        return fn(*args)
+
     def _decode_in_phases(self, method, state, owner: np.ndarray, results: dict):
         """Decode ``compact_every`` steps at a time; between phases, collect finished rows
         and gather the running ones into a smaller bucket when at most half still run."""
@@ -538,7 +569,9 @@ class Sampler:
         while True:
             stop = min(m, step + self.compact_every)
             window = self._window(state.cache.max_length, stop)
-            state = self._decode(method, window, self._params, state, np.int32(stop))
+            state = self._call(
+                "decode", self._decode, method, window, self._params, state, np.int32(stop)
+            )
             done = _to_host(state.done)
             new_step = int(_to_host(state.step))
             self.stats["row_steps"] += len(owner) * (new_step - step)
@@ -556,7 +589,7 @@ class Sampler:
             self._count_tokens(state, finished)
             spare = np.flatnonzero(done)[: b - live.size]  # finished rows pad the new bucket
             keep = np.concatenate([live, spare]).astype(np.int32)
-            state = self._compact(state, self._replicated(keep))
+            state = self._call("compact", self._compact, state, self._replicated(keep))
             owner = np.concatenate([owner[live], np.full(spare.size, -1)])
 
     def _window(self, slots: int, stop: int) -> int | None:
@@ -625,6 +658,13 @@ def _row_seeds(row_seeds: Sequence[int] | None, n: int) -> np.ndarray:
     if n and (arr.min() < 0 or arr.max() >= 2**31):
         raise ValueError("row_seeds must lie in [0, 2**31); reduce them, e.g. modulo 2**31.")
     return arr.astype(np.int32)
+
+
+def _signature(x: Any) -> Any:
+    """What decides a compiled program: an array's shape and dtype, a static value itself."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return (tuple(x.shape), str(x.dtype))
+    return x
 
 
 def _to_host(x: Array) -> np.ndarray:

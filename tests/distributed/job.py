@@ -1,6 +1,7 @@
 """One process of a test job: ``python job.py KIND WORKDIR '{"overrides": ...}'``.
 
-KIND is ``sft``, ``verifier`` or ``sample``. Started once with 8 CPU devices, or as one of
+KIND is ``sft``, ``verifier``, ``sample``, ``score``, ``store``, ``rollout`` or
+``warm_start``. Started once with 8 CPU devices, or as one of
 several processes with ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
 ``JAX_PROCESS_ID`` and 4 devices each (`tests/distributed/procs.py`). Prints one line
 ``RESULT {json}``: losses and gradient norms read back from ``metrics.jsonl``, or the
@@ -84,7 +85,9 @@ def sample(workdir, overrides):
     prompts = [rng.randint(10, cfg.vocab_size, n).tolist() for n in (3, 17, 9, 1, 30, 12, 5, 20)]
     greedy = sampler.sample(prompts, seed=1)
     temp = sampler.sample(prompts, seed=1, method=Temperature(0.9))
-    out = {"greedy": greedy.tokens, "temperature": temp.tokens, "logprobs": greedy.logprobs}
+    again = sampler.sample(prompts, seed=1)  # compiled already: no barrier, no trace
+    out = {"greedy": greedy.tokens, "temperature": temp.tokens, "logprobs": greedy.logprobs,
+           "again": again.tokens, "traces": sampler.num_traces}  # fmt: skip
     return {**out, **score(workdir, overrides)}
 
 
@@ -124,6 +127,90 @@ def store(workdir, overrides):
     return {"key": a.key, "text": text, "reused": again.reused, "calls": len(calls)}
 
 
+def rollout(workdir, overrides):
+    """Multi-turn BoN (``lv``) of 6 toy problems with a scripted policy and scorer on a real
+    executor. The policy and the scorer stand for collective calls: they record a hash of
+    every call's inputs, which must be the same on every process. Process 1's executor
+    answers late (random delays), so the processes' turns finish in different rounds."""
+    import concurrent.futures as cf
+    import hashlib
+    import random
+    import threading
+
+    import jax
+
+    from mucode_jax import prompts as P
+    from mucode_jax import records
+    from mucode_jax import rollout as R
+    from mucode_jax.data import toy
+    from mucode_jax.execution import Executor
+
+    problems = toy.toy_problems("train", 6, seed=0)
+    by_prompt = {P.first_turn_prompt(p): p for p in problems}
+    calls = []
+
+    def digest(x):
+        return hashlib.sha256(json.dumps(x).encode()).hexdigest()[:12]
+
+    class Policy:
+        def complete(self, conversations, *, seeds):
+            calls.append(["policy", digest([conversations, list(seeds)])])
+            out = []
+            for conv, seed in zip(conversations, seeds):
+                code, _, _ = toy.noisy_solution(by_prompt[conv[0]["content"]], random.Random(seed))
+                out.append(R.Completion(f"```python\n{code}\n```"))
+            return out
+
+    class Scorer:
+        def score(self, prompts, completions):
+            calls.append(["scorer", digest([list(prompts), list(completions)])])
+            return [int(digest([x, y]), 16) % 1000 / 1000 for x, y in zip(prompts, completions)]
+
+    class LateExecutor:  # process 1: each result arrives 0-0.3 s late
+        def __init__(self, inner):
+            self.inner, self.rng = inner, random.Random(jax.process_index())
+
+        def submit(self, code, tests, **kw):
+            if jax.process_index() == 0:
+                return self.inner.submit(code, tests, **kw)
+            late = cf.Future()
+            delay = self.rng.random() * 0.3
+            self.inner.submit(code, tests, **kw).add_done_callback(
+                lambda f: threading.Timer(delay, lambda: late.set_result(f.result())).start()
+            )
+            return late
+
+    search = R.SearchConfig(num_searches=2, num_candidates=2, max_turns=3, select="lv",
+                            batch_size=4, seed=3)  # fmt: skip
+    out = workdir / "search_lv.jsonl"
+    with Executor(workers=1) as ex:
+        trajs = R.run_search(problems, Policy(), LateExecutor(ex), search, out, scorer=Scorer())
+    key = lambda t: [  # noqa: E731 - what a search decided, without timings
+        t.problem_id, t.search, [[u.selected, [(c.completion, c.label, c.score) for c in u.candidates]]
+                                 for u in t.turns]]  # fmt: skip
+    return {
+        "trajectories": [key(t) for t in trajs],
+        "file": [key(t) for t in records.read_trajectories(out)],
+        "order": [[p.id, i] for p in problems for i in range(search.num_searches)],
+        "files": sorted(p.name for p in workdir.iterdir()),
+        "calls": calls,
+    }
+
+
+def warm_start(workdir, overrides):
+    """The driver's first stage alone (`Driver.base`) for `configs/demo_ci.py`."""
+    from configs.demo_ci import get_config
+    from mucode_jax.algorithms import mucode
+    from mucode_jax.training import inputs
+
+    c = _apply(get_config(), overrides)
+    train = mucode.load_problem_set(c.data.train)
+    tests = {name: mucode.load_problem_set(c.data.tests[name]) for name in c.data.tests}
+    tok = inputs.tokenizer_from_config(c)
+    art = mucode.Driver(c, workdir, None, tok, train, tests).base()
+    return {"artifact": art.path.parent.name}
+
+
 def main():
     import logging
 
@@ -142,9 +229,15 @@ def main():
     out = {"devices": jax.device_count(), "processes": jax.process_count()}
     try:
         out.update(
-            {"sft": sft, "verifier": verifier, "sample": sample, "score": score, "store": store}[
-                kind
-            ](workdir, overrides)
+            {
+                "sft": sft,
+                "verifier": verifier,
+                "sample": sample,
+                "score": score,
+                "store": store,
+                "rollout": rollout,
+                "warm_start": warm_start,
+            }[kind](workdir, overrides)
         )
     except (ValueError, multihost.MultihostError) as e:  # one sentence, no trace
         out["error"] = str(e)

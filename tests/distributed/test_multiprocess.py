@@ -42,6 +42,10 @@ def test_sampler_and_scorer_on_two_processes_match_one_process(tmp_path):
     assert a["greedy"] == b["greedy"] == r1["greedy"]
     assert a["temperature"] == r1["temperature"]
     assert a["temperature"] != a["greedy"]
+    assert a["again"] == a["greedy"]
+    # Compiling ahead of the barrier (several processes) fills the jit's cache: each program
+    # is traced once, as on one process.
+    assert a["traces"] == b["traces"] == r1["traces"]
     for x, y in zip(a["logprobs"], r1["logprobs"]):
         np.testing.assert_allclose(x, y, atol=1e-5)
     np.testing.assert_allclose(a["scores"], r1["scores"], rtol=RTOL)
@@ -130,3 +134,18 @@ def test_stage_artifacts_on_two_processes_are_published_once_and_read_by_all(tmp
     assert [p.name for p in (tmp_path / "ok" / "artifacts").iterdir()] == [f"stage-{a['key']}"]
     for r in bad.results(timeout=120):
         assert "The key of stage stage differs between processes" in r["error"], r
+
+
+def test_rollouts_on_two_processes_match_one_process_in_lock_step(tmp_path):
+    """The searches are split over the processes, each with its own executor (process 1's
+    late), while every policy and scorer call gets the same inputs on both: the trajectories
+    equal the 1-process run's, in one merged file in problem and search order."""
+    r1, (a, b) = _pair("rollout", tmp_path)
+    assert len(r1["trajectories"]) == 12
+    assert a["trajectories"] == b["trajectories"] == r1["trajectories"] == a["file"]
+    assert [t[:2] for t in a["file"]] == a["order"]
+    assert a["files"] == ["search_lv.jsonl"]  # the processes' shards were merged and removed
+    assert a["calls"] == b["calls"]  # lock-step: the same collective calls on both
+    kinds = {k for k, _ in a["calls"]}
+    assert kinds == {"policy", "scorer"}
+    assert sum(1 for t in r1["trajectories"] for turn in t[2] if len(turn[1]) == 2) > 12
