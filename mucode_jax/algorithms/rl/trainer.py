@@ -85,6 +85,23 @@ def _copy_fn(shardings: Any, dtypes: Any = None) -> Callable:
     return jax.jit(copy) if shardings is None else jax.jit(copy, out_shardings=shardings)
 
 
+def batch_specs(cfg: ml_collections.ConfigDict) -> tuple[dict, dict]:
+    """The fixed ``[grad_accum, micro, max_length - 1]`` shapes of the policy and value steps'
+    batches (what the steps are compiled for, and what the real configs are lowered on)."""
+    a = int(cfg.grad_accum)
+    b, t = int(cfg.minibatch_size) // a, int(cfg.max_length) - 1
+    spec = jax.ShapeDtypeStruct
+    policy = {k: spec((a, b, t), jnp.float32 if k in FLOAT_KEYS else jnp.int32) for k in POLICY_KEYS}
+    value = {
+        "inputs": spec((a, b, t), jnp.int32),
+        "value_mask": spec((a, b, t), jnp.int32),
+        "returns": spec((a, b), jnp.float32),
+        "old_values": spec((a, b), jnp.float32),
+        "turn_weight": spec((a, b), jnp.float32),
+    }
+    return policy, value
+
+
 class RLTrainer:
     """Sharded policy / value / reference state and the compiled steps of one RL run.
 
@@ -126,18 +143,7 @@ class RLTrainer:
         self.state = RLState(policy=pstate, value=vstate, reference=reference)
         self.shardings = RLState(policy=p_sh, value=v_sh, reference=p_sh.params)
 
-        a, b, t = self.accum, self.micro, self.length
-        spec = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt)
-        self.policy_spec = {
-            k: spec((a, b, t), jnp.float32 if k in FLOAT_KEYS else jnp.int32) for k in POLICY_KEYS
-        }
-        self.value_spec = {
-            "inputs": spec((a, b, t), jnp.int32),
-            "value_mask": spec((a, b, t), jnp.int32),
-            "returns": spec((a, b), jnp.float32),
-            "old_values": spec((a, b), jnp.float32),
-            "turn_weight": spec((a, b), jnp.float32),
-        }
+        self.policy_spec, self.value_spec = batch_specs(cfg)
         ploss = L.policy_loss_fn(
             self.policy_graphdef, clip_eps=cfg.clip_eps, kl_coef=cfg.kl_coef, kl=cfg.kl
         )
