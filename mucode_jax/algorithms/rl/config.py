@@ -64,14 +64,22 @@ def _fail(msg: str) -> None:
 def check_rl_config(c: ml_collections.ConfigDict) -> None:
     """One sentence for the first bad setting of ``config.rl``."""
     if "rl" not in c:
-        _fail("The config has no rl section; start it from mucode_jax.algorithms.rl.config.rl_defaults().")
+        _fail(
+            "The config has no rl section; start it from mucode_jax.algorithms.rl.config.rl_defaults()."
+        )
     r = c.rl
     for algo in [r.algorithm, *r.controls]:
         if algo not in ALGORITHMS:
             _fail(f"Unknown rl algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}.")
     if r.kl not in KL_MODES:
         _fail(f"Unknown rl.kl {r.kl!r}; use one of {', '.join(KL_MODES)}.")
-    for name in ("iterations", "problems_per_iteration", "episodes_per_problem", "max_turns", "epochs"):
+    for name in (
+        "iterations",
+        "problems_per_iteration",
+        "episodes_per_problem",
+        "max_turns",
+        "epochs",
+    ):
         if int(r[name]) < 1:
             _fail(f"rl.{name} must be at least 1, got {r[name]}.")
     if r.minibatch_size < 1 or r.grad_accum < 1 or r.minibatch_size % r.grad_accum:

@@ -76,7 +76,9 @@ def rl_stage(driver: mucode.Driver, base: Artifact, algorithm: str) -> Artifact:
         )
         from flax import nnx
 
-        export(nnx.merge(trainer.policy_graphdef, trainer.state.policy.params), out, driver.tokenizer)
+        export(
+            nnx.merge(trainer.policy_graphdef, trainer.state.policy.params), out, driver.tokenizer
+        )
 
     inputs = {"base": base, "train": driver.train_key, "cfg": rcfg, "seed": c.seed}
     art = driver.store.run(f"rlef_{algorithm}", inputs, fn)

@@ -33,7 +33,15 @@ import numpy as np
 from mucode_jax.algorithms.rl.advantages import episode_turn_rewards
 from mucode_jax.types import Trajectory
 
-ROW_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions", "sampler_logp", "value_mask")
+ROW_KEYS = (
+    "inputs",
+    "targets",
+    "weights",
+    "segment_ids",
+    "positions",
+    "sampler_logp",
+    "value_mask",
+)
 
 
 @dataclasses.dataclass
@@ -143,7 +151,11 @@ def build_rows(
             ep_idx.append(i)
             turn_idx.append(k)
     rows = {
-        k: (np.stack(v) if v else np.zeros((0, t_len), np.float32 if k in ("weights", "sampler_logp") else np.int32))
+        k: (
+            np.stack(v)
+            if v
+            else np.zeros((0, t_len), np.float32 if k in ("weights", "sampler_logp") else np.int32)
+        )
         for k, v in cols.items()
     }
     success = np.array([tr.success for tr in trajectories], bool)
@@ -181,4 +193,6 @@ def apply_kl_to_rewards(rows: EpisodeRows, row_kl: np.ndarray, coef: float) -> n
 
 
 def describe(stats: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items())
+    return ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()
+    )

@@ -91,7 +91,9 @@ def batch_specs(cfg: ml_collections.ConfigDict) -> tuple[dict, dict]:
     a = int(cfg.grad_accum)
     b, t = int(cfg.minibatch_size) // a, int(cfg.max_length) - 1
     spec = jax.ShapeDtypeStruct
-    policy = {k: spec((a, b, t), jnp.float32 if k in FLOAT_KEYS else jnp.int32) for k in POLICY_KEYS}
+    policy = {
+        k: spec((a, b, t), jnp.float32 if k in FLOAT_KEYS else jnp.int32) for k in POLICY_KEYS
+    }
     value = {
         "inputs": spec((a, b, t), jnp.int32),
         "value_mask": spec((a, b, t), jnp.int32),
@@ -203,7 +205,11 @@ class RLTrainer:
         n = len(rows["inputs"])
         if n == 0:
             t = self.length
-            return {"old_logp": np.zeros((0, t)), "ref_logp": np.zeros((0, t)), "values": np.zeros(0)}
+            return {
+                "old_logp": np.zeros((0, t)),
+                "ref_logp": np.zeros((0, t)),
+                "values": np.zeros(0),
+            }
         mb = self.accum * self.micro
         outs = []
         with sh.use_mesh(self.mesh, self.rules):
@@ -220,7 +226,10 @@ class RLTrainer:
                     )
                 )
         host = [jax.device_get(o) for o in outs]  # one sync after every chunk is dispatched
-        cat = {k: np.concatenate([h[k].reshape(mb, *h[k].shape[2:]) for h in host])[:n] for k in host[0]}
+        cat = {
+            k: np.concatenate([h[k].reshape(mb, *h[k].shape[2:]) for h in host])[:n]
+            for k in host[0]
+        }
         return cat
 
     def _shape(self, x: np.ndarray) -> np.ndarray:

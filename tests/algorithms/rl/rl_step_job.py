@@ -56,8 +56,12 @@ def main(algorithm: str):
     scores = trainer.score(rows.rows)
     data, stats = loop.prepare(cfg, rows, scores)
     ms = trainer.update(
-        data, rows.num_rows, np.random.default_rng(0), epochs=cfg.epochs,
-        train_policy=True, train_value=algorithm == "ppo",
+        data,
+        rows.num_rows,
+        np.random.default_rng(0),
+        epochs=cfg.epochs,
+        train_policy=True,
+        train_value=algorithm == "ppo",
     )
     recs = [loop.summarize_update(m) for m in jax.device_get(ms)]
     out = {

@@ -4,9 +4,9 @@ the kill-and-resume test runs it, SIGKILLs it, and runs it again."""
 import sys
 from pathlib import Path
 
+import ml_collections
 from flax import nnx
 
-from mucode_jax import sharding as sh
 from mucode_jax.algorithms import mucode
 from mucode_jax.algorithms.rl import loop
 from mucode_jax.algorithms.rl.config import rl_defaults
@@ -19,7 +19,6 @@ from mucode_jax.inference import Models
 from mucode_jax.models.hf import save_pretrained
 from mucode_jax.models.llama import Llama, LlamaConfig
 from mucode_jax.training.inputs import cache_dir
-import ml_collections
 
 
 def main(workdir: str, iterations: int):
@@ -28,8 +27,13 @@ def main(workdir: str, iterations: int):
     base = workdir / "base"
     if not (base / "config.json").is_file():
         eos = tk.eos_token_ids(tokenizer)
-        mc = LlamaConfig.tiny(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                              head_dim=8, eos_token_id=eos[0] if eos else None)
+        mc = LlamaConfig.tiny(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            head_dim=8,
+            eos_token_id=eos[0] if eos else None,
+        )
         save_pretrained(Llama(mc, rngs=nnx.Rngs(0)), base)
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -49,11 +53,26 @@ def main(workdir: str, iterations: int):
     policy_model, value_model, mesh, rules = load_models(c, base)
     trainer = RLTrainer(r, policy_model, value_model, mesh, rules, seed=0)
     with Executor(workers=1) as executor:
-        models = Models(tokenizer, dtype="float32", max_new_tokens=12, max_prompt_length=256,
-                        max_batch_size=8, verifier_max_length=64, mesh=mesh, rules=rules)
+        models = Models(
+            tokenizer,
+            dtype="float32",
+            max_new_tokens=12,
+            max_prompt_length=256,
+            max_batch_size=8,
+            verifier_max_length=64,
+            mesh=mesh,
+            rules=rules,
+        )
         policy = models.policy(base, temperature=1.0)
-        loop.train(r, workdir / "rl", trainer=trainer, policy=policy, executor=executor,
-                   problems=problems, seed=0)
+        loop.train(
+            r,
+            workdir / "rl",
+            trainer=trainer,
+            policy=policy,
+            executor=executor,
+            problems=problems,
+            seed=0,
+        )
     print("DONE")
 
 

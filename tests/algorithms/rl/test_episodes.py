@@ -23,8 +23,13 @@ def cand(tokens, public, private, code="x = 1"):
     rng = np.random.default_rng(len(tokens))
     lp = tuple(float(x) for x in -rng.random(len(tokens)))
     return Candidate(
-        completion="c", code=code, public=public, private=private, tokens=tuple(tokens),
-        logprobs=lp, sampling_logprobs=lp,
+        completion="c",
+        code=code,
+        public=public,
+        private=private,
+        tokens=tuple(tokens),
+        logprobs=lp,
+        sampling_logprobs=lp,
     )
 
 
@@ -74,7 +79,10 @@ def test_rewards_follow_rlef():
     # Turn 2 has no valid code (-0.2); the final program is correct (+1).
     assert episode_turn_rewards(traj) == pytest.approx([0.0, -0.2, 1.0])
     bad = Trajectory(
-        "toy/2", "toy", 0, 0,
+        "toy/2",
+        "toy",
+        0,
+        0,
         (Turn("x", (cand((1, 2), SYNTAX, SYNTAX),), 0, (1,), None),),
     )
     assert episode_turn_rewards(bad) == pytest.approx([-1.2])
@@ -127,8 +135,16 @@ def test_prompt_and_feedback_tokens_get_exactly_zero_gradient():
 
     def from_logp(logp):
         total, count, _ = L.policy_loss_sums(
-            logp, ent, mb["old_logp"], mb["ref_logp"], logp, mb["advantages"], mb["weights"],
-            clip_eps=0.2, kl_coef=0.1, kl="k3",
+            logp,
+            ent,
+            mb["old_logp"],
+            mb["ref_logp"],
+            logp,
+            mb["advantages"],
+            mb["weights"],
+            clip_eps=0.2,
+            kl_coef=0.1,
+            kl="k3",
         )
         return total / count
 

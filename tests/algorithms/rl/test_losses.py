@@ -80,7 +80,9 @@ def torch_policy_loss(logits, targets, old, ref, adv, w, eps, beta, kl):
     logits = torch.tensor(np.asarray(logits), dtype=torch.float64)
     lp_all = torch.log_softmax(logits, -1)
     logp = lp_all.gather(-1, torch.tensor(np.asarray(targets))[..., None].long())[..., 0]
-    old, ref, adv, w = (torch.tensor(np.asarray(x), dtype=torch.float64) for x in (old, ref, adv, w))
+    old, ref, adv, w = (
+        torch.tensor(np.asarray(x), dtype=torch.float64) for x in (old, ref, adv, w)
+    )
     ratio = torch.exp(logp - old)
     pg = -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
     k3 = torch.exp(ref - logp) - (ref - logp) - 1

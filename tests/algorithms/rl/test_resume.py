@@ -21,7 +21,10 @@ def _launch(workdir: Path) -> subprocess.Popen:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, str(JOB), str(workdir), str(ROUNDS)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 

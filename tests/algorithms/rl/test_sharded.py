@@ -18,8 +18,12 @@ def _run(devices: int, algorithm: str) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     proc = subprocess.run(
-        [sys.executable, str(JOB), algorithm], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=900,
+        [sys.executable, str(JOB), algorithm],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
