@@ -1,5 +1,5 @@
 """An RL round (scoring pass, advantages, PPO epochs) gives the same numbers on 1 device and
-on 8 fake CPU devices (fsdp over all of them), for PPO and for the RLOO control."""
+on 8 fake CPU devices (fsdp over all of them)."""
 
 import json
 import os
@@ -30,7 +30,7 @@ def _run(devices: int, algorithm: str) -> dict:
     return json.loads(line[len("RESULT ") :])
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "rloo"])
+@pytest.mark.parametrize("algorithm", ["ppo"])  # rloo differs only in host-side advantages
 def test_one_device_equals_eight(algorithm):
     one, eight = _run(1, algorithm), _run(8, algorithm)
     assert (one["devices"], eight["devices"]) == (1, 8)
