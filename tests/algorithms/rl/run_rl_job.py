@@ -1,6 +1,7 @@
 """A small RLEF loop (random tiny Llama, toy problems, real sampler and executor) in WORKDIR;
 the kill-and-resume test runs it, SIGKILLs it, and runs it again."""
 
+import logging
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from mucode_jax.training.inputs import cache_dir
 
 
 def main(workdir: str, iterations: int):
+    logging.basicConfig(level=logging.INFO)  # the loop logs "resumed ... at round N"
     workdir = Path(workdir)
     tokenizer = tk.build_tokenizer(toy.toy_corpus(), 1024, cache_dir=cache_dir() / "tokenizers")
     base = workdir / "base"

@@ -52,8 +52,13 @@ def test_sigkill_then_resume_logs_the_same_losses(tmp_path):
     b = read_metrics(run_dir / "rl" / "metrics.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= ROUNDS
     for x, y in zip(a, b):
-        for k in ("loss", "value_loss", "kl_k3", "entropy", "gap_sampler"):
+        for k in ("loss", "pg", "value_loss", "kl_k1", "kl_k3", "entropy", "grad_norm"):
             assert x[k] == y[k], (x["step"], k)
+        # The sampler's own log-probs of a round split by the kill come from other batch shapes
+        # (its outputs agree up to float rounding across compiled shapes): the gap diagnostics
+        # match to ~1e-8, the losses (which use the trainer's log-probs) bit for bit.
+        for k in ("gap_sampler", "gap_old"):
+            assert abs(x[k] - y[k]) < 1e-6, (x["step"], k)
     ra = read_metrics(ref_dir / "rl" / "rounds.jsonl")
     rb = read_metrics(run_dir / "rl" / "rounds.jsonl")
     assert [r["reward"] for r in ra] == [r["reward"] for r in rb] and len(ra) == ROUNDS
