@@ -1,4 +1,4 @@
-"""The RLEF 8B config lowers its policy, value and scoring programs ahead of time on 8 fake
+"""The RLEF 8B config lowers its policy and value train steps ahead of time on 8 fake
 CPU devices (abstract models, no weights; as tests/test_real_configs.py does for μCode)."""
 
 import json
