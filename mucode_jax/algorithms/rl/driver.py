@@ -88,14 +88,16 @@ def rl_stage(driver: mucode.Driver, base: Artifact, algorithm: str) -> Artifact:
 def run_driver(driver: mucode.Driver) -> dict[str, Any]:
     c = driver.config
     base = driver.base()
-    results = {"base": driver.evaluate(base, None, "base")}
+    results = {"base": driver.evaluate_all(base, None, "base")}
     for algorithm in [c.rl.algorithm, *c.rl.controls]:
         gen = rl_stage(driver, base, algorithm)
-        results[f"rlef/{algorithm}"] = driver.evaluate(gen, None, f"rlef/{algorithm}")
+        name = f"rlef/{algorithm}"
+        results[name] = driver.evaluate_all(gen, None, name)
     summary = {"models": results, "timings": driver.store.timings}
     report.write_json_atomic(driver.workdir / "summary.json", summary)
     (driver.workdir / "summary.md").write_text(report.summary_table(results))
-    report.plot_per_turn(results, driver.workdir / "per_turn_success.png")
+    flat = {f"{m} {t}": res for m, by_test in results.items() for t, res in by_test.items()}
+    report.plot_per_turn(flat, driver.workdir / "per_turn_success.png")
     return summary
 
 
@@ -108,10 +110,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     check_rl_config(config)
     tokenizer = tokenizer_from_config(config)
     train = mucode.load_problem_set(config.data.train)
-    test = mucode.load_problem_set(config.data.test)
-    if not train or not test:
-        raise ValueError("The train or test problem set is empty; check config.data.")
+    if not train:
+        raise ValueError("The train problem set is empty; check config.data.train.")
+    tests = {name: mucode.load_problem_set(config.data.tests[name]) for name in config.data.tests}
+    empty = [name for name, probs in tests.items() if not probs]
+    if empty:
+        raise ValueError(f"The test set {empty[0]!r} is empty; check config.data.tests.{empty[0]}.")
     cache = Path(workdir) / "reference_cpu.jsonl"
     with Executor(workers=config.executor.workers or None, reference_cache=cache) as executor:
-        driver = mucode.Driver(config, Path(workdir), executor, tokenizer, train, test)
+        driver = mucode.Driver(config, Path(workdir), executor, tokenizer, train, tests)
         return run_driver(driver)
