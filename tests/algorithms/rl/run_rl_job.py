@@ -1,7 +1,6 @@
 """A small RLEF loop (random tiny Llama, toy problems, real sampler and executor) in WORKDIR;
 the kill-and-resume test runs it, SIGKILLs it, and runs it again."""
 
-import logging
 import sys
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from mucode_jax.training.inputs import cache_dir
 
 
 def main(workdir: str, iterations: int):
-    logging.basicConfig(level=logging.INFO)  # the loop logs "resumed ... at round N"
     workdir = Path(workdir)
     tokenizer = tk.build_tokenizer(toy.toy_corpus(), 1024, cache_dir=cache_dir() / "tokenizers")
     base = workdir / "base"
@@ -52,6 +50,9 @@ def main(workdir: str, iterations: int):
     r.progress = False
     c.rl = r
     problems = mucode.toy_problem_set("train", 6, 0, ("affine",))
+    ckpts = workdir / "rl" / "checkpoints"
+    resuming = ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+    print("RESUME" if resuming else "FRESH", flush=True)
     policy_model, value_model, mesh, rules = load_models(c, base)
     trainer = RLTrainer(r, policy_model, value_model, mesh, rules, seed=0)
     with Executor(workers=1) as executor:

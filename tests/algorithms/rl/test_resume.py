@@ -47,7 +47,7 @@ def test_sigkill_then_resume_logs_the_same_losses(tmp_path):
     resumed = _launch(run_dir)
     assert resumed.wait(timeout=900) == 0, (run_dir / "job.log").read_text()[-3000:]
     assert ref.wait(timeout=900) == 0, (ref_dir / "job.log").read_text()[-3000:]
-    assert "resumed" in (run_dir / "job.log").read_text()
+    assert "RESUME" in (run_dir / "job.log").read_text()
     a = read_metrics(ref_dir / "rl" / "metrics.jsonl")
     b = read_metrics(run_dir / "rl" / "metrics.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= ROUNDS
