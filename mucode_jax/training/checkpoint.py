@@ -52,7 +52,9 @@ class Checkpointer:
         )
 
     def restore(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        """Restores ``step`` onto the shardings of ``abstract_state`` (ShapeDtypeStructs)."""
+        """Restores ``step`` onto the shardings of ``abstract_state`` (ShapeDtypeStructs).
+
+        Any state with ``as_dict`` / ``from_dict`` works (the RL trainer's `RLState` too)."""
         try:
             out = self.manager.restore(
                 int(step),
@@ -66,7 +68,7 @@ class Checkpointer:
                 f"Checkpoint step {step} in {self.manager.directory} does not match this run's model "
                 f"or optimizer ({type(e).__name__}: {str(e)[:200]}); use a fresh --workdir."
             ) from e
-        return TrainState.from_dict(out["state"]), dict(out["data"] or {})
+        return type(abstract_state).from_dict(out["state"]), dict(out["data"] or {})
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
