@@ -1,6 +1,7 @@
 """The μCode demo with Zheng et al.'s multi-turn RFT as one more row (data mode ``zheng_rft``).
 
   python launch/mucode.py --config configs/demo_rft.py --workdir workdir/demo
+  python launch/mucode.py --config configs/demo_rft.py:ci --workdir /tmp/demo_rft_ci  # quick
 
 Same as `configs/demo.py` (run in the same workdir, it reuses every finished demo stage) plus
 the ``zheng_rft`` mode: 8 CoT-retry trajectories of up to 3 turns per train problem from the
@@ -19,11 +20,10 @@ import demo  # noqa: E402
 
 
 def get_config(arg: str = ""):
-    del arg
-    c = demo.get_config()
+    c = demo.get_config(arg)  # "ci": the shrunken demo (a quick check that the mode runs)
     c.baselines = ("multi_star", "zheng_rft")
     r = c.zheng_rft
     r.search.num_searches = 8
     r.search.feedback = c.rollout.search.feedback
-    r.sft = c.sft.copy_and_resolve_references()  # lr 1e-3, cosine, 10 warm-up, to 10 %
+    r.optim.lr = c.sft.optim.lr  # 1e-3 (cosine, 10 warm-up steps, to 10 % as the paper)
     return c

@@ -86,11 +86,10 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.zheng_rft.top_p = 0.95
     c.zheng_rft.search = _search(num_searches=200)
     c.zheng_rft.search.prompt = ml_collections.ConfigDict(dict(cot_retry=True))
-    c.zheng_rft.sft = sft_defaults()
-    c.zheng_rft.sft.optim.lr = 2e-6
-    c.zheng_rft.sft.optim.schedule = "cosine"
-    c.zheng_rft.sft.optim.warmup_steps = 10
-    c.zheng_rft.sft.optim.final_lr_fraction = 0.1
+    # Its generator SFT is config.sft with these optimiser fields replaced.
+    c.zheng_rft.optim = ml_collections.ConfigDict(
+        dict(lr=2e-6, schedule="cosine", warmup_steps=10, final_lr_fraction=0.1)
+    )
     return c
 
 

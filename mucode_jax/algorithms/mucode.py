@@ -290,7 +290,10 @@ class Driver:
 
     def generator(self, base: Artifact, data: Artifact, mode: str | None = None) -> Artifact:
         c = self.config
-        sft_cfg = c[mode].sft if mode in relabel.OWN_SETTINGS else c.sft
+        sft_cfg = c.sft
+        if mode in relabel.OWN_SETTINGS:  # e.g. zheng_rft: config.sft with its own optimiser
+            sft_cfg = c.sft.copy_and_resolve_references()
+            sft_cfg.optim.update(c[mode].optim.to_dict())
 
         def fn(out: Path):
             from mucode_jax.training import train_sft

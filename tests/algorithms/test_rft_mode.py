@@ -39,9 +39,8 @@ def test_zheng_rft_rollouts_and_sft_settings_are_its_own(tmp_path, monkeypatch):
     c.rollout.search.num_searches = 2
     c.zheng_rft.search.num_searches = 3
     check_config(c)
-    assert c.zheng_rft.sft.optim.lr == 2e-6 and c.zheng_rft.sft.optim.warmup_steps == 10
-    assert c.zheng_rft.sft.optim.schedule == "cosine"
-    assert c.zheng_rft.sft.optim.final_lr_fraction == 0.1
+    o = c.zheng_rft.optim
+    assert (o.lr, o.schedule, o.warmup_steps, o.final_lr_fraction) == (2e-6, "cosine", 10, 0.1)
     driver = mucode.Driver(c, tmp_path, Failing(), None, problems(), problems())
     asked = []
 
