@@ -60,6 +60,7 @@ def grid_defaults() -> ml_collections.ConfigDict:
     # demo's warm start), with its tokenizer, sampling limits, mesh and executor settings.
     c.driver = mucode_defaults()
     c.base_workdir = ""  # the driver workdir whose artifacts hold the base ("": WORKDIR)
+    c.generator = ""  # an HF generator directory to study instead of the base (e.g. a μCode one)
     c.problems = ml_collections.ConfigDict(
         dict(name="codecontests", split="test", limit=0, path="", seed=0, families=())
     )
@@ -140,6 +141,11 @@ def check_grid_config(c: ml_collections.ConfigDict) -> None:
         _fail("config.multi.n must hold positive submission counts and multi.draws be >= 1.")
     if c.texts:
         prompts.PromptRegistry().with_overrides(c.texts)
+    if c.generator and not (Path(c.generator) / "config.json").is_file():
+        _fail(
+            f"config.generator={c.generator!r} is not an HF checkpoint directory; point it at "
+            "a generator's hf/ folder or leave it empty to use the driver's base."
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,10 +511,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     cache = base_dir / "reference_cpu.jsonl"
     with Executor(workers=d.executor.workers or None, reference_cache=cache) as executor:
         driver = mucode.Driver(d, base_dir, executor, tokenizer, train, problems)
-        base = driver.base()
-        policy = driver.models.policy(base.path, temperature=config.temperature, top_p=config.top_p)
+        if config.generator:
+            path = Path(config.generator).resolve()
+            gen_dir, gen_key = path, content_key(str(path))
+        else:
+            base = driver.base()
+            gen_dir, gen_key = base.path, base.key
+        policy = driver.models.policy(gen_dir, temperature=config.temperature, top_p=config.top_p)
         context = {
-            "base": base.key,
+            "base": gen_key,
             "problems": content_key([p.id for p in problems], config.problems),
             "sampling": d.sampling,
             "temperature": config.temperature,
