@@ -207,3 +207,10 @@ def test_rft_mode_keeps_correct_multi_turn_deduplicated_stripped(tmp_path):
     assert all(v == list(range(1, len(v) + 1)) and len(v) > 1 for v in by.values())
     with pytest.raises(ValueError, match="rft_max_per_problem"):
         relabel.RelabelConfig(rft_max_per_problem=0)
+    one_turn = [t for t in trajs if len(t.turns) == 1]
+    with pytest.raises(ValueError, match=f"zheng_rft kept no trajectory: of {len(one_turn)} rollouts"):
+        relabel.build_sft_data("zheng_rft", one_turn)
+    convs, stats = relabel.build_sft_data(
+        "zheng_rft", one_turn, config=relabel.RelabelConfig(rft_multi_turn_only=False)
+    )
+    assert stats["trajectories_kept"] > 0 and all(c["turn"] == 1 for c in convs)

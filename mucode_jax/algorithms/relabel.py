@@ -97,6 +97,7 @@ class RelabelConfig:
         every context, official) or ``"each"`` (each turn's own message).
       rft_max_per_problem: ``zheng_rft``'s trajectories per problem after de-duplication (50).
       rft_dedup_threshold: ``zheng_rft``'s MinHash-LSH similarity threshold (0.8).
+      rft_multi_turn_only: ``zheng_rft`` keeps multi-turn trajectories only (the paper's).
     """
 
     top_k: int = 1
@@ -111,6 +112,7 @@ class RelabelConfig:
     kept_target: str = "final"
     rft_max_per_problem: int = 50
     rft_dedup_threshold: float = 0.8
+    rft_multi_turn_only: bool = True
 
     def __post_init__(self):
         checks = [
@@ -423,6 +425,7 @@ def build_sft_data(
             threshold=config.rft_dedup_threshold,
             seed=seed,
             iteration=iteration,
+            multi_turn_only=config.rft_multi_turn_only,
         )
 
     def mucode():

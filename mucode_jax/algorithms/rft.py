@@ -186,6 +186,14 @@ def build_rft_data(
             plain = relabel._Traj(strip_prompt_strategy(tr), (None,) * len(tr.turns))
             out.extend(relabel._kept(plain, each, MODE, iteration))
     stats["conversations"] = len(out)
+    if not out:
+        raise ValueError(
+            f"zheng_rft kept no trajectory: of {stats['trajectories']} rollouts {stats['correct']} "
+            f"end correct and {stats['multi_turn_correct']} of those took more than one turn (the "
+            "generator never repairs a failed program); raise config.zheng_rft.search."
+            "num_searches, start from a generator that uses feedback, or set "
+            "config.relabel.rft_multi_turn_only=False to keep single-turn successes too."
+        )
     return out, dict(stats)
 
 

@@ -168,4 +168,3 @@ def verifier_pair_dataset(
 
     ds = ds.map(row).to_iter_dataset()
     return ds.batch(rows, drop_remainder=False).map(_PadBatch(rows, keep_rows))
-
