@@ -170,9 +170,9 @@ def build_rft_data(
         stats["trajectories"] += len(trajs)
         good = [t for t in trajs if t.success]
         stats["correct"] += len(good)
+        stats["multi_turn_correct"] += sum(len(t.turns) > 1 for t in good)
         if multi_turn_only:
             good = [t for t in good if len(t.turns) > 1]
-        stats["multi_turn_correct"] += len(good)
         kept = [
             good[i]
             for i in _dedup(
