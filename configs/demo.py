@@ -63,7 +63,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.train = ml_collections.ConfigDict(
         dict(name="toy", split="train", limit=200, seed=0, families=FAMILIES)
     )
-    c.data.test = ml_collections.ConfigDict(
+    c.data.tests = ml_collections.ConfigDict()
+    c.data.tests.toy = ml_collections.ConfigDict(
         dict(name="toy", split="test", limit=200, seed=0, families=FAMILIES)
     )
 
@@ -77,6 +78,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.warm_start.sft = _train(sft_defaults(), lr=3e-3, epochs=4, batch=8, max_length=256)
     c.warm_start.sft.optim.warmup_steps = 20
     c.warm_start.sft.data.prefix_expansion = False
+    # The warm start stands in for pretraining, outside the protocol: it must learn to stop,
+    # and keeps its packed rows (several examples per row, as few steps as before).
+    c.warm_start.sft.data.train_eos = True
+    c.warm_start.sft.data.batch_unit = "rows"
+    c.warm_start.sft.data.pack = True
 
     c.sampling.dtype = "float32"
     c.sampling.max_new_tokens = 48
@@ -86,12 +92,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.verifier = _train(verifier_defaults(), lr=5e-4, epochs=2, batch=32, max_length=128)
     c.verifier.data.pairs_per_problem = 8
     c.verifier.data.label_non_final_negative = True
-    c.verifier.data.eval_fraction = 0.1
 
     c.sft = _train(sft_defaults(), lr=1e-3, epochs=3, batch=16, max_length=384)
+    c.sft.data.pack = True  # 16 examples per step either way; packed rows are cheaper here
 
     c.eval.pass_k = (1, 4)
     c.eval.search.num_candidates = 4
+    c.eval.sampled.num_trajectories = 4
+    c.eval.sampled.pass_k = (1, 4)
     c.executor.workers = 2
     if arg == "ci":
         _shrink(c)
@@ -111,9 +119,9 @@ def _shrink(c: ml_collections.ConfigDict) -> None:
     c.iterations = 1
     c.baselines = ()
     c.data.train.families = ("affine",)
-    c.data.test.families = ("affine",)
+    c.data.tests.toy.families = ("affine",)
     c.data.train.limit = 8
-    c.data.test.limit = 8
+    c.data.tests.toy.limit = 8
     c.warm_start.num_problems = 0  # the driver's 8 train problems
     c.warm_start.samples_per_problem = 16
     c.warm_start.p_correct = 0.5
@@ -131,5 +139,7 @@ def _shrink(c: ml_collections.ConfigDict) -> None:
     c.sft.num_epochs = 1
     c.sft.batch_size = 16
     c.eval.pass_k = (1, 2)
+    c.eval.sampled.num_trajectories = 2
+    c.eval.sampled.pass_k = (1, 2)
     c.eval.search.num_searches = 1
     c.eval.search.num_candidates = 2

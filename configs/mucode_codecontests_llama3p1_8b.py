@@ -2,7 +2,7 @@
 
   python launch/mucode.py --config configs/mucode_codecontests_llama3p1_8b.py \
       --config.base=/ckpt/Llama-3.1-8B-Instruct --config.tokenizer=/ckpt/Llama-3.1-8B-Instruct \
-      --config.data.train.path=/data/code_contests --config.data.test.path=/data/code_contests \
+      --config.data.train.path=/data/code_contests --config.data.tests.codecontests.path=/data/code_contests \
       --workdir /runs/mucode_cc_8b
 
 Official hyperparameters as in `mucode_mbpp_llama3p2_1b.py`; the 8B needs fsdp over
@@ -13,6 +13,8 @@ CodeContests problems read stdin: the public tests are shown in the prompt (data
 
 import sys
 from pathlib import Path
+
+import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -30,7 +32,10 @@ def get_config(arg: str = ""):
     c.verifier.grad_accum = c.verifier.batch_size // 8
     c.baselines = ("multi_star",)
     c.data.train.name, c.data.train.split, c.data.train.limit = "codecontests", "train", 1000
-    c.data.test.name, c.data.test.split = "codecontests", "test"
+    c.data.tests = ml_collections.ConfigDict()
+    c.data.tests.codecontests = ml_collections.ConfigDict(
+        dict(name="codecontests", split="test", limit=0, path="")
+    )
     c.sampling.max_batch_size = 64
     c.rollout.search.batch_size = 64
     c.eval.search.batch_size = 64

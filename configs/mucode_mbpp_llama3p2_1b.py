@@ -7,17 +7,19 @@
 Official μCode settings: N = 15 rollouts per problem at temperature 0.7 / top-p 1.0, 3 turns, 1000 new tokens;
 verifier (Bradley–Terry, λ = 1e-3) from the base, lr 1e-6, 2 epochs, batch 64, max length
 2048, AdamW eps 1e-5, linear decay, no warm-up; generator SFT from the base, lr 5e-7, 2 epochs,
-effective batch 16, max length 8192; 2 iterations; evaluation: multi-turn BoN with N = 5
+16 examples per optimizer step, max length 8192; 2 iterations; evaluation: multi-turn BoN with N = 5
 candidates per turn under LV / PT / PT+LV / random, 10 repeated searches.
 
 Mesh: one 8-GPU host (fsdp 8) by default; on a TPU slice or a 4-GPU host ``("fsdp", -1)``
 takes every device, so the same file runs on both. ``tests/test_real_configs.py`` builds the
 model, its shardings and both train steps ahead of time on 8 fake devices.
 
-Oracle assistance: the official script adds 100·label to the verifier score when picking y*
-(the oracle-assisted variant). We keep it *off* here, so "mucode" is the
-paper's learned-verifier method; set ``--config.relabel.oracle_assisted=True`` to reproduce
-the official script's selection.
+The protocol is ``official`` (``mucode_jax/algorithms/protocol.py``; the table in
+``docs/mucode.md``): y* by R + 100·label, 16 examples per SFT optimizer step without packing,
+``<|eot_id|>`` not trained, the official verifier recipe and evaluation schedule. Every
+evaluated model is evaluated on MBPP test, HumanEval and MBPP+ (``config.data.tests``): BoN,
+greedy multi-turn Pass@3 and pass@k over 15 sampled trajectories. ``--config.protocol=paper``
+runs the paper's R-only relabeling with our earlier choices.
 """
 
 import ml_collections
@@ -57,9 +59,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.verifier.data.pairs_per_problem = 32
     c.verifier.data.label_non_final_negative = True
 
-    c.relabel.oracle_assisted = False
-
-    # Generator: official lr 5e-7, 2 epochs, effective batch 16, max length 8192.
+    # Generator: official lr 5e-7, 2 epochs, 16 examples per step (unpacked), max length 8192.
     c.sft = _train(sft_defaults(), preset, micro_batch=8)
 
     c.eval.modes = ("lv", "pt", "pt_lv", "random")

@@ -1,8 +1,9 @@
 """Tiny generator SFT on the built-in toy trajectories: about a minute on 2 CPU cores.
 
 A 2-layer Llama (random init) learns the toy task family's multi-turn conversations
-with μCode's prefix expansion, loss on the final assistant turn, packed rows of 256
-tokens, 2 micro-batches per step, cosine schedule with warm-up, async checkpoints.
+with μCode's prefix expansion, loss on the final assistant turn, 8 examples per optimizer
+step packed into rows of 256 tokens (1 or 2 micro-batches of 4 rows, as the step needs),
+cosine schedule with warm-up, async checkpoints.
 
   python launch/train_sft.py --config configs/sft_tiny.py --workdir /tmp/sft_tiny
 
@@ -20,6 +21,8 @@ def get_config():
     c.data.source = "toy"
     c.data.num_problems = 160
     c.data.max_length = 256
+    c.data.pack = True  # layout only: each step still trains on batch_size examples
+    c.data.train_eos = True  # a model from scratch must learn to stop
     c.batch_size = 8
     c.grad_accum = 2
     c.num_epochs = 3

@@ -80,7 +80,8 @@ backticks for your code only."""
 TOY_PROMPT = "{statement}\nAnswer with ```python code```."
 TOY_PROMPT_WITH_TESTS = "{statement}\nTests:\n{tests}\nAnswer with ```python code```."
 
-DATASETS = ("mbpp", "mbpp_plus", "humaneval", "codecontests", "toy")
+# Problem.dataset values with a prompt (loader names such as mbpp_sanitized map onto these).
+_PROMPTED = ("mbpp", "mbpp_plus", "humaneval", "codecontests", "toy")
 _FUNCTION_DATASETS = ("mbpp", "mbpp_plus", "humaneval")
 
 
@@ -117,7 +118,7 @@ def first_turn_prompt(problem: Problem, *, show_tests: bool | None = None) -> st
         return TOY_PROMPT.format(statement=statement)
     raise ValueError(
         f"Unknown dataset {dataset!r} for problem {problem.id!r}; "
-        f"use one of {', '.join(DATASETS)} as Problem.dataset."
+        f"use one of {', '.join(_PROMPTED)} as Problem.dataset."
     )
 
 

@@ -55,21 +55,66 @@ def plot_per_turn(results: dict[str, dict[str, Any]], path: str | os.PathLike) -
     plt.close(fig)
 
 
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
 def summary_table(results: dict[str, Any]) -> str:
-    """A Markdown table: one row per (model, selection mode), BoN@t with 95 % intervals."""
-    lines = []
-    for name, res in results.items():
-        for mode, m in res["modes"].items():
-            cells = [
-                f"{100 * b['mean']:.1f} [{100 * b['lo']:.1f}, {100 * b['hi']:.1f}]"
-                for b in m["bon"]
-            ]
-            lines.append((name, mode, cells))
-    t = max((len(c) for _, _, c in lines), default=0)
-    head = "| model | selection | " + " | ".join(f"BoN@{i + 1}" for i in range(t)) + " |"
-    sep = "|" + "---|" * (t + 2)
-    rows = [f"| {n} | {m} | " + " | ".join(c) + " |" for n, m, c in lines]
-    return "\n".join([head, sep, *rows]) + "\n"
+    """Markdown tables of the driver's results (``{model: {test set: evaluation}}``).
+
+    The first: one row per (model, test set, selection mode): BoN@t with 95 % intervals, and
+    at the last turn the "any of the searches" and public-test success rates and the
+    verifier's AUC on the test candidates. The second, when the evaluations have them: the
+    greedy multi-turn Pass@T and pass@k over sampled multi-turn trajectories.
+    """
+    lines, multi = [], []
+    for name, by_test in results.items():
+        for test, res in by_test.items():
+            for mode, m in res["modes"].items():
+                cells = [
+                    f"{100 * b['mean']:.1f} [{100 * b['lo']:.1f}, {100 * b['hi']:.1f}]"
+                    for b in m["bon"]
+                ]
+                extra = [
+                    _pct((m.get("any_search") or [None])[-1]),
+                    _pct((m.get("public_success") or [None])[-1]),
+                    "–" if m.get("verifier_auc") is None else f"{m['verifier_auc']:.3f}",
+                ]
+                lines.append((name, test, mode, cells, extra))
+            if "greedy" in res or "sampled" in res:
+                greedy = res.get("greedy", {}).get("pass_at_k", {}).get("1")
+                sampled = res.get("sampled", {}).get("pass_at_k", {})
+                multi.append((name, test, greedy, sampled))
+    t = max((len(c) for *_, c, _ in lines), default=0)
+    head = (
+        "| model | test set | selection | "
+        + " | ".join(f"BoN@{i + 1}" for i in range(t))
+        + f" | any search@{t} | public pass@{t} | verifier AUC |"
+    )
+    sep = "|" + "---|" * (t + 6)
+    rows = [
+        f"| {n} | {ts} | {m} | " + " | ".join(c) + " | " + " | ".join(x) + " |"
+        for n, ts, m, c, x in lines
+    ]
+    out = [head, sep, *rows]
+    if multi:
+        ks = sorted({k for *_, s in multi for k in s}, key=int)
+        out += [
+            "",
+            "| model | test set | greedy Pass@T | "
+            + " | ".join(f"sampled pass@{k}" for k in ks)
+            + " |",
+            "|" + "---|" * (3 + len(ks)),
+        ]
+        for n, ts, g, s in multi:
+            cells = [_pct(s[k]["mean"]) if k in s else "–" for k in ks]
+            gcell = (
+                "–"
+                if g is None
+                else f"{100 * g['mean']:.1f} [{100 * g['lo']:.1f}, {100 * g['hi']:.1f}]"
+            )
+            out.append(f"| {n} | {ts} | {gcell} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 class SearchProgress:

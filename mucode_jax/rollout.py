@@ -96,6 +96,9 @@ class SearchConfig:
       feedback: what the model is shown after a turn (a `prompts.Feedback`, or the dict of
         its fields, as configs give it).
       stop_on_public_pass: end a search once its selected program passes the public tests.
+      stop_on_correct: end a search once its selected program is correct (public and
+        private tests pass): the official rollout script's stop, used for the multi-turn
+        Pass@T metrics (with ``stop_on_public_pass=False``).
       show_tests: put the public tests into the first prompt (None: the dataset's default).
       prompt: Zheng et al.'s prompt strategy (a `prompts.PromptStrategy` or the dict of its
         fields): a reasoning turn before the code, an instruction prompt, CoT-retry.
@@ -110,6 +113,7 @@ class SearchConfig:
     select: str = "random"
     feedback: P.Feedback = P.Feedback()
     stop_on_public_pass: bool = True
+    stop_on_correct: bool = False
     show_tests: bool | None = None
     system: str | None = None
     prompt: P.PromptStrategy = P.PromptStrategy()
@@ -333,7 +337,11 @@ class _Scheduler:
         sel = cands[chosen]
         user = s.messages[-1]["content"]
         s.messages.append({"role": "assistant", "content": sel.completion})
-        s.done = (c.stop_on_public_pass and sel.public_passed) or t + 1 >= c.max_turns
+        s.done = (
+            (c.stop_on_public_pass and sel.public_passed)
+            or (c.stop_on_correct and sel.label)
+            or t + 1 >= c.max_turns
+        )
         feedback = None if s.done else c.feedback.text(sel.public)
         prompt_ids = g.completions[0].prompt_ids if g.completions else ()
         s.turns.append(Turn(user, tuple(cands), chosen, prompt_ids, feedback, plain=s.plain))

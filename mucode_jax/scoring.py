@@ -5,7 +5,13 @@ are rendered exactly as the verifier was trained (`prompts.render_verifier_input
 template over ``[user: x, assistant: y]``, cut to the first ``max_length`` tokens), right-padded to a
 length bucket and batched to a batch bucket, and scored by one `jax.jit`-ed pure function
 over ``(params, tokens, mask)`` with the verifier graph fixed, so a long run compiles once
-per bucket pair and `update_params` swaps weights without recompiling.
+per bucket pair and `update_params` swaps weights without recompiling. Verifier training's
+held-out evaluation scores through the same class.
+
+On several processes every process passes the whole batch and reads every score. Each new
+bucket pair is compiled ahead of the first call and followed by a barrier, so a process that
+compiles slowly never leaves the others waiting inside a collective (gloo's CPU collectives time
+out after 30 s).
 """
 
 from __future__ import annotations
@@ -17,10 +23,14 @@ import jax
 import numpy as np
 from flax import nnx
 
-from mucode_jax import prompts
+from mucode_jax import multihost, prompts
 from mucode_jax import sharding as sh
 from mucode_jax.models.verifier import Verifier
 from mucode_jax.sampling.sampler import power_of_two_buckets
+
+
+def _pure(params: Any) -> Any:
+    return nnx.to_pure_dict(params) if isinstance(params, nnx.State) else params
 
 
 class VerifierScorer:
@@ -57,7 +67,8 @@ class VerifierScorer:
             shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
         self.length_buckets = power_of_two_buckets(self.max_length, min(64, self.max_length))
         self.batch_buckets = power_of_two_buckets(int(max_batch_size), 1, multiple=shards)
-        self._graphdef, params = nnx.split(verifier)
+        self._graphdef, state = nnx.split(verifier)
+        params = _pure(state)
         self.num_traces = 0
 
         def score(params, tokens, mask):
@@ -70,14 +81,27 @@ class VerifierScorer:
             batch = self._batch = sh.logical_to_sharding(("batch", "length"), mesh, rules)
             self._fn = jax.jit(
                 score,
-                in_shardings=(sh.state_shardings(params, mesh, rules), batch, batch),
+                in_shardings=(_pure(sh.state_shardings(state, mesh, rules)), batch, batch),
                 out_shardings=sh.logical_to_sharding(("batch",), mesh, rules),
             )
         self._params = params
+        self._compiled: dict[tuple[int, int], Any] = {}
+
+    def _call(self, tokens, mask):
+        if jax.process_count() == 1:
+            return self._fn(self._params, tokens, mask)
+        key = tokens.shape
+        if key not in self._compiled:  # compile, then start the collectives together
+            self._compiled[key] = self._fn.lower(self._params, tokens, mask).compile()
+            multihost.barrier(f"verifier scorer compiled {key}")
+        return self._compiled[key](self._params, tokens, mask)
 
     def update_params(self, params: Any) -> None:
-        """Swaps in new verifier weights of the same shapes (no recompilation)."""
-        self._params = params
+        """Swaps in new verifier weights of the same shapes (no recompilation).
+
+        ``params``: an `nnx.State` (``nnx.state(verifier)``) or the trainer's pure dict.
+        """
+        self._params = _pure(params)
 
     def encode(self, prompt: str, response: str) -> list[int]:
         """The verifier's input ids for (x, y), cut to ``max_length`` (as in training)."""
@@ -108,7 +132,7 @@ class VerifierScorer:
                     mask[r, : len(s)] = 1
                 if self.mesh is not None:  # every process passes the whole batch
                     tokens, mask = (sh.host_to_global(x, self._batch) for x in (tokens, mask))
-                scores = sh.global_to_host(self._fn(self._params, tokens, mask))
+                scores = sh.global_to_host(self._call(tokens, mask))
                 out[idx] = scores[: len(idx)]
         return out
 

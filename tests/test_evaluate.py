@@ -66,7 +66,7 @@ def test_evaluate_writes_metrics_plot_and_resumes(checkpoint, shared_data, tmp_p
         assert [b["t"] for b in m["bon"]] == [1, 2]
         for b in m["bon"]:
             assert 0.0 <= b["lo"] <= b["mean"] <= b["hi"] <= 1.0
-        assert set(m["pass_at_k"]) == {"1", "2"}
+        assert set(m["turn1_pass_at_k"]) == {"1", "2"}
         assert len(m["per_turn"]["cumulative"]) == 2
     png = (tmp_path / "per_turn_success.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000

@@ -169,4 +169,17 @@ def test_official_hyperparameters(name):
     assert (s.num_searches, s.num_candidates, s.max_turns) == (15, 1, 3)
     assert (c.rollout.temperature, c.rollout.top_p, c.sampling.max_new_tokens) == (0.7, 1.0, 1000)
     assert c.eval.search.max_turns == 3 and c.eval.search.num_searches == 10
-    assert c.relabel.oracle_assisted is False
+    assert c.protocol == "official" and c.relabel.oracle_assisted is True
+    assert (g.data.batch_unit, g.data.pack, g.data.train_eos) == ("examples", False, False)
+    assert (v.optim.weight_decay, v.optim.clip_norm, v.optim.horizon) == (
+        0.01,
+        0.0,
+        "steps_x_epochs",
+    )
+    assert (v.data.eval_fraction, v.score_init, c.eval.verifier) == (0.0, "official", "official")
+    from mucode_jax.algorithms.config import check_config
+
+    c.base = "/ckpt/base"
+    check_config(c)  # the official protocol holds as the file sets it
+    want = {"mbpp_1b": {"mbpp", "humaneval", "mbpp_plus"}, "codecontests_8b": {"codecontests"}}
+    assert set(c.data.tests) == want[name]

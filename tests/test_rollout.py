@@ -117,7 +117,7 @@ def test_scripted_policy_turns_feedback_labels_metrics(problems, executor, tmp_p
     )
     m = summarize(records, problems, cfg, pass_k=(1,), n_boot=100)
     assert [b["mean"] for b in m["bon"]] == [0.0, 1.0, 1.0]
-    assert m["pass_at_k"]["1"]["mean"] == 0.0
+    assert m["turn1_pass_at_k"]["1"]["mean"] == 0.0
     assert m["per_turn"]["active"] == [1.0, 1.0, 0.0]
     assert m["per_turn"]["conditional"] == [0.0, 1.0, None]
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import ml_collections
 
 from mucode_jax import rollout
-from mucode_jax.algorithms import relabel
+from mucode_jax.algorithms import protocol, relabel
 from mucode_jax.data.problems import DATASETS
 from mucode_jax.training.config import sft_defaults, verifier_defaults
 
 DTYPES = ("float32", "bfloat16", "float16")
+EVAL_VERIFIERS = ("official", "previous")
 
 
 def _search(**kw) -> ml_collections.ConfigDict:
@@ -33,6 +34,9 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     """Every field of a driver config, with the official μCode settings where they exist."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # The reading of μCode the run reproduces (mucode_jax.algorithms.protocol): "official"
+    # (the official scripts; these defaults), "paper" or "custom" (no constraint).
+    c.protocol = "official"
     c.tokenizer = ""  # "toy" (built locally) or a tokenizer directory
     c.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
     c.mode = "mucode"  # the data mode: one of relabel.MODES
@@ -42,7 +46,17 @@ def mucode_defaults() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.train = ml_collections.ConfigDict(dict(name="mbpp", split="train", limit=0, path=""))
-    c.data.test = ml_collections.ConfigDict(dict(name="mbpp", split="test", limit=0, path=""))
+    # Test sets, by name: every evaluated model is evaluated on each (official: MBPP test and
+    # HumanEval(Pack), bash/mucode.sh; MBPP+ besides). path: a JSONL, "shared" (the copy in
+    # ../shared/data) or "" (the HF hub).
+    c.data.tests = ml_collections.ConfigDict()
+    c.data.tests.mbpp = ml_collections.ConfigDict(dict(name="mbpp", split="test", limit=0, path=""))
+    c.data.tests.humaneval = ml_collections.ConfigDict(
+        dict(name="humaneval", split="", limit=0, path="")
+    )
+    c.data.tests.mbpp_plus = ml_collections.ConfigDict(
+        dict(name="mbpp_plus", split="", limit=0, path="shared")
+    )
 
     # The CPU demo's stand-in for a pretrained base: SFT on noisy toy solutions.
     c.warm_start = ml_collections.ConfigDict()
@@ -65,7 +79,9 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.rollout.search = _search(num_searches=15)
 
     c.verifier = verifier_defaults()
-    c.relabel = ml_collections.ConfigDict()  # fields of relabel.RelabelConfig (official defaults)
+    # Fields of relabel.RelabelConfig. Official: y* = argmax of R(x, y) + 100 * label
+    # (create_merged_RS_data.py); False is the paper's reading, y* by R alone.
+    c.relabel = ml_collections.ConfigDict(dict(oracle_assisted=True))
     c.sft = sft_defaults()
 
     # Evaluation: multi-turn BoN, N = 5 candidates per turn.
@@ -75,6 +91,16 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.eval.top_p = 1.0
     c.eval.pass_k = (1, 5)
     c.eval.search = _search(num_candidates=5)
+    # Which verifier evaluates π_i: "official" (trained on the pairs of π_0..π_i; Multi-STaR:
+    # on π_i's own rollouts) or "previous" (R_i, trained on π_0..π_{i-1}).
+    c.eval.verifier = "official"
+    # The paper's multi-turn metrics (one candidate per turn, stop only on a correct program):
+    # greedy Pass@T (temperature 0, 1 trajectory; official pass_at_k.sh) and pass@k over
+    # sampled trajectories (official: the 15 test rollouts at temperature 0.7; 0 disables).
+    c.eval.greedy = True
+    c.eval.sampled = ml_collections.ConfigDict(
+        dict(num_trajectories=15, temperature=0.7, top_p=1.0, pass_k=(1, 5, 10))
+    )
 
     c.executor = ml_collections.ConfigDict(dict(workers=0))  # 0: one per CPU
 
@@ -98,7 +124,9 @@ def _fail(message: str) -> None:
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
-    """Raises ValueError with one sentence for the first bad setting of a driver config."""
+    """Applies ``config.protocol`` (`protocol.apply_protocol`), then raises ValueError with
+    one sentence for the first bad setting of a driver config."""
+    protocol.apply_protocol(c, mucode_defaults())
     for mode in [c.mode, *c.baselines]:
         if mode not in relabel.MODES:
             _fail(
@@ -121,13 +149,33 @@ def check_config(c: ml_collections.ConfigDict) -> None:
         relabel.RelabelConfig(**c.relabel.to_dict())
     except (TypeError, ValueError) as e:
         _fail(f"config.relabel is invalid: {e}")
-    for split in ("train", "test"):
-        d = c.data[split]
+    if "test" in c.data:
+        _fail(
+            "config.data.test is now config.data.tests, a dict of named test sets; write "
+            "config.data.tests = {'mbpp': config.data.test} (or name your set)."
+        )
+    if not c.data.tests:
+        _fail("config.data.tests is empty; name at least one test set.")
+    sets = [("train", c.data.train)] + [(f"tests.{k}", v) for k, v in c.data.tests.items()]
+    for split, d in sets:
         if d.name != "toy" and d.name not in DATASETS:
             _fail(
                 f"Unknown dataset {d.name!r} in config.data.{split}.name; use 'toy' or one of "
                 f"{', '.join(DATASETS)}."
             )
+    if c.eval.verifier not in EVAL_VERIFIERS:
+        _fail(
+            f"config.eval.verifier must be one of {', '.join(EVAL_VERIFIERS)}, got "
+            f"{c.eval.verifier!r}."
+        )
+    s = c.eval.sampled
+    if s.num_trajectories < 0 or any(
+        k > s.num_trajectories for k in s.pass_k if s.num_trajectories
+    ):
+        _fail(
+            f"config.eval.sampled.pass_k {tuple(s.pass_k)} needs k <= num_trajectories "
+            f"({s.num_trajectories}); lower k or sample more trajectories (0 disables them)."
+        )
     if not c.warm_start.enabled and not c.base:
         _fail(
             "config.base is empty; point it at an HF generator directory or enable "

@@ -4,16 +4,28 @@ Iteration i = 1..I of data mode ``m``, starting from the base generator π_0:
 
   rollouts(π_{i-1}) -> verifier data (aggregated over iterations) -> verifier R_i trained
   from the base -> scores of every rollout program under R_i -> relabeled SFT data (mode m,
-  merged over iterations) -> generator π_i trained from the base -> evaluation of π_i with
-  R_i (multi-turn BoN under each selection mode).
+  merged over iterations) -> generator π_i trained from the base -> evaluation of π_i on
+  every test set of ``config.data.tests``.
+
+The evaluation verifier (``config.eval.verifier``): officially π_i is evaluated with the
+verifier trained on the pairs of π_0..π_i (R_{i+1}, which the next iteration trains anyway; for
+the last iteration π_I's rollouts and that verifier are extra stages), Multi-STaR with one
+trained on its own π_i rollouts only; ``"previous"`` evaluates π_i with R_i. π_0 is evaluated
+with R_1 (its own rollouts) either way.
+
+An evaluation (`Driver.evaluate`) holds multi-turn BoN under each selection mode (BoN@t, the
+"any of the searches" and public-test success curves, the verifier's AUC on the test
+candidates, and the single-turn pass@k of the turn-1 candidates), the greedy multi-turn
+Pass@T (temperature 0, one trajectory, stopping only on a correct program) and pass@k over
+``eval.sampled.num_trajectories`` sampled multi-turn trajectories.
 
 Every stage is an artifact in ``WORKDIR/artifacts`` keyed by a hash of its inputs
 (`artifacts.Store`): a killed run resumes at the first unfinished stage, a changed setting
 redoes only the stages it reaches, and data modes share what they have in common (all modes
 share the first iteration's rollouts and verifier, since both come from the base).
 
-The result is ``WORKDIR/summary.json`` (for every evaluated model and selection mode,
-BoN@t for t = 1..T with its interval, and pass@k) and ``WORKDIR/summary.md``.
+The result is ``WORKDIR/summary.json`` (``models[model][test set]``: the evaluation's
+metrics) and ``WORKDIR/summary.md`` (one row per model, test set and selection mode).
 """
 
 from __future__ import annotations
@@ -29,13 +41,17 @@ from typing import Any
 import ml_collections
 
 from mucode_jax import evaluation, records, report, rollout
-from mucode_jax.algorithms import relabel
+from mucode_jax.algorithms import protocol, relabel
 from mucode_jax.algorithms.artifacts import Artifact, Store, content_key
 from mucode_jax.algorithms.config import check_config
 from mucode_jax.data import verifier_data as vd
 from mucode_jax.types import Problem
 
 log = logging.getLogger("mucode_jax.mucode")
+
+# Data modes whose evaluation verifier is trained on the evaluated model's own rollouts only
+# (the official rft.sh for Multi-STaR), under config.eval.verifier="official".
+OWN_ROLLOUT_VERIFIER = ("multi_star",)
 
 
 def _jsonl_write(path: Path, rows: Sequence[Any]) -> None:
@@ -56,14 +72,22 @@ def _jsonl_read(path: Path) -> list[Any]:
 
 
 def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
-    """Problems from ``cfg.name`` (``toy`` or a dataset name), ``cfg.split``, ``cfg.limit``."""
+    """Problems from ``cfg.name`` (``toy`` or a dataset name), ``cfg.split``, ``cfg.limit``,
+    ``cfg.path`` (a local JSONL, ``"shared"`` for the copy in ``../shared/data``, or ``""``
+    for the HF hub)."""
     if cfg.name == "toy":
         return toy_problem_set(cfg.split, cfg.limit, cfg.get("seed", 0), cfg.get("families", ()))
     from mucode_jax.data import problems as loaders
 
-    probs = loaders.load_problems(
-        cfg.name, path=cfg.get("path") or None, split=cfg.get("split") or None
-    )
+    path = cfg.get("path") or None
+    if path == "shared":  # the local copy beside the repository (../shared/data)
+        path = evaluation.default_dataset_path(cfg.name)
+        if not path:
+            raise ValueError(
+                f"path='shared' but ../shared/data has no copy of {cfg.name!r}; give its JSONL "
+                "path, or '' to load it from the HF hub."
+            )
+    probs = loaders.load_problems(cfg.name, path=path, split=cfg.get("split") or None)
     return list(probs)[: cfg.limit] if cfg.get("limit") else list(probs)
 
 
@@ -112,14 +136,17 @@ class Driver:
     executor: Any
     tokenizer: Any
     train: list[Problem]
-    test: list[Problem]
+    tests: dict[str, list[Problem]]  # test set name (config.data.tests) -> its problems
 
     def __post_init__(self):
         self.workdir = Path(self.workdir)
         self.store = Store(self.workdir / "artifacts")
         self.models = _models(self.config, self.tokenizer)
         self.train_key = content_key([p.id for p in self.train], self.config.data.train)
-        self.test_key = content_key([p.id for p in self.test], self.config.data.test)
+        self.test_keys = {
+            name: content_key([p.id for p in probs], self.config.data.tests[name])
+            for name, probs in self.tests.items()
+        }
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -317,17 +344,22 @@ class Driver:
         art = self.store.run("generator", {"base": base, "data": data, "cfg": sft_cfg}, fn)
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
 
-    def evaluate(self, gen: Artifact, ver: Artifact, name: str) -> dict[str, Any]:
+    def evaluate(self, gen: Artifact, ver: Artifact, name: str, test: str) -> dict[str, Any]:
+        """π on one test set: multi-turn BoN under each selection mode (with R = ``ver``),
+        the greedy multi-turn Pass@T and pass@k over sampled multi-turn trajectories."""
         c = self.config
         e = c.eval
         search = rollout.SearchConfig(**e.search.to_dict(), seed=c.seed)
+        problems = self.tests[test]
 
         def fn(out: Path):
+            from mucode_jax import summary
+
             policy = self.models.policy(gen.path, temperature=e.temperature, top_p=e.top_p)
             needs_lv = any(m in ("lv", "pt_lv") for m in e.modes)
             scorer = self.models.scorer(ver.path) if needs_lv else None
-            evaluation.run_evaluation(
-                self.test,
+            res = evaluation.run_evaluation(
+                problems,
                 policy,
                 self.executor,
                 out,
@@ -336,12 +368,76 @@ class Driver:
                 scorer=scorer,
                 pass_k=list(e.pass_k),
                 progress=report.SearchProgress(),
-                name=name,
+                name=f"{name} {test}",
             )
+            # The paper's multi-turn metrics: one candidate per turn, stopping only on a
+            # correct program (public and private tests), as the official rollout script.
+            runs = []
+            if e.greedy:
+                runs.append(("greedy", 1, 0.0, 1.0, (1,)))
+            if e.sampled.num_trajectories:
+                s = e.sampled
+                runs.append(("sampled", s.num_trajectories, s.temperature, s.top_p, s.pass_k))
+            for kind, n, temperature, top_p, ks in runs:
+                cfg = rollout.SearchConfig(
+                    num_searches=n,
+                    num_candidates=1,
+                    max_turns=search.max_turns,
+                    feedback=search.feedback,
+                    stop_on_public_pass=False,
+                    stop_on_correct=True,
+                    show_tests=search.show_tests,
+                    system=search.system,
+                    batch_size=search.batch_size,
+                    seed=c.seed,
+                )
+                bar = report.SearchProgress()
+                bar.start(f"{name} {test} {kind}")
+                records_ = rollout.run_search(
+                    problems,
+                    self.models.policy(gen.path, temperature=temperature, top_p=top_p),
+                    self.executor,
+                    cfg,
+                    out / f"{kind}.jsonl",
+                    progress=bar,
+                )
+                bar.close()
+                res[kind] = summary.trajectory_metrics(
+                    records_, problems, n, pass_k=ks, seed=c.seed
+                )
+            report.write_json_atomic(out / "metrics.json", res)
 
-        inputs = {"gen": gen, "verifier": ver, "test": self.test_key, "cfg": e, "seed": c.seed}
+        inputs = {
+            "gen": gen,
+            "verifier": ver,
+            "test": self.test_keys[test],
+            "cfg": e,
+            "seed": c.seed,
+        }
         art = self.store.run("eval", inputs, fn)
         return json.loads((art.path / "metrics.json").read_text())
+
+    def evaluate_all(self, gen: Artifact, ver: Artifact, name: str) -> dict[str, Any]:
+        """`evaluate` on every test set of ``config.data.tests``, by name."""
+        return {test: self.evaluate(gen, ver, name, test) for test in self.tests}
+
+    def eval_verifier(
+        self, mode: str, gen: Artifact, vdata: Artifact, base: Artifact, ver: Artifact, i: int
+    ) -> Artifact:
+        """The verifier π_i (``gen``, trained in iteration i) is evaluated with.
+
+        ``config.eval.verifier="official"``: one trained on the pairs of π_0..π_i — the
+        rollouts of π_i added to ``vdata`` (π_0..π_{i-1}), exactly the next iteration's
+        verifier, so only the last iteration costs extra rollouts and a verifier (the official
+        ``mucode.sh``); for the modes of `OWN_ROLLOUT_VERIFIER` (Multi-STaR, the official
+        ``rft.sh``) one trained on π_i's own rollouts only. ``"previous"``: ``ver``, the
+        verifier R_i of iteration i (pairs of π_0..π_{i-1}; our earlier schedule).
+        """
+        if self.config.eval.verifier == "previous":
+            return ver
+        rolls = self.rollouts(gen)
+        own = mode in OWN_ROLLOUT_VERIFIER
+        return self.verifier(base, self.verifier_data(rolls, None if own else vdata, i + 1))
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -356,17 +452,21 @@ class Driver:
                 rolls = self.rollouts(gen)
                 vdata = self.verifier_data(rolls, vdata, i)
                 ver = self.verifier(base, vdata)
-                if i == 1 and "base" not in results:
-                    results["base"] = self.evaluate(base, ver, "base")
+                if i == 1 and "base" not in results:  # π_0 with the verifier of its rollouts
+                    results["base"] = self.evaluate_all(base, ver, "base")
                 scores = self.scores(ver, rolls)
                 own = self.rollouts(gen, mode) if mode in relabel.OWN_SETTINGS else rolls
                 sft = self.sft_data(mode, own, scores, sft, i)
                 gen = self.generator(base, sft, mode)
-                results[f"{mode}/iter{i}"] = self.evaluate(gen, ver, f"{mode}/iter{i}")
+                name = f"{mode}/iter{i}"
+                results[name] = self.evaluate_all(
+                    gen, self.eval_verifier(mode, gen, vdata, base, ver, i), name
+                )
         summary = {"models": results, "timings": self.store.timings}
         report.write_json_atomic(self.workdir / "summary.json", summary)
         (self.workdir / "summary.md").write_text(report.summary_table(results))
-        report.plot_per_turn(results, self.workdir / "per_turn_success.png")
+        flat = {f"{m} {t}": res for m, by_test in results.items() for t, res in by_test.items()}
+        report.plot_per_turn(flat, self.workdir / "per_turn_success.png")
         return summary
 
 
@@ -386,13 +486,19 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     from mucode_jax.training.inputs import tokenizer_from_config
 
     check_config(config)
+    name = config.get("protocol", "official")
+    log.info("protocol %s: %s", name, protocol.describe(name))
     tokenizer = tokenizer_from_config(config)
     train = load_problem_set(config.data.train)
-    test = load_problem_set(config.data.test)
-    if not train or not test:
-        raise ValueError("The train or test problem set is empty; check config.data.")
+    if not train:
+        raise ValueError("The train problem set is empty; check config.data.train.")
+    tests = {}
+    for name in config.data.tests:
+        tests[name] = load_problem_set(config.data.tests[name])
+        if not tests[name]:
+            raise ValueError(f"The test set {name!r} is empty; check config.data.tests.{name}.")
     # Reference costs (the CPU limits) are measured once per workdir, shared by every stage.
     cache = Path(workdir) / "reference_cpu.jsonl"
     with Executor(workers=config.executor.workers or None, reference_cache=cache) as executor:
-        driver = Driver(config, Path(workdir), executor, tokenizer, train, test)
+        driver = Driver(config, Path(workdir), executor, tokenizer, train, tests)
         return driver.run()

@@ -1,5 +1,13 @@
 """grain input pipelines: deterministic shuffling, epochs, packing/padding, batching.
 
+Two SFT batchings. `sft_step_dataset` (the default, ``data.batch_unit="examples"``): every
+optimizer step consumes exactly ``batch_size`` *examples* (the official TRL run's 16), per
+epoch, the last step of an epoch taking what is left; packing only changes the layout (a
+step's examples are first-fit packed into as few rows as possible, padded up to a whole
+number of micro-batches), never which examples a step trains on. `sft_dataset`
+(``batch_unit="rows"``, our earlier behaviour): ``rows`` *rows* per step, each row packed with
+as many examples as fit, the stream running across epoch boundaries.
+
 Both pipelines are `grain.IterDataset`s whose iterators have ``get_state`` /
 ``set_state``; the trainer saves that state (a small JSON dict) with each
 checkpoint, so a resumed run reads exactly the batches an uninterrupted run reads.
@@ -76,11 +84,15 @@ def _check_keep(keep_rows: Sequence[int] | None, rows: int) -> None:
         )
 
 
-def _source(examples: Sequence[Any], seed: int, num_epochs: int, shuffle: bool):
+def _check_nonempty(examples: Sequence[Any]) -> None:
     if len(examples) == 0:
         raise ValueError(
             "The dataset is empty: no examples are left to train on; check the input and the skip counts."
         )
+
+
+def _source(examples: Sequence[Any], seed: int, num_epochs: int, shuffle: bool):
+    _check_nonempty(examples)
     ds = grain.MapDataset.source(list(examples))
     if shuffle:
         ds = ds.shuffle(seed=seed)
@@ -129,6 +141,125 @@ def sft_dataset(
     else:
         ds = ds.map(lambda ex: _unpacked_row(ex, seq_len)).to_iter_dataset()
     return ds.batch(rows, drop_remainder=False).map(_PadBatch(rows, keep_rows))
+
+
+def _pack_rows(
+    group: Sequence[dict[str, np.ndarray]], seq_len: int, pack: bool
+) -> list[list[dict[str, np.ndarray]]]:
+    """First-fit (in order) of a step's examples into rows of ``seq_len`` tokens; one per row
+    when ``pack`` is False."""
+    rows: list[list[dict[str, np.ndarray]]] = []
+    used: list[int] = []
+    for ex in group:
+        n = len(ex["inputs"])
+        if n > seq_len:
+            raise ValueError(
+                f"An example of {n} tokens is longer than seq_len={seq_len}; truncate it first."
+            )
+        for i in range(len(rows) if pack else 0):
+            if used[i] + n <= seq_len:
+                rows[i].append(ex)
+                used[i] += n
+                break
+        else:
+            rows.append([ex])
+            used.append(n)
+    return rows
+
+
+def _row_arrays(members: Sequence[dict[str, np.ndarray]], seq_len: int) -> dict[str, np.ndarray]:
+    row = {k: np.zeros(seq_len, np.float32 if k == "weights" else np.int32) for k in SFT_KEYS}
+    at = 0
+    for seg, ex in enumerate(members, start=1):
+        n = len(ex["inputs"])
+        row["inputs"][at : at + n] = ex["inputs"]
+        row["targets"][at : at + n] = ex["targets"]
+        row["weights"][at : at + n] = ex["weights"]
+        row["segment_ids"][at : at + n] = seg
+        row["positions"][at : at + n] = np.arange(n)
+        at += n
+    return row
+
+
+def step_groups(n: int, batch_size: int, *, seed: int, num_epochs: int, shuffle: bool):
+    """The example indices of every optimizer step: each epoch a permutation (from ``seed``
+    and the epoch) cut into steps of ``batch_size``, the last one of an epoch partial. So a run
+    takes ``ceil(n / batch_size) * num_epochs`` steps."""
+    groups = []
+    for epoch in range(num_epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        groups.extend(tuple(order[i : i + batch_size]) for i in range(0, n, batch_size))
+    return groups
+
+
+class StepDataset:
+    """`sft_step_dataset`'s result: a grain iterator source plus its step count."""
+
+    def __init__(self, ds: grain.IterDataset, num_steps: int):
+        self.ds, self.num_steps = ds, num_steps
+
+    def __iter__(self):
+        return iter(self.ds)
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+
+def sft_step_dataset(
+    examples: Sequence[dict[str, np.ndarray]],
+    *,
+    seq_len: int,
+    batch_size: int,
+    micro_rows: int,
+    pack: bool = False,
+    seed: int = 0,
+    num_epochs: int = 1,
+    shuffle: bool = True,
+    keep_rows: Sequence[int] | None = None,
+) -> StepDataset:
+    """Batches of SFT rows in which every optimizer step holds exactly ``batch_size``
+    examples (fewer only in an epoch's last step): keys `SFT_KEYS`, shape [R, seq_len].
+
+    Without packing a step is ``batch_size`` rows, one example each (right-padded). With
+    packing its examples are first-fit packed into rows (segment ids 1, 2, ...; positions
+    restarting at 0), and the rows padded with empty rows (weight 0) up to R = a whole number
+    of micro-batches of ``micro_rows`` (between 1 and ``batch_size / micro_rows``
+    micro-batches: a bucket of row counts, one compiled step each). The loss of a step is its
+    target tokens' mean either way (`mucode_jax.training.losses`), so packing changes the
+    layout only, never the optimisation.
+
+    Args:
+      examples: from `mucode_jax.data.sft.sft_examples_from_conversations`.
+      seq_len: row length.
+      batch_size: examples per optimizer step.
+      micro_rows: rows per micro-batch (``batch_size / grad_accum``).
+      pack, seed, num_epochs, shuffle: as in `sft_dataset`.
+      keep_rows: this process's global row indices of a full step of ``batch_size`` rows
+        (`feed.BatchFeed.rows`); of a step of R rows it keeps those below R.
+    """
+    _check_nonempty(examples)
+    if micro_rows < 1 or batch_size % micro_rows:
+        raise ValueError(
+            f"batch_size={batch_size} is not a multiple of the micro-batch of {micro_rows} rows; "
+            "make the batch a whole number of micro-batches."
+        )
+    _check_keep(keep_rows, batch_size)
+    examples = list(examples)
+    groups = step_groups(
+        len(examples), batch_size, seed=seed, num_epochs=num_epochs, shuffle=shuffle
+    )
+    keep = None if keep_rows is None else np.asarray(keep_rows, np.int64)
+
+    def step(group):
+        rows = _pack_rows([examples[i] for i in group], seq_len, pack)
+        total = -(-len(rows) // micro_rows) * micro_rows
+        arrays = [_row_arrays(r, seq_len) for r in rows]
+        arrays += [_row_arrays([], seq_len)] * (total - len(rows))
+        batch = {k: np.stack([a[k] for a in arrays]) for k in SFT_KEYS}
+        return batch if keep is None else {k: v[keep[keep < total]] for k, v in batch.items()}
+
+    ds = grain.MapDataset.source(groups).map(step).to_iter_dataset()
+    return StepDataset(ds, len(groups))
 
 
 def verifier_pair_dataset(

@@ -62,6 +62,7 @@ def sft_examples_from_conversations(
     target: str = "final",
     max_length: int | None = None,
     overflow: str = "truncate",
+    train_eos: bool = True,
 ) -> tuple[list[Example], dict[str, int]]:
     """Tokenizes conversations into SFT examples.
 
@@ -75,6 +76,9 @@ def sft_examples_from_conversations(
       max_length: the longest example, in (input, target) pairs; None for no limit.
       overflow: for longer examples, ``"truncate"`` (keep the first ``max_length``
         tokens; dropped if no target token is left) or ``"drop"``.
+      train_eos: keep the end-of-turn token (the tokenizer's eos, ``<|eot_id|>`` for Llama 3
+        Instruct) as a target. False reproduces the official TRL run, whose
+        ``pad_token = eos_token`` masks every eos token out of the labels.
 
     Returns:
       ``(examples, stats)``; stats counts ``rows``, ``examples``,
@@ -106,6 +110,8 @@ def sft_examples_from_conversations(
                 "targets": np.asarray(ids[1:], np.int32),
                 "weights": np.asarray(mask[1:], np.float32),
             }
+            if not train_eos and tokenizer.eos_token_id is not None:
+                ex["weights"][ex["targets"] == tokenizer.eos_token_id] = 0.0
             n = len(ex["inputs"])
             if max_length is not None and n > max_length:
                 if overflow == "drop":

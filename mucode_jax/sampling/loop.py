@@ -7,7 +7,10 @@ built and bound with ``functools.partial``, so the jitted functions take only
 
 * `prefill`: the whole left-padded prompt [B, P] through the model (in chunks of
   ``prefill_chunk`` when it is longer, a `jax.lax.scan`), the KV cache written at slots
-  ``[0, P)``, room for ``M`` new tokens appended, the first token drawn.
+  ``[0, P)``, room for ``M`` new tokens appended, the first token drawn. `prefill_shared`
+  does the same for a batch that repeats prompts (the searches of one problem share their
+  first prompt; the candidates of one turn share theirs) with each distinct prompt
+  prefilled once and its cache gathered to the rows that continue it.
 * `decode`: one `jax.lax.while_loop` over a `SamplingState` (donated by the caller, so the
   cache is updated in place) until every row is done, the buffer is full, or a step the host
   chose (it decodes in phases, and between phases `compact` gathers the rows still running
@@ -124,18 +127,9 @@ def constrain_cache(spec: LoopSpec, cache: Cache) -> Cache:
     return jax.tree.map(jax.lax.with_sharding_constraint, cache, spec.cache_shardings)
 
 
-def prefill(
-    spec: LoopSpec,
-    method: SamplingMethod,
-    params: Any,
-    tokens: Array,
-    mask: Array,
-    limits: Array,
-    row_ids: Array,
-    seed: Array,
-) -> SamplingState:
-    """Prefills tokens / mask [B, P] (left-padded) and draws the first new token."""
-    spec.traces.n += 1
+def prefill_cache(spec: LoopSpec, params: Any, tokens: Array, mask: Array) -> tuple[Cache, Array]:
+    """Prefills tokens / mask [B, P] (left-padded): the cache (room for M new tokens) and the
+    float32 logits [B, V] at each row's last prompt slot."""
     model = nnx.merge(spec.graphdef, params)
     b, p = tokens.shape
     m = spec.max_new_tokens
@@ -168,8 +162,22 @@ def prefill(
 
         cache, lasts = jax.lax.scan(step, cache, (split(tokens), split(mask), split(positions)))
         last = lasts[-1]
-    cache = constrain_cache(spec, cache)
-    logits = model.logits(last)  # [B, V] at the last prompt slot
+    return constrain_cache(spec, cache), model.logits(last)
+
+
+def start(
+    spec: LoopSpec,
+    method: SamplingMethod,
+    cache: Cache,
+    logits: Array,
+    lengths: Array,
+    limits: Array,
+    row_ids: Array,
+    seed: Array,
+) -> SamplingState:
+    """The decode state after a prefill: the first new token drawn from ``logits`` [B, V];
+    ``lengths`` [B] are the prompts' real lengths (the next RoPE position)."""
+    b, m = logits.shape[0], spec.max_new_tokens
     rng = jax.random.key(seed)
     first, lp, slp = choose(method, logits, rng, jnp.int32(0), row_ids)
     done = is_end(first, spec.eos_ids) | (limits <= 1)
@@ -179,7 +187,7 @@ def prefill(
         logprobs=column(lp, jnp.float32, 0.0),
         sampling_logprobs=column(slp, jnp.float32, 0.0),
         last_tokens=first,
-        positions=jnp.sum(mask, axis=1).astype(jnp.int32),
+        positions=lengths.astype(jnp.int32),
         lengths=jnp.ones((b,), jnp.int32),
         done=done,
         limits=limits,
@@ -190,13 +198,66 @@ def prefill(
     )
 
 
+def prefill(
+    spec: LoopSpec,
+    method: SamplingMethod,
+    params: Any,
+    tokens: Array,
+    mask: Array,
+    limits: Array,
+    row_ids: Array,
+    seed: Array,
+) -> SamplingState:
+    """Prefills tokens / mask [B, P] (left-padded) and draws the first new token."""
+    spec.traces.n += 1
+    cache, logits = prefill_cache(spec, params, tokens, mask)
+    return start(spec, method, cache, logits, jnp.sum(mask, axis=1), limits, row_ids, seed)
+
+
+def prefill_shared(
+    spec: LoopSpec,
+    method: SamplingMethod,
+    params: Any,
+    tokens: Array,
+    mask: Array,
+    source: Array,
+    limits: Array,
+    row_ids: Array,
+    seed: Array,
+) -> SamplingState:
+    """`prefill` of a batch whose rows repeat prompts: tokens / mask [U, P] hold each distinct
+    prompt once and batch row ``r`` [B] continues prompt ``source[r]``. The U prompts are
+    prefilled once; their caches and last logits are gathered to the B rows, which then
+    draw with their own seeds exactly as `prefill` of the repeated batch would."""
+    spec.traces.n += 1
+    cache, logits = prefill_cache(spec, params, tokens, mask)
+    take = lambda a: jnp.take(a, source, axis=0)
+    cache = constrain_cache(spec, take_cache(cache, source))
+    lengths = take(jnp.sum(mask, axis=1))
+    return start(spec, method, cache, take(logits), lengths, limits, row_ids, seed)
+
+
 def decode(
-    spec: LoopSpec, method: SamplingMethod, params: Any, state: SamplingState, stop: Array
+    spec: LoopSpec,
+    method: SamplingMethod,
+    window: int | None,
+    params: Any,
+    state: SamplingState,
+    stop: Array,
 ) -> SamplingState:
     """Runs the decode loop until every row is done, the buffer is full, or ``step == stop``
-    (a traced [] int32: the host decodes in phases between which it may `compact`)."""
+    (a traced [] int32: the host decodes in phases between which it may `compact`).
+
+    ``window`` (static): attend over the cache's first ``window`` slots only — the loop runs on
+    that slice of the cache, which is written back when it ends, so a phase early in a long
+    generation does not read the unwritten slots after it. The host picks a window that
+    holds every slot the phase writes (``cache.end + stop - step``); None: the whole cache.
+    """
     spec.traces.n += 1
     m = state.tokens.shape[1]
+    full = state.cache
+    if window is not None and window < full.max_length:
+        state = state.replace(cache=constrain_cache(spec, window_cache(full, window)))
 
     def cond(s: SamplingState) -> Array:
         going = (s.step < m) & (s.step < stop) & ~jnp.all(s.done)
@@ -231,14 +292,40 @@ def decode(
             cache=constrain_cache(spec, cache),
         )
 
-    return jax.lax.while_loop(cond, body, state)
+    state = jax.lax.while_loop(cond, body, state)
+    if state.cache.max_length < full.max_length:
+        state = state.replace(cache=constrain_cache(spec, unwindow_cache(full, state.cache)))
+    return state
+
+
+def window_cache(cache: Cache, window: int) -> Cache:
+    """The cache's first ``window`` slots (a copy)."""
+    head = lambda a: jax.lax.slice_in_dim(a, 0, window, axis=2)
+    return Cache(
+        layers=tuple(LayerCache(k=head(c.k), v=head(c.v)) for c in cache.layers),
+        segment_ids=cache.segment_ids[:, :window],
+        end=cache.end,
+    )
+
+
+def unwindow_cache(full: Cache, window: Cache) -> Cache:
+    """``full`` with its first slots replaced by ``window``'s (in place when donated)."""
+    put = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, 0, axis=2)
+    return Cache(
+        layers=tuple(
+            LayerCache(k=put(f.k, w.k), v=put(f.v, w.v)) for f, w in zip(full.layers, window.layers)
+        ),
+        segment_ids=jax.lax.dynamic_update_slice_in_dim(
+            full.segment_ids, window.segment_ids, 0, axis=1
+        ),
+        end=window.end,
+    )
 
 
 def compact(state: SamplingState, rows: Array) -> SamplingState:
     """The state of the batch rows ``rows`` [B'] (in that order): every per-row array and the
     cache gathered along the batch axis; the step, the cache end and the key are shared."""
     take = lambda a: jnp.take(a, rows, axis=0)
-    cache = state.cache
     return state.replace(
         tokens=take(state.tokens),
         logprobs=take(state.logprobs),
@@ -249,9 +336,15 @@ def compact(state: SamplingState, rows: Array) -> SamplingState:
         done=take(state.done),
         limits=take(state.limits),
         row_ids=take(state.row_ids),
-        cache=Cache(
-            layers=tuple(LayerCache(k=take(c.k), v=take(c.v)) for c in cache.layers),
-            segment_ids=take(cache.segment_ids),
-            end=cache.end,
-        ),
+        cache=take_cache(state.cache, rows),
+    )
+
+
+def take_cache(cache: Cache, rows: Array) -> Cache:
+    """The cache of batch rows ``rows`` (gathered along the batch axis; same end)."""
+    take = lambda a: jnp.take(a, rows, axis=0)
+    return Cache(
+        layers=tuple(LayerCache(k=take(c.k), v=take(c.v)) for c in cache.layers),
+        segment_ids=take(cache.segment_ids),
+        end=cache.end,
     )

@@ -148,6 +148,12 @@ class Sampler:
         batch bucket that holds them (`loop.compact`), so finished rows stop costing
         compute. None: one decode loop per call. `stats` counts the row-steps computed and
         those that produced a token.
+      share_prefill: a chunk of the call that repeats prompts (the searches of one problem
+        share their first prompt, the candidates of one turn share theirs) prefills each
+        distinct prompt once, in the smallest batch bucket that holds them, and gathers its
+        cache to the rows that continue it (`loop.prefill_shared`); every row still draws
+        with its own seed, so the tokens are those of the repeated prefill. `stats` counts
+        ``prefill_rows`` (batch rows prefilled) and ``prompt_rows`` (the rows asked for).
     """
 
     def __init__(
@@ -167,6 +173,7 @@ class Sampler:
         pad_id: int | None = None,
         prefill_chunk: int | None = 512,
         compact_every: int | None = 32,
+        share_prefill: bool = True,
     ):
         if not isinstance(model, Llama):
             raise TypeError(f"Sampler needs a mucode_jax Llama model, got {type(model).__name__}.")
@@ -194,7 +201,8 @@ class Sampler:
         if compact_every is not None and int(compact_every) < 1:
             raise ValueError(f"compact_every must be >= 1 or None, got {compact_every}.")
         self.compact_every = None if compact_every is None else int(compact_every)
-        self.stats = {"row_steps": 0, "useful_row_steps": 0}
+        self.share_prefill = bool(share_prefill)
+        self.stats = _new_stats()
         if prefill_chunk is not None and int(prefill_chunk) < 1:
             raise ValueError(f"prefill_chunk must be >= 1 or None, got {prefill_chunk}.")
         self.prefill_chunk = None if prefill_chunk is None else int(prefill_chunk)
@@ -250,11 +258,13 @@ class Sampler:
             cache_shardings=cache_sh,
         )
         prefill = functools.partial(loop.prefill, self._spec)
+        shared = functools.partial(loop.prefill_shared, self._spec)
         decode = functools.partial(loop.decode, self._spec)
         if self.mesh is None:
             self._param_shardings = None
             self._prefill = jax.jit(prefill, static_argnums=0)
-            self._decode = jax.jit(decode, static_argnums=0, donate_argnums=2)
+            self._prefill_shared = jax.jit(shared, static_argnums=0)
+            self._decode = jax.jit(decode, static_argnums=(0, 1), donate_argnums=3)
             self._compact = jax.jit(loop.compact)
             return
         mesh, rules = self.mesh, self.rules
@@ -286,12 +296,18 @@ class Sampler:
             in_shardings=(self._param_shardings, rows, rows, row, row, repl),
             out_shardings=state_sh,
         )
+        self._prefill_shared = jax.jit(
+            shared,
+            static_argnums=0,
+            in_shardings=(self._param_shardings, rows, rows, row, row, row, repl),
+            out_shardings=state_sh,
+        )
         self._decode = jax.jit(
             decode,
-            static_argnums=0,
+            static_argnums=(0, 1),
             in_shardings=(self._param_shardings, state_sh, repl),
             out_shardings=state_sh,
-            donate_argnums=2,
+            donate_argnums=3,
         )
         self._compact = jax.jit(loop.compact, in_shardings=(state_sh, repl), out_shardings=state_sh)
 
@@ -360,14 +376,13 @@ class Sampler:
         pending = None
         with sh.use_mesh(self.mesh, self.rules):
             for idx in pieces:
-                arrays = self._prepare([prompts[i] for i in idx], limits[idx], rows[idx])
-                arrays = self._place(*arrays, np.uint32(seed % 2**32))
-                state = self._prefill(method, self._params, *arrays)
-                owner = np.full(arrays[0].shape[0], -1)  # caller index per batch row; -1: dummy
+                state = self._start(method, [prompts[i] for i in idx], limits[idx], rows[idx], seed)
+                owner = np.full(state.done.shape[0], -1)  # caller index per batch row; -1: dummy
                 owner[: len(idx)] = idx
                 self.stats["row_steps"] += len(owner)  # the prefill drew one token per row
                 if self.compact_every is None:
-                    state = self._decode(method, self._params, state, np.int32(self.max_new_tokens))
+                    m = np.int32(self.max_new_tokens)
+                    state = self._decode(method, None, self._params, state, m)
                     steps = int(_to_host(state.step)) - 1
                     self.stats["row_steps"] += len(owner) * steps
                     self._count_tokens(state, np.flatnonzero(owner >= 0))
@@ -407,17 +422,44 @@ class Sampler:
         method = self.method if method is None else method
         for p in sorted({_bucket(int(x), self.prompt_buckets) for x in ps}):
             for b in sorted({_bucket(int(x), self.batch_buckets) for x in bs}):
-                self.sample([[self.pad_id] * p] * b, max_new_tokens=1, method=method)
-                smaller = [x for x in self.batch_buckets if x <= b // 2]
-                if self.compact_every is None or not smaller:
+                # Distinct prompts: the plain prefill (repeats would take `prefill_shared`).
+                distinct = [
+                    [self.pad_id] * (p - 1) + [i % self.config.vocab_size] for i in range(b)
+                ]
+                self.sample(distinct, max_new_tokens=1, method=method)
+                if self.compact_every is None:
                     continue
                 ones = np.ones(b, np.int32)
                 arrays = self._prepare([[self.pad_id] * p] * b, ones, np.arange(b))
                 with sh.use_mesh(self.mesh, self.rules):
                     arrays = self._place(*arrays, np.uint32(0))
                     state = self._prefill(method, self._params, *arrays)
-                    for x in smaller:  # the gathers that compaction from this bucket uses
-                        self._compact(state, self._replicated(np.arange(x, dtype=np.int32)))
+                    for x in self.batch_buckets:  # the gathers compaction from this bucket uses
+                        if x <= b // 2:
+                            self._compact(state, self._replicated(np.arange(x, dtype=np.int32)))
+                    for w in self._windows(p):  # the later phases' decode windows
+                        state = self._decode(method, w, self._params, state, np.int32(2))
+
+    def _start(self, method, prompts, limits, row_ids, seed: int):
+        """Prefill of one chunk (each distinct prompt once when that saves a batch bucket)."""
+        seed = np.uint32(seed % 2**32)
+        tokens, mask, lim, ids = self._prepare(prompts, limits, row_ids)
+        self.stats["prompt_rows"] += len(prompts)
+        if self.share_prefill:
+            index: dict[tuple[int, ...], int] = {}
+            source = [index.setdefault(tuple(p), len(index)) for p in prompts]
+            distinct = [list(k) for k in index]  # in order of first appearance
+            if _bucket(len(distinct), self.batch_buckets) < tokens.shape[0]:
+                u_tokens, u_mask, _, _ = self._prepare(
+                    distinct, limits[: len(distinct)], row_ids[: len(distinct)]
+                )
+                self.stats["prefill_rows"] += u_tokens.shape[0]
+                src = np.zeros(tokens.shape[0], np.int32)  # dummy rows continue prompt 0
+                src[: len(source)] = source
+                arrays = self._place(u_tokens, u_mask, src, lim, ids, seed)
+                return self._prefill_shared(method, self._params, *arrays)
+        self.stats["prefill_rows"] += tokens.shape[0]
+        return self._prefill(method, self._params, *self._place(tokens, mask, lim, ids, seed))
 
     def _limits(self, max_new_tokens, n: int) -> np.ndarray:
         m = self.max_new_tokens
@@ -495,7 +537,8 @@ class Sampler:
         m, step = self.max_new_tokens, 1
         while True:
             stop = min(m, step + self.compact_every)
-            state = self._decode(method, self._params, state, np.int32(stop))
+            window = self._window(state.cache.max_length, stop)
+            state = self._decode(method, window, self._params, state, np.int32(stop))
             done = _to_host(state.done)
             new_step = int(_to_host(state.step))
             self.stats["row_steps"] += len(owner) * (new_step - step)
@@ -516,6 +559,29 @@ class Sampler:
             state = self._compact(state, self._replicated(keep))
             owner = np.concatenate([owner[live], np.full(spare.size, -1)])
 
+    def _window(self, slots: int, stop: int) -> int | None:
+        """The cache slots a decode phase ending at step ``stop`` attends over: the prompt
+        bucket plus the new-token columns up to ``stop`` rounded up to a quarter of M (so at
+        most four decode shapes per bucket pair); None when that is the whole cache."""
+        m = self.max_new_tokens
+        quarter = -(-m // 4)
+        prompt = slots - m  # the prompt bucket (the cache holds P + M slots)
+        window = prompt + -(-(stop - 1) // quarter) * quarter
+        return None if window >= slots else window
+
+    def _windows(self, prompt_bucket: int) -> list[int | None]:
+        """Every window `_window` can return for this prompt bucket."""
+        slots = prompt_bucket + self.max_new_tokens
+        if self.compact_every is None:
+            return [None]
+        stops = range(
+            1 + self.compact_every, self.max_new_tokens + self.compact_every, self.compact_every
+        )
+        return sorted(
+            {self._window(slots, min(s, self.max_new_tokens)) for s in stops},
+            key=lambda w: w or slots,
+        )
+
     def _count_tokens(self, state, rows: np.ndarray) -> None:
         """Add the tokens of batch rows ``rows`` (real prompts) to the useful row-steps."""
         self.stats["useful_row_steps"] += int(_to_host(state.lengths)[rows].sum())
@@ -523,7 +589,7 @@ class Sampler:
     def reset_stats(self) -> dict[str, int]:
         """Returns `stats` (row-steps computed, and those that produced a prompt's token) and
         starts counting anew."""
-        out, self.stats = self.stats, {"row_steps": 0, "useful_row_steps": 0}
+        out, self.stats = self.stats, _new_stats()
         return out
 
     def _replicated(self, a: np.ndarray):
@@ -544,6 +610,10 @@ class Sampler:
                 logprobs[j, :k].tolist(),
                 slogprobs[j, :k].tolist(),
             )
+
+
+def _new_stats() -> dict[str, int]:
+    return {"row_steps": 0, "useful_row_steps": 0, "prefill_rows": 0, "prompt_rows": 0}
 
 
 def _row_seeds(row_seeds: Sequence[int] | None, n: int) -> np.ndarray:

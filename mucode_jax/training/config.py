@@ -3,9 +3,10 @@
 `sft_defaults()` and `verifier_defaults()` return complete ConfigDicts; config files
 in ``configs/`` start from them and change what they need. The official μCode
 settings (μCode step 5) are the defaults where they are cheap: generator lr 5e-7,
-2 epochs, effective batch 16, max length 8192; verifier lr 1e-6, 2 epochs, effective
-batch 64, max length 2048, AdamW eps 1e-5, linear schedule without warm-up, BT with
-λ = 1e-3.
+2 epochs, 16 examples per optimizer step, max length 8192; verifier lr 1e-6, 2 epochs,
+effective batch 64, max length 2048, AdamW eps 1e-5 and weight decay 0.01, no clipping,
+linear schedule without warm-up over the official (doubled) horizon, BT with λ = 1e-3, score
+head N(0, 1/sqrt(H+1)), no held-out problems.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def _common() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
     c.optim.clip_norm = 1.0  # 0 disables clipping
+    # The schedule's horizon: "steps" (the run's optimizer steps: a linear decay ends at
+    # final_lr_fraction) or "steps_x_epochs" (the official verifier script counts the epochs
+    # twice, so its linear decay stops at 1 - 1/num_epochs of the peak: 0.5 for 2 epochs).
+    c.optim.horizon = "steps"
 
     c.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
     c.rules = ()  # logical-axis rules; empty: mucode_jax.sharding.DEFAULT_RULES
@@ -72,7 +77,16 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.data.prefix_expansion = True  # one example per conversation prefix (μCode)
     c.data.target = "final"  # final | all: which assistant turns carry the loss
     c.data.overflow = "truncate"  # truncate | drop longer examples (counted)
-    c.data.pack = True  # pack several examples per row (segment-aware attention)
+    # What batch_size counts. "examples" (official: TRL's 16 examples per optimizer step):
+    # packing then only changes the layout, a step's examples packed into as few rows as
+    # needed. "rows" (our earlier default): batch_size rows, each packed with as many
+    # examples as fit (several times fewer optimizer steps at the same learning rate).
+    c.data.batch_unit = "examples"
+    c.data.pack = False  # pack a step's examples into shared rows (segment-aware attention)
+    # Train on the end-of-turn token (<|eot_id|>). The official run does not (TRL with
+    # pad_token = eos_token masks it out of the labels); a model trained from scratch (the
+    # demo's warm start, configs/sft_tiny.py) must learn to stop, so sets it True.
+    c.data.train_eos = False
     c.data.shuffle = True
     c.batch_size = 16
     c.optim.lr = 5e-7
@@ -91,7 +105,9 @@ def verifier_defaults() -> ml_collections.ConfigDict:
     c.data.overflow = "drop"  # drop | truncate pairs with a longer side
     c.data.pairs_per_problem = 32
     c.data.label_non_final_negative = True
-    c.data.eval_fraction = 0.1  # problems held out for AUC / accuracy / calibration
+    # Problems held out for AUC / accuracy / calibration. Official: 0 (train on every
+    # problem; the driver reports the verifier's AUC on the test-set searches instead).
+    c.data.eval_fraction = 0.0
     c.data.shuffle = True
     c.eval_every = 0  # steps between evaluations (0: only at the end)
     c.eval_batch_size = 32
@@ -99,6 +115,14 @@ def verifier_defaults() -> ml_collections.ConfigDict:
     c.optim.lr = 1e-6
     c.optim.eps = 1e-5
     c.optim.schedule = "linear"
+    # Official (src/verifiers/rm_bt.py): torch AdamW's weight decay 0.01, no clipping, the
+    # horizon counted twice. Ours before: no decay, clip 1.0, decay to 0 at the last step.
+    c.optim.weight_decay = 0.01
+    c.optim.clip_norm = 0.0
+    c.optim.horizon = "steps_x_epochs"
+    # The new score head of a verifier built from a causal LM: "official" N(0, 1/sqrt(H+1))
+    # or "initializer_range" (N(0, config.initializer_range), 0.02 for Llama; ours before).
+    c.score_init = "official"
     return c
 
 

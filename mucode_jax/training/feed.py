@@ -59,19 +59,33 @@ class BatchFeed:
     def local_rows(self) -> int:
         return len(self.rows)
 
+    def num_micro(self, local: dict[str, np.ndarray]) -> int:
+        """Micro-batches in a local batch: ``accum``, or fewer for a packed step of
+        `pipeline.sft_step_dataset` that needs fewer rows (a prefix of this process's rows)."""
+        n = int(np.shape(next(iter(local.values())))[0])
+        a, rem = divmod(n, len(self.micro_rows))
+        if rem or not 1 <= a <= self.accum:
+            raise ValueError(
+                f"A batch of {n} local rows is not 1..{self.accum} micro-batches of "
+                f"{len(self.micro_rows)} rows; build the pipeline with this feed's rows."
+            )
+        return a
+
     def global_spec(self, local: dict[str, np.ndarray]) -> dict[str, jax.ShapeDtypeStruct]:
         """Shapes of the global ``[A, B, ...]`` arrays, from one local batch."""
+        a = self.num_micro(local)
         return {
-            k: jax.ShapeDtypeStruct((self.accum, self.micro, *np.shape(v)[1:]), np.asarray(v).dtype)
+            k: jax.ShapeDtypeStruct((a, self.micro, *np.shape(v)[1:]), np.asarray(v).dtype)
             for k, v in local.items()
         }
 
     def put(self, local: dict[str, np.ndarray], shardings: dict[str, Any]) -> dict[str, jax.Array]:
         """This process's rows ``[A * len(micro_rows), ...]`` -> global sharded arrays."""
         out = {}
+        a = self.num_micro(local)
         for k, x in local.items():
-            x = np.asarray(x).reshape(self.accum, len(self.micro_rows), *np.shape(x)[1:])
-            shape = (self.accum, self.micro, *x.shape[2:])
+            x = np.asarray(x).reshape(a, len(self.micro_rows), *np.shape(x)[1:])
+            shape = (a, self.micro, *x.shape[2:])
             if jax.process_count() == 1:
                 out[k] = jax.device_put(x, shardings[k])
                 continue

@@ -98,7 +98,9 @@ def run(
       make_loss: graphdef -> micro-batch loss (`steps.sft_loss_fn`, `steps.verifier_loss_fn`).
       make_optimizer: total steps -> (optimizer, schedule).
       make_dataset: keep_rows -> the grain pipeline of global batches of ``config.batch_size``
-        rows, keeping only those rows (None: all), e.g. `pipeline.sft_dataset`.
+        rows, keeping only those rows (None: all), e.g. `pipeline.sft_dataset`; or of steps of
+        1..grad_accum micro-batches (`pipeline.sft_step_dataset`, which also knows its length):
+        each micro-batch count gets its own compiled step.
       data_fingerprint: a hash of the training data, compared across processes.
       summarize: raw step metrics (sums) -> what to log (adds means, rates).
       evaluate: optional (graphdef, state) -> metrics, run every ``eval_every`` steps and at
@@ -132,21 +134,28 @@ def run(
         "model: %s parameters; mesh %s; %d steps", f"{n_params:,}", dict(mesh.shape), num_steps
     )
 
-    abstract_batch = feed.global_spec(next(iter(dataset)))
     step_fn = steps_lib.make_train_step(make_loss(graphdef), optimizer, schedule)
-    compiled = steps_lib.compile_step(
-        step_fn,
-        shardings,
-        abstract_like(state, shardings),
-        abstract_batch,
-        mesh,
-        rules,
-        log=log.info,
-    )
-    b_sh = feed.shardings(abstract_batch)
-    # Processes finish compiling at different times; the first collectives (orbax's, then the
-    # step's) must not start apart by more than the CPU collectives' 30 s rendezvous timeout.
-    multihost.barrier("train step compiled")
+    # One compiled step per batch layout: one for fixed-row batches; for packed steps of
+    # `pipeline.sft_step_dataset` one per number of micro-batches (at most grad_accum), each
+    # compiled when first met, on every process at the same step.
+    compiled_by_micro: dict[int, tuple[Any, Any]] = {}
+    abs_state = abstract_like(state, shardings)
+
+    def compiled_for(batch):
+        a = feed.num_micro(batch)
+        if a not in compiled_by_micro:
+            spec = feed.global_spec(batch)
+            exe = steps_lib.compile_step(
+                step_fn, shardings, abs_state, spec, mesh, rules,
+                log=log.info,
+            )  # fmt: skip
+            compiled_by_micro[a] = (exe, feed.shardings(spec))
+            # Processes finish compiling at different times; the next collectives must not
+            # start apart by more than the CPU collectives' 30 s rendezvous timeout.
+            multihost.barrier(f"train step compiled ({a} micro-batches)")
+        return compiled_by_micro[a]
+
+    compiled_for(next(iter(dataset)))
 
     ckpt = Checkpointer(
         workdir / "checkpoints",
@@ -177,6 +186,7 @@ def run(
             except StopIteration:
                 break
             data_state = it.get_state()
+            compiled, b_sh = compiled_for(batch)
             state, metrics = compiled(state, feed.put(batch, b_sh))
             pending.append((step + 1, metrics))
             done = step + 1
@@ -227,6 +237,8 @@ def run(
 
 
 def _count_steps(dataset: grain.IterDataset) -> int:
+    if hasattr(dataset, "__len__"):  # pipeline.StepDataset knows its steps
+        return len(dataset)
     n = 0
     for _ in dataset:
         n += 1

@@ -61,8 +61,11 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+HORIZONS = ("steps", "steps_x_epochs")
+
+
 def make_optimizer(
-    cfg: Any, total_steps: int
+    cfg: Any, total_steps: int, num_epochs: int = 1
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Gradient clipping by global norm, then AdamW with the configured schedule.
 
@@ -70,15 +73,21 @@ def make_optimizer(
       cfg: the ``optim`` section of a training config: ``lr``, ``schedule``,
         ``warmup_steps``, ``final_lr_fraction``, ``b1``, ``b2``, ``eps``,
         ``weight_decay``, ``clip_norm`` (0 or None disables clipping).
+        ``horizon`` (``"steps"``, or ``"steps_x_epochs"``: the schedule runs over
+        ``total_steps * num_epochs`` steps, as the official verifier script's does).
       total_steps: optimizer steps of the whole run.
+      num_epochs: the run's epochs (only the ``"steps_x_epochs"`` horizon reads it).
 
     Returns:
       ``(optimizer, schedule)``.
     """
+    horizon = cfg.get("horizon", "steps") if hasattr(cfg, "get") else "steps"
+    if horizon not in HORIZONS:
+        raise ValueError(f"optim.horizon must be one of {HORIZONS}, got {horizon!r}.")
     schedule = make_schedule(
         cfg.lr,
         cfg.schedule,
-        total_steps,
+        total_steps * (max(int(num_epochs), 1) if horizon == "steps_x_epochs" else 1),
         warmup_steps=cfg.warmup_steps,
         final_lr_fraction=cfg.final_lr_fraction,
     )

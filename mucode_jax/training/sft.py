@@ -24,6 +24,8 @@ from mucode_jax.training import loop, optim, steps
 
 log = logging.getLogger("mucode_jax.training")
 
+BATCH_UNITS = ("examples", "rows")
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -63,19 +65,28 @@ def build_model(
             remat=bool(config.model.remat),
         )
         if verifier and not isinstance(model, Verifier):
-            return verifier_from_base(model, seed=config.seed)
+            return verifier_from_base(
+                model, seed=config.seed, score_init=config.get("score_init", "official")
+            )
         return model
     mc = config_lib.model_config(config, vocab_size)
     cls = Verifier if verifier else Llama
     return lambda: cls(mc, rngs=nnx.Rngs(config.seed))
 
 
-def verifier_from_base(base: Llama, *, seed: int = 0) -> nnx.Module:
+SCORE_INITS = ("official", "initializer_range")
+
+
+def verifier_from_base(base: Llama, *, seed: int = 0, score_init: str = "official") -> nnx.Module:
     """A `Verifier` whose backbone is ``base`` (a causal LM) and whose score head is new.
 
     μCode trains each verifier from the *base* model: the decoder weights carry over, the
-    LM head (if untied) is dropped, the scalar head starts from N(0, initializer_range).
+    LM head (if untied) is dropped, the scalar head starts from N(0, σ²) with σ = 1/√(H+1)
+    (``score_init="official"``, the official script's ``layer_init``) or σ =
+    ``initializer_range`` (``"initializer_range"``: HF's default init, 0.02 for Llama).
     """
+    if score_init not in SCORE_INITS:
+        raise ValueError(f"score_init must be one of {SCORE_INITS}, got {score_init!r}.")
     import jax.numpy as jnp
 
     from mucode_jax.models.verifier import Verifier
@@ -85,9 +96,10 @@ def verifier_from_base(base: Llama, *, seed: int = 0) -> nnx.Module:
     backbone = nnx.to_pure_dict(nnx.state(base, nnx.Param))
     backbone.pop("lm_head", None)
     key = jax.random.PRNGKey(seed)
-    score = (vcfg.initializer_range * jax.random.normal(key, (vcfg.hidden_size,))).astype(
-        vcfg.param_dtype
+    std = (
+        1.0 / np.sqrt(vcfg.hidden_size + 1) if score_init == "official" else vcfg.initializer_range
     )
+    score = (std * jax.random.normal(key, (vcfg.hidden_size,))).astype(vcfg.param_dtype)
     return nnx.merge(graphdef, {"backbone": backbone, "score": jnp.asarray(score)})
 
 
@@ -118,6 +130,11 @@ def train_sft(
         divide over the mesh.
     """
     d = config.data
+    if d.batch_unit not in BATCH_UNITS:
+        raise ValueError(
+            f"data.batch_unit must be one of {BATCH_UNITS}, got {d.batch_unit!r}: 'examples' "
+            "makes batch_size examples per optimizer step (official), 'rows' packed rows."
+        )
     examples, stats = sft_examples_from_conversations(
         conversations,
         tokenizer,
@@ -125,6 +142,7 @@ def train_sft(
         target=d.target,
         max_length=d.max_length,
         overflow=d.overflow,
+        train_eos=d.train_eos,
     )
     log.info("SFT data: %s", describe_stats(stats))
     if not examples:
@@ -134,6 +152,18 @@ def train_sft(
         )
 
     def make_dataset(keep_rows):
+        if d.batch_unit == "examples":
+            return pipeline.sft_step_dataset(
+                examples,
+                seq_len=d.max_length,
+                batch_size=config.batch_size,
+                micro_rows=loop.micro_batch_size(config),
+                pack=d.pack,
+                seed=config.seed,
+                num_epochs=config.num_epochs,
+                shuffle=d.shuffle,
+                keep_rows=keep_rows,
+            )
         return pipeline.sft_dataset(
             examples,
             seq_len=d.max_length,
@@ -163,7 +193,7 @@ def train_sft(
         workdir,
         make_model=make_model,
         make_loss=steps.sft_loss_fn,
-        make_optimizer=lambda n: optim.make_optimizer(config.optim, n),
+        make_optimizer=lambda n: optim.make_optimizer(config.optim, n, config.num_epochs),
         make_dataset=make_dataset,
         data_fingerprint=examples_fingerprint(examples, ("inputs", "targets", "weights")),
         summarize=summarize,

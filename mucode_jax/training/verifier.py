@@ -7,17 +7,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
-from mucode_jax import multihost
-from mucode_jax import sharding as sh
 from mucode_jax.data import pipeline
 from mucode_jax.data import verifier_data as vd
+from mucode_jax.scoring import VerifierScorer
 from mucode_jax.training import loop, losses, optim, steps
 from mucode_jax.training.sft import TrainResult, build_model, examples_fingerprint, export
 
@@ -48,41 +44,7 @@ def prepare_pairs(
     )
 
 
-def make_scorer(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, rules: sh.LogicalRules):
-    """Jitted ``(params, tokens [B, T], mask [B, T]) -> scores [B]``.
-
-    Every process passes the same host batch; the scores come back replicated, so each
-    process reads all of them.
-    """
-
-    def score(params, tokens, mask):
-        return nnx.merge(graphdef, params)(tokens, attention_mask=mask)
-
-    batch_sh = sh.logical_to_sharding(("batch", "length"), mesh, rules)
-    jitted = jax.jit(score, out_shardings=NamedSharding(mesh, PartitionSpec()))
-
-    compiled: dict[tuple[int, ...], Any] = {}
-
-    def run(params, tokens, mask):
-        tokens, mask = sh.host_to_global(tokens, batch_sh), sh.host_to_global(mask, batch_sh)
-        if tokens.shape not in compiled:  # compile, then start the collectives together
-            with sh.use_mesh(mesh, rules):
-                compiled[tokens.shape] = jitted.lower(params, tokens, mask).compile()
-            multihost.barrier("verifier scorer compiled")
-        return np.asarray(jax.device_get(compiled[tokens.shape](params, tokens, mask)))
-
-    return run
-
-
-def evaluate_pairs(
-    scorer,
-    params,
-    pairs: Sequence[Mapping[str, Any]],
-    *,
-    seq_len: int,
-    batch_size: int,
-    pad_id: int = 0,
-) -> dict[str, float]:
+def evaluate_pairs(scorer: VerifierScorer, pairs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Pairwise accuracy, AUC and calibration of the verifier on tokenized pairs.
 
     AUC and calibration are over the pairs' members as pointwise samples (chosen = 1,
@@ -96,17 +58,8 @@ def evaluate_pairs(
             x = np.asarray(p[key], np.int32)
             seqs.setdefault(x.tobytes(), (x, label))
     keys = list(seqs)
-    scores: dict[bytes, float] = {}
-    for i in range(0, len(keys), batch_size):
-        chunk = keys[i : i + batch_size]
-        toks = np.full((batch_size, seq_len), pad_id, np.int32)
-        mask = np.zeros((batch_size, seq_len), np.int32)
-        for j, k in enumerate(chunk):
-            x = seqs[k][0]
-            toks[j, : len(x)] = x
-            mask[j, : len(x)] = 1
-        out = scorer(params, jnp.asarray(toks), jnp.asarray(mask))
-        scores.update({k: float(out[j]) for j, k in enumerate(chunk)})
+    out = scorer.score_ids([seqs[k][0] for k in keys])
+    scores = {k: float(v) for k, v in zip(keys, out)}
     chosen = np.array([scores[np.asarray(p["chosen"], np.int32).tobytes()] for p in pairs])
     rejected = np.array([scores[np.asarray(p["rejected"], np.int32).tobytes()] for p in pairs])
     pointwise = np.array([scores[k] for k in keys])
@@ -176,20 +129,22 @@ def train_verifier(
         config, vocab_size=len(tokenizer), init_params_from=init_params_from, verifier=True
     )
     mesh, rules = loop.mesh_and_rules(config)
-    scorer_cache: dict[str, Any] = {}
+    scorers: list[VerifierScorer] = []
 
     def evaluate(graphdef, state):
-        if "fn" not in scorer_cache:
-            scorer_cache["fn"] = make_scorer(graphdef, mesh, rules)
-        target = eval_pairs or train_pairs
-        out = evaluate_pairs(
-            scorer_cache["fn"],
-            state.params,
-            target,
-            seq_len=d.max_length,
-            batch_size=config.eval_batch_size,
-            pad_id=pad_id,
-        )
+        if not scorers:  # built once; later calls only swap the weights
+            scorers.append(
+                VerifierScorer(
+                    nnx.merge(graphdef, state.params),
+                    tokenizer,
+                    max_length=d.max_length,
+                    max_batch_size=config.eval_batch_size,
+                    mesh=mesh,
+                    rules=rules,
+                )
+            )
+        scorers[0].update_params(state.params)
+        out = evaluate_pairs(scorers[0], eval_pairs or train_pairs)
         if not eval_pairs:  # no held-out problems: label the numbers honestly
             out = {k.replace("eval/", "train_eval/"): v for k, v in out.items()}
         return out
@@ -211,7 +166,7 @@ def train_verifier(
         workdir,
         make_model=make_model,
         make_loss=lambda g: steps.verifier_loss_fn(g, config.loss, config.l2),
-        make_optimizer=lambda n: optim.make_optimizer(config.optim, n),
+        make_optimizer=lambda n: optim.make_optimizer(config.optim, n, config.num_epochs),
         make_dataset=make_dataset,
         data_fingerprint=examples_fingerprint(train_pairs, ("chosen", "rejected")),
         summarize=summarize,

@@ -29,7 +29,10 @@ def _demo():
         ("rollout.search.max_turns", 0, "config.rollout.search is invalid: max_turns"),
         ("eval.search.feedback.body", "nice", "config.eval.search is invalid: Unknown feedback"),
         ("eval.modes", ("lv", "best"), "Unknown selection modes"),
-        ("data.test.name", "mbbp", "Unknown dataset 'mbbp' in config.data.test.name"),
+        ("data.tests.toy.name", "mbbp", "Unknown dataset 'mbbp' in config.data.tests.toy.name"),
+        ("eval.sampled.num_trajectories", 1, "config.eval.sampled.pass_k"),
+        ("protocol", "pytorch", "Unknown config.protocol 'pytorch'"),
+        ("verifier.optim.clip_norm", 0.5, "config.verifier.optim.clip_norm=0.5 contradicts"),
         ("warm_start.enabled", False, "config.base is empty"),
     ],
 )

@@ -49,13 +49,20 @@ def test_killed_run_resumes_to_the_same_summary(tmp_path):
     a, log_a = tmp_path / "a", tmp_path / "a.log"
     _finish(_start(a, log_a), log_a)
     summary_a = json.loads((a / "summary.json").read_text())
-    assert (a / "summary.md").read_text().startswith("| model | selection |")
+    md = (a / "summary.md").read_text()
+    assert md.startswith("| model | test set | selection |") and "| greedy Pass@T |" in md
     assert (a / "per_turn_success.png").stat().st_size > 0
     assert set(summary_a["models"]) == {"base", "mucode/iter1"}
-    for res in summary_a["models"].values():
+    for by_test in summary_a["models"].values():
+        assert set(by_test) == {"toy"}  # config.data.tests, one row set per test set
+        res = by_test["toy"]
         for m in res["modes"].values():
             assert [b["t"] for b in m["bon"]] == [1, 2, 3]
             assert all(b["lo"] <= b["mean"] <= b["hi"] for b in m["bon"])
+            assert len(m["any_search"]) == len(m["public_success"]) == 3
+        assert set(res["greedy"]["pass_at_k"]) == {"1"}
+        assert set(res["sampled"]["pass_at_k"]) == {"1", "2"}
+    assert summary_a["models"]["mucode/iter1"]["toy"]["modes"]["lv"]["verifier_auc"] is not None
 
     # 2. Killed mid-stage (the generator's SFT), then resumed.
     b, log_b = tmp_path / "b", tmp_path / "b.log"

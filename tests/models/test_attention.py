@@ -70,7 +70,8 @@ def test_cached_attention_reads_the_heads_first_layout():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6, rtol=0)
 
 
-def test_decode_step_moves_no_cache_sized_array():
+@pytest.mark.parametrize("window", [None, 48])
+def test_decode_step_moves_no_cache_sized_array(window):
     config = LlamaConfig.tiny(
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -90,7 +91,7 @@ def test_decode_step_moves_no_cache_sized_array():
     state = sampler._prefill(sampler.method, sampler._params, *arrays, np.uint32(0))
     cache_shape = state.cache.layers[0].k.shape
     assert cache_shape == (8, 2, 32 + 64, 16)  # [B, K, S, H]
-    decode = sampler._decode.lower(sampler.method, sampler._params, state, np.int32(64))
+    decode = sampler._decode.lower(sampler.method, window, sampler._params, state, np.int32(64))
     hlo = decode.compile().as_text()
     moved = []
     for line in hlo.splitlines():

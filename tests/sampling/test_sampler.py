@@ -228,11 +228,39 @@ def test_compaction_changes_nothing_but_the_cost():
     for x, y in zip(a.logprobs, b.logprobs):
         np.testing.assert_allclose(x, y, atol=1e-5)
     useful = sum(limits)
-    assert whole.stats == {"row_steps": 8 * 30, "useful_row_steps": useful}
+    assert whole.stats["row_steps"] == 8 * 30 and whole.stats["useful_row_steps"] == useful
     # Phases of 4 steps: after step 5 two rows still run; they move to the bucket of 2.
     assert phased.stats["useful_row_steps"] == useful
     assert phased.stats["row_steps"] < 0.5 * whole.stats["row_steps"]
     assert phased.reset_stats()["useful_row_steps"] == useful and phased.stats["row_steps"] == 0
+    # The phases attend over the prompt bucket plus the new-token columns written so far,
+    # rounded up to a quarter of M (8 here): 8 + 8 slots for the first phase (steps 1-4).
+    assert [phased._window(8 + 32, stop) for stop in (5, 9, 13, 21, 29, 32)] == [
+        16, 16, 24, 32, None, None
+    ]
+    assert phased._windows(8) == [16, 24, 32, None]
+
+
+def test_repeated_prompts_are_prefilled_once_with_the_same_tokens():
+    model = ours()
+    distinct = prompts([5, 9, 3], seed=8)
+    rows = [distinct[i] for i in (0, 1, 0, 2, 0, 1, 2, 0)]  # 8 rows, 3 distinct prompts
+    kw = dict(max_new_tokens=8, batch_buckets=(2, 4, 8), eos_ids=(), method=Temperature(1.0))
+    plain = Sampler(model, share_prefill=False, **kw)
+    shared = Sampler(model, **kw)
+    seeds = [11, 12, 13, 14, 15, 16, 17, 18]
+    a = plain.sample(rows, seed=4, row_seeds=seeds, max_new_tokens=[8, 3, 8, 5, 8, 8, 2, 8])
+    b = shared.sample(rows, seed=4, row_seeds=seeds, max_new_tokens=[8, 3, 8, 5, 8, 8, 2, 8])
+    assert a.tokens == b.tokens
+    for x, y in zip(a.logprobs + a.sampling_logprobs, b.logprobs + b.sampling_logprobs):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    assert len({tuple(t) for t in b.tokens}) > 3  # the rows of one prompt draw differently
+    assert (plain.stats["prefill_rows"], shared.stats["prefill_rows"]) == (8, 4)
+    assert shared.stats["prompt_rows"] == 8
+    # Distinct prompts (or no saving of a batch bucket) take the plain prefill.
+    c = shared.sample(distinct + distinct[:1], seed=4)
+    assert c.tokens == plain.sample(distinct + distinct[:1], seed=4).tokens
+    assert shared.stats["prefill_rows"] == 4 + 4
 
 
 def test_per_row_length_limits_and_padding_rows_dropped():

@@ -50,7 +50,7 @@ SCRIPT = textwrap.dedent(
         state = sharded._prefill(sharded.method, sharded._params, *arrays, np.uint32(0))
         assert state.cache.layers[0].k.sharding.spec == P(("data", "fsdp"), "tensor")
         assert state.tokens.sharding.spec == P(("data", "fsdp"))
-        state = sharded._decode(sharded.method, sharded._params, state, np.int32(12))
+        state = sharded._decode(sharded.method, None, sharded._params, state, np.int32(12))
         assert state.cache.layers[1].v.sharding.spec == P(("data", "fsdp"), "tensor")
         assert state.done.sharding.spec == P(("data", "fsdp"))
     traces = sharded.num_traces

@@ -52,6 +52,23 @@ def test_prefix_expansion_and_targets(tokenizer):
     assert len(full) == 1 and (runs == 1).sum() == 3
 
 
+def test_official_sft_does_not_train_the_end_of_turn_token(tokenizer):
+    """The official TRL run sets pad_token = eos_token, so <|eot_id|> is never a label."""
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    kw = dict(prefix_expansion=True, target="final")
+    ours, _ = sft_examples_from_conversations([_conv(2)], tokenizer, train_eos=True, **kw)
+    official, _ = sft_examples_from_conversations([_conv(2)], tokenizer, train_eos=False, **kw)
+    for a, b in zip(ours, official):
+        on_eot = a["targets"] == eot
+        assert a["weights"][on_eot].sum() == 1  # ours: the closing eot of the target turn
+        assert b["weights"][on_eot].sum() == 0
+        np.testing.assert_array_equal(a["weights"][~on_eot], b["weights"][~on_eot])
+        assert b["weights"].sum() == a["weights"].sum() - 1 > 0
+    from mucode_jax.training.config import sft_defaults
+
+    assert sft_defaults().data.train_eos is False
+
+
 def test_overflow_is_counted(tokenizer):
     long = [{"role": "user", "content": "x " * 200}, {"role": "assistant", "content": "y " * 50}]
     short = _conv(1)
