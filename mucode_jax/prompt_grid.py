@@ -510,7 +510,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     cells = grid_cells(config)
     cache = base_dir / "reference_cpu.jsonl"
     with Executor(workers=d.executor.workers or None, reference_cache=cache) as executor:
-        driver = mucode.Driver(d, base_dir, executor, tokenizer, train, problems)
+        driver = mucode.Driver(d, base_dir, executor, tokenizer, train, {})
         if config.generator:
             path = Path(config.generator).resolve()
             gen_dir, gen_key = path, content_key(str(path))

@@ -41,7 +41,7 @@ def test_zheng_rft_rollouts_and_sft_settings_are_its_own(tmp_path, monkeypatch):
     check_config(c)
     o = c.zheng_rft.optim
     assert (o.lr, o.schedule, o.warmup_steps, o.final_lr_fraction) == (2e-6, "cosine", 10, 0.1)
-    driver = mucode.Driver(c, tmp_path, Failing(), None, problems(), problems())
+    driver = mucode.Driver(c, tmp_path, Failing(), None, problems(), {})
     asked = []
 
     def policy(path, *, temperature, top_p):
