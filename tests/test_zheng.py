@@ -208,7 +208,9 @@ def test_rft_mode_keeps_correct_multi_turn_deduplicated_stripped(tmp_path):
     with pytest.raises(ValueError, match="rft_max_per_problem"):
         relabel.RelabelConfig(rft_max_per_problem=0)
     one_turn = [t for t in trajs if len(t.turns) == 1]
-    with pytest.raises(ValueError, match=f"zheng_rft kept no trajectory: of {len(one_turn)} rollouts"):
+    with pytest.raises(
+        ValueError, match=f"zheng_rft kept no trajectory: of {len(one_turn)} rollouts"
+    ):
         relabel.build_sft_data("zheng_rft", one_turn)
     convs, stats = relabel.build_sft_data(
         "zheng_rft", one_turn, config=relabel.RelabelConfig(rft_multi_turn_only=False)
