@@ -7,7 +7,8 @@ Pure Python (plus NumPy for the loss mask). Everything the model reads is built 
   (the feedback *text* itself comes from `mucode_jax.execution.feedback` as a plain string);
   `Feedback` names a body and a wrapper, exactly what a rollout shows the model;
 * `render_verifier_input`: the learned verifier's input ``[user x, assistant y]``;
-* Zheng et al.'s reasoning / instruction prompts and CoT-retry suffixes;
+* Zheng et al.'s reasoning / instruction prompts and CoT-retry suffixes (texts ours, names the
+  paper's), `PromptRegistry` (replaceable texts) and `PromptStrategy` (what a search uses);
 * `render` / `render_with_mask`: token ids through ``tokenizer.apply_chat_template`` and the
   per-token mask of assistant tokens that the SFT trainer uses as its loss mask;
 * `extract_code`: the program inside a completion, or ``None`` (the executor's ``no_code``).
@@ -19,8 +20,12 @@ format every HF chat template takes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -283,7 +288,11 @@ class Feedback:
 
 # ---------------------------------------------------------------------------------------------
 # Zheng et al. (ICLR 2025): reasoning prompts (NL -> NL), instruction prompts (NL -> code),
-# CoT-retry. Our wording of the prompts the paper describes; the names are the paper's.
+# CoT-retry. The paper's exact wording is not available offline: these texts are ours, written
+# from the paper's one-line descriptions; the names are the paper's strategies. Any text can be
+# replaced per run (`PromptRegistry.with_overrides`, `PromptStrategy(texts=...)`: a dict or a
+# JSON file). The default texts are also part of the demo tokenizer's corpus
+# (`mucode_jax.data.toy.toy_corpus`): editing them here changes the demo's tokenizer.
 # ---------------------------------------------------------------------------------------------
 
 REASONING_PROMPTS: dict[str, str] = {
@@ -291,14 +300,14 @@ REASONING_PROMPTS: dict[str, str] = {
         "Reflect on the problem and describe it in your own words, in bullet points. Pay "
         "attention to small details, nuances, notes and examples in the problem statement."
     ),
-    "explain_io_pairs": (
+    "explain_io": (
         "Explain, for each of the given input/output examples, why the input leads to that output."
     ),
     "problem_tag": (
         "Name the algorithmic topics this problem belongs to (for example: greedy, dynamic "
         "programming, graphs, combinatorics, math, strings, data structures)."
     ),
-    "problem_difficulty": (
+    "difficulty": (
         "Estimate the difficulty of this problem and list the edge cases a correct solution "
         "must handle."
     ),
@@ -322,14 +331,14 @@ REASONING_PROMPTS: dict[str, str] = {
 
 INSTRUCTION_PROMPTS: dict[str, str] = {
     "none": "",
-    "use_helper_functions": (
+    "helper_functions": (
         "Split your code into helper functions with meaningful names and short bodies."
     ),
     "check_constraints": (
         "Check the input constraints carefully and initialise every variable before using it."
     ),
-    "comment_for_line": "Add a comment to every line of your code.",
-    "function_docstring": "Write a docstring for every function you define.",
+    "comment_lines": "Add a comment to every line of your code.",
+    "docstrings": "Write a docstring for every function you define.",
     "weak_solution": (
         "First write a simple, possibly slow solution, then improve it into an efficient algorithm "
         "and give only the improved code."
@@ -349,13 +358,213 @@ COT_RETRY_SUFFIXES: dict[int, str] = {
     ),
 }
 
+# A reasoning prompt is its own NL -> NL turn: the first prompt, the reasoning prompt and this
+# note; the model answers in prose, then the code turn asks for the program.
+REASONING_NOTE = "Answer in natural language only; do not write the code yet."
+CODE_TURN = "Now write the code that solves the problem."
+# The answer format the code turn repeats, per dataset (the first prompt's own wording).
+CODE_FORMATS: dict[str, str] = {
+    "mbpp": (
+        "Return only the implementation code, no tests or explanations. Be sure to include the "
+        "relevant import statements:\n```python\ncode\n```"
+    ),
+    "codecontests": RLEF_FORMAT_REMINDER,
+    "toy": "Answer with ```python code```.",
+}
+CODE_FORMATS["mbpp_plus"] = CODE_FORMATS["humaneval"] = CODE_FORMATS["mbpp"]
+
+
+def _join(*parts: str) -> str:
+    return "\n\n".join(p.strip() for p in parts if p and p.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptRegistry:
+    """The texts of Zheng et al.'s prompts, by name (defaults: the module constants).
+
+    Attributes:
+      reasoning: the 8 reasoning prompts (`REASONING_PROMPTS`' names).
+      instruction: the 6 instruction prompts (`INSTRUCTION_PROMPTS`' names; ``none`` is empty).
+      cot_retry: the CoT-retry additions by 1-based turn (turn 1: empty; turns past the last key
+        reuse the last one).
+      reasoning_note: closes the reasoning turn (asks for prose, no code).
+      code_turn: the code turn's request after a reasoning turn.
+      code_formats: the answer format the code turn repeats, by dataset.
+    """
+
+    reasoning: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: dict(REASONING_PROMPTS)
+    )
+    instruction: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: dict(INSTRUCTION_PROMPTS)
+    )
+    cot_retry: Mapping[int, str] = dataclasses.field(
+        default_factory=lambda: dict(COT_RETRY_SUFFIXES)
+    )
+    reasoning_note: str = REASONING_NOTE
+    code_turn: str = CODE_TURN
+    code_formats: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(CODE_FORMATS))
+
+    def with_overrides(self, overrides: Mapping[str, Any] | str | os.PathLike | None):
+        """A copy with some texts replaced (names stay the paper's; none can be added).
+
+        Args:
+          overrides: ``{"reasoning": {name: text}, "instruction": {name: text}, "cot_retry":
+            {turn: text}, "reasoning_note": text, "code_turn": text, "code_formats": {dataset:
+            text}}`` (any subset), or the path of a JSON file holding that object; ``None`` or
+            ``{}``: no change.
+
+        Raises:
+          ValueError: an unreadable file, an unknown section or name, or a non-string text.
+        """
+        if overrides is None:
+            return self
+        if isinstance(overrides, (str, os.PathLike)):
+            path = Path(overrides)
+            try:
+                overrides = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(
+                    f"Cannot read the prompt texts file {str(path)!r} ({e}); give a JSON object "
+                    'such as {"reasoning": {"self_reflection": "..."}}.'
+                ) from None
+        if not isinstance(overrides, Mapping):
+            raise ValueError(
+                f"Prompt overrides must be a dict or a JSON file path, got {type(overrides).__name__}."
+            )
+        fields = {f.name for f in dataclasses.fields(self)}
+        changes: dict[str, Any] = {}
+        for section, value in overrides.items():
+            if section not in fields:
+                raise ValueError(
+                    f"Unknown prompt section {section!r}; use one of {', '.join(sorted(fields))}."
+                )
+            current = getattr(self, section)
+            if isinstance(current, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"Prompt text {section!r} must be a string.")
+                changes[section] = value
+                continue
+            if not isinstance(value, Mapping):
+                raise ValueError(f"Prompt section {section!r} must map names to texts.")
+            merged = dict(current)
+            for name, text in value.items():
+                key = int(name) if section == "cot_retry" else name
+                if key not in current:
+                    raise ValueError(
+                        f"Unknown {section} prompt {name!r}; replace one of "
+                        f"{', '.join(str(k) for k in current)} (the names are the paper's)."
+                    )
+                if not isinstance(text, str):
+                    raise ValueError(f"The text of {section} prompt {name!r} must be a string.")
+                merged[key] = text
+            changes[section] = merged
+        return dataclasses.replace(self, **changes)
+
+    def retry_text(self, turn: int) -> str:
+        """The CoT-retry addition of 1-based ``turn`` (later turns reuse the last one)."""
+        return self.cot_retry[min(turn, max(self.cot_retry))]
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptStrategy:
+    """How a search prompts the model, in Zheng et al.'s terms (default: the plain prompts).
+
+    Attributes:
+      reasoning: a reasoning prompt's name, or None. It is its own NL -> NL turn before the
+        code turn: ``[user: first prompt + reasoning prompt + note, assistant: prose, user: code
+        request + instruction + answer format]``, then the code turns as usual.
+      instruction: an instruction prompt's name (``none``: nothing), added to the code turn.
+      cot_retry: CoT-retry: turn 1 plain, turn 2's feedback adds the "write code solution with
+        guidelines" text, turn 3's the "generate a naive solution" text.
+      texts: replacements of prompt texts (`PromptRegistry.with_overrides`: a dict or the path
+        of a JSON file).
+    """
+
+    reasoning: str | None = None
+    instruction: str = "none"
+    cot_retry: bool = False
+    texts: Mapping[str, Any] | str = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.reasoning == "none" or self.reasoning == "":
+            object.__setattr__(self, "reasoning", None)
+        reg = self.registry
+        if self.reasoning is not None and self.reasoning not in reg.reasoning:
+            raise ValueError(
+                f"Unknown reasoning prompt {self.reasoning!r}; use None or one of "
+                f"{', '.join(reg.reasoning)}."
+            )
+        if self.instruction not in reg.instruction:
+            raise ValueError(
+                f"Unknown instruction prompt {self.instruction!r}; use one of "
+                f"{', '.join(reg.instruction)}."
+            )
+        if self.cot_retry and (self.reasoning is not None or self.instruction != "none"):
+            raise ValueError(
+                "CoT-retry's first turn is the plain prompt; set reasoning=None and "
+                "instruction='none' with cot_retry=True."
+            )
+
+    @property
+    def registry(self) -> PromptRegistry:
+        return PromptRegistry().with_overrides(self.texts or None)
+
+    @property
+    def plain(self) -> bool:
+        return self.reasoning is None and self.instruction == "none" and not self.cot_retry
+
+    @property
+    def name(self) -> str:
+        """E.g. ``reasoning=explain_io/instruction=docstrings`` or ``cot_retry``; ``""`` if plain."""
+        parts = []
+        if self.reasoning is not None:
+            parts.append(f"reasoning={self.reasoning}")
+        if self.instruction != "none":
+            parts.append(f"instruction={self.instruction}")
+        if self.cot_retry:
+            parts.append("cot_retry")
+        if self.texts:
+            blob = json.dumps(
+                self.texts if isinstance(self.texts, str) else dict(self.texts), sort_keys=True
+            )
+            parts.append(f"texts={hashlib.sha256(blob.encode()).hexdigest()[:8]}")
+        return "/".join(parts)
+
+    def opening(self, problem: Problem, first_prompt: str) -> tuple[str | None, str, str | None]:
+        """The user messages before the first code turn.
+
+        Args:
+          problem: the problem (its dataset picks the code turn's answer format).
+          first_prompt: the plain first prompt (`first_turn_prompt`).
+
+        Returns:
+          ``(reasoning_turn, code_turn, plain)``: the reasoning turn's text (None without a
+          reasoning prompt), the first code turn's user text, and the plain first prompt that
+          stripping the strategy leaves (None when the code turn already is it).
+        """
+        reg = self.registry
+        instruction = reg.instruction[self.instruction]
+        if self.reasoning is None:
+            if not instruction.strip():
+                return None, first_prompt, None
+            return None, _join(first_prompt, instruction), first_prompt
+        reasoning = _join(first_prompt, reg.reasoning[self.reasoning], reg.reasoning_note)
+        fmt = reg.code_formats.get(problem.dataset, "")
+        return reasoning, _join(reg.code_turn, instruction, fmt), first_prompt
+
+    def retry(self, feedback_content: str, turn: int) -> tuple[str, str | None]:
+        """The user text before 1-based ``turn`` (>= 2) and its plain form (None if the same)."""
+        if not self.cot_retry:
+            return feedback_content, None
+        return _join(feedback_content, self.registry.retry_text(turn)), feedback_content
+
 
 def compose_turn(text: str, *, reasoning: str | None = None, instruction: str | None = None) -> str:
     """Appends a Zheng et al. reasoning and/or instruction prompt to a user turn's text.
 
-    Single-turn grid: ``compose_turn(first_turn_prompt(p), reasoning=r, instruction=i)`` for the
-    8 × 6 named prompts. The paper also runs the reasoning prompt as its own turn before the code
-    turn; build that as two user messages with the same constants.
+    A one-message shortcut; the rollout engine runs the reasoning prompt as its own turn before
+    the code turn (`PromptStrategy`), as the paper does.
 
     Args:
       text: the base text (a first-turn prompt or a feedback turn's content).
@@ -397,8 +606,8 @@ def cot_retry_message(
             "turn 1 is first_turn_messages(problem)."
         )
     message = feedback_message(feedback, style)
-    suffix = COT_RETRY_SUFFIXES[min(turn, max(COT_RETRY_SUFFIXES))]
-    return {"role": "user", "content": f"{message['content']}\n\n{suffix}"}
+    content, _ = PromptStrategy(cot_retry=True).retry(message["content"], turn)
+    return {"role": "user", "content": content}
 
 
 # ---------------------------------------------------------------------------------------------

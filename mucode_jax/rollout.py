@@ -109,6 +109,8 @@ class SearchConfig:
       extraction: how a completion becomes a program, ``"fenced"`` (`prompts.extract_code`:
         no fenced block is ``no_code``) or ``"official"`` (`prompts.extract_code_official`:
         the first ```` ```python ```` block, else the raw text).
+      prompt: Zheng et al.'s prompt strategy (a `prompts.PromptStrategy` or the dict of its
+        fields): a reasoning turn before the code, an instruction prompt, CoT-retry.
       system: a system message before the first prompt (None: none, as the official runs).
       batch_size: conversations per policy call.
       seed: base seed; each search and turn derive theirs from it.
@@ -125,12 +127,15 @@ class SearchConfig:
     prompt_form: str = "stripped"
     extraction: str = "fenced"
     system: str | None = None
+    prompt: P.PromptStrategy = P.PromptStrategy()
     batch_size: int = 64
     seed: int = 0
 
     def __post_init__(self):
         if isinstance(self.feedback, Mapping):
             object.__setattr__(self, "feedback", P.Feedback(**self.feedback))
+        if isinstance(self.prompt, Mapping):
+            object.__setattr__(self, "prompt", P.PromptStrategy(**self.prompt))
         if self.max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {self.max_turns}; set it to 1..T.")
         if self.num_searches < 1 or self.num_candidates < 1:
@@ -160,6 +165,8 @@ class SearchConfig:
             prompt += f"/extract={self.extraction}"
         if self.system is not None:
             prompt += "/system"
+        if not self.prompt.plain:
+            prompt += f"/{self.prompt.name}"
         return SearchSettings(self.select, self.num_candidates, self.feedback.name, prompt)
 
 
@@ -200,6 +207,21 @@ class _Search:
     messages: list[Message]
     turns: list[Turn] = dataclasses.field(default_factory=list)
     done: bool = False
+    plain: str | None = None  # the plain form of the last user message (Turn.plain)
+    code_turn: str | None = None  # after a pending reasoning turn: the code turn's user text
+    preamble: tuple[Message, ...] = ()
+
+
+def _start(problem: Problem, index: int, config: SearchConfig) -> _Search:
+    """A new search: its first user message (a reasoning turn if the strategy has one)."""
+    messages = P.first_turn_messages(
+        problem, system=config.system, show_tests=config.show_tests, form=config.prompt_form
+    )
+    reasoning, code, plain = config.prompt.opening(problem, messages[-1]["content"])
+    messages[-1] = {"role": "user", "content": reasoning if reasoning is not None else code}
+    return _Search(
+        problem, index, messages, plain=plain, code_turn=code if reasoning is not None else None
+    )
 
 
 @dataclasses.dataclass
@@ -246,13 +268,7 @@ class _Scheduler:
         self.policy, self.executor, self.config = policy, executor, config
         self.out, self.scorer, self.progress = out, scorer, progress
         self.waiting = collections.deque(
-            _Search(
-                p,
-                i,
-                P.first_turn_messages(
-                    p, system=config.system, show_tests=config.show_tests, form=config.prompt_form
-                ),
-            )
+            _start(p, i, config)
             for p in problems
             for i in range(config.num_searches)
             if (p.id, i) not in finished and (owned is None or (p.id, i) in owned)
@@ -269,15 +285,20 @@ class _Scheduler:
         while True:
             batch = self.take()
             c, per = self.config, self.config.num_candidates
-            convs = [s.messages for s in batch for _ in range(per)]
+            # A pending reasoning turn (Zheng et al.) is one prose completion per search,
+            # sampled in the same call as other searches' code turns, and never executed.
+            thinking = [s for s in batch if s.code_turn is not None]
+            batch = [s for s in batch if s.code_turn is None]
+            convs = [s.messages for s in thinking] + [s.messages for s in batch for _ in range(per)]
             # One seed per candidate, from the search alone: its samples do not depend on
             # which other searches share the batch (that depends on the executors' timing).
-            seeds = [
+            seeds = [_seed(c.seed, s.problem.id, s.index, "reasoning") % 2**31 for s in thinking]
+            seeds += [
                 _seed(c.seed, s.problem.id, s.index, len(s.turns), j) % 2**31
                 for s in batch
                 for j in range(per)
             ]
-            active = bool(batch or self.waiting or self.running)
+            active = bool(thinking or batch or self.waiting or self.running)
             mine = {"convs": convs, "seeds": seeds, "active": active,
                     "done": len(self.results), "samples": self.samples}  # fmt: skip
             peers = multihost.all_gather(mine, "the conversations of a generation round")
@@ -288,7 +309,7 @@ class _Scheduler:
             if everyone:
                 comps = self.policy.complete(everyone, seeds=[x for p in peers for x in p["seeds"]])
                 first = sum(len(p["convs"]) for p in peers[: self.rank])
-                self.submit(batch, comps[first : first + len(convs)])
+                self.submit(thinking, batch, comps[first : first + len(convs)])
             self.drain(block=not everyone and bool(self.running))
 
     def take(self) -> list[_Search]:
@@ -296,11 +317,21 @@ class _Scheduler:
         take = max(1, self.config.batch_size // self.config.num_candidates // self.processes)
         return [self.waiting.popleft() for _ in range(min(take, len(self.waiting)))]
 
-    def submit(self, batch: list[_Search], comps: list[Completion]) -> None:
-        """Submits every candidate's code of one policy call (this process's searches)."""
+    def submit(
+        self, thinking: list[_Search], batch: list[_Search], comps: list[Completion]
+    ) -> None:
+        """This process's share of one policy call: the reasoning turns of ``thinking`` (their
+        searches go back to the front of the queue) and every candidate's code of ``batch``."""
         c = self.config
         per = c.num_candidates
         self.samples += len(comps)
+        for s, comp in zip(thinking, comps):
+            s.messages.append({"role": "assistant", "content": comp.text})
+            s.preamble = tuple(dict(m) for m in s.messages[-2:])
+            s.messages.append({"role": "user", "content": s.code_turn})
+            s.code_turn = None
+            self.waiting.appendleft(s)
+        comps = comps[len(thinking) :]
         for j, s in enumerate(batch):
             mine = comps[j * per : (j + 1) * per]
             futures = []
@@ -382,9 +413,10 @@ class _Scheduler:
             else c.feedback.text(sel.public, code=sel.code, tests=s.problem.public_tests)
         )
         prompt_ids = g.completions[0].prompt_ids if g.completions else ()
-        s.turns.append(Turn(user, tuple(cands), chosen, prompt_ids, feedback))
+        s.turns.append(Turn(user, tuple(cands), chosen, prompt_ids, feedback, plain=s.plain))
         if feedback is not None:
-            s.messages.append(c.feedback.message(feedback))
+            content, s.plain = c.prompt.retry(c.feedback.message(feedback)["content"], t + 2)
+            s.messages.append({"role": "user", "content": content})
 
     def write(self, s: _Search) -> None:
         system = s.messages[0]["content"] if s.messages[0]["role"] == "system" else None
@@ -396,6 +428,7 @@ class _Scheduler:
             turns=tuple(s.turns),
             settings=self.config.settings,
             system=system,
+            preamble=s.preamble,
         )
         records.append_trajectory(self.out, traj)
         self.results.append(traj)

@@ -145,6 +145,9 @@ class Turn:
       selected: the index of the candidate that continues the conversation.
       feedback: the feedback body sent after this turn (wrapped, it is the next turn's
         ``user``); None when the search ended here.
+      plain: ``user`` without what a Zheng et al. prompt strategy added to it (an instruction
+        prompt, a CoT-retry addition; after a reasoning turn: the plain first prompt); None
+        when ``user`` is already plain. What multi-turn RFT trains on (`algorithms.rft`).
     """
 
     user: str
@@ -152,6 +155,7 @@ class Turn:
     selected: int = 0
     prompt_ids: tuple[int, ...] = ()
     feedback: str | None = None
+    plain: str | None = None
 
     @property
     def chosen(self) -> Candidate:
@@ -168,6 +172,7 @@ class Turn:
             "candidates": [c.to_json() for c in self.candidates],
             "selected": self.selected,
             "feedback": self.feedback,
+            "plain": self.plain,
         }
 
     @classmethod
@@ -178,6 +183,7 @@ class Turn:
             selected=d["selected"],
             prompt_ids=tuple(d["prompt_ids"]),
             feedback=d["feedback"],
+            plain=d.get("plain"),
         )
 
 
@@ -189,7 +195,8 @@ class SearchSettings:
       select: the selection mode (``random``, ``pt``, ``lv``, ``pt_lv``).
       num_candidates: N, candidates per turn.
       feedback: the feedback's name (`prompts.Feedback.name`: body, wrapper, budget).
-      prompt: the first-prompt strategy (`prompts.first_turn_strategy`).
+      prompt: the prompt strategy (``official``, ``/show_tests=…``, ``/system``, then the Zheng
+        et al. `prompts.PromptStrategy.name` when not plain; `rollout.SearchConfig.settings`).
     """
 
     select: str = "random"
@@ -210,6 +217,9 @@ class Trajectory:
       turns: the turns, in order (at least one).
       settings: what produced it.
       system: the system message before x, if any (the official runs use none).
+      preamble: messages between the system message and the first turn's user message: a
+        Zheng et al. reasoning turn ``(user: reasoning prompt, assistant: prose)``; empty
+        otherwise. Its prose is sampled once per search and never executed.
     """
 
     problem_id: str
@@ -219,6 +229,7 @@ class Trajectory:
     turns: tuple[Turn, ...]
     settings: SearchSettings = SearchSettings()
     system: str | None = None
+    preamble: tuple[Message, ...] = ()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -242,6 +253,7 @@ class Trajectory:
     def context(self, t: int) -> list[Message]:
         """The conversation before assistant turn ``t`` (0-based): system?, user, ..., user."""
         out = [] if self.system is None else [{"role": "system", "content": self.system}]
+        out.extend(dict(m) for m in self.preamble)
         for turn in self.turns[:t]:
             out.append({"role": "user", "content": turn.user})
             out.append({"role": "assistant", "content": turn.chosen.completion})
@@ -263,6 +275,7 @@ class Trajectory:
             "system": self.system,
             "settings": dataclasses.asdict(self.settings),
             "turns": [t.to_json() for t in self.turns],
+            "preamble": [dict(m) for m in self.preamble],
         }
 
     @classmethod
@@ -275,6 +288,7 @@ class Trajectory:
             turns=tuple(Turn.from_json(t) for t in d["turns"]),
             settings=SearchSettings(**d["settings"]),
             system=d["system"],
+            preamble=tuple(dict(m) for m in d.get("preamble", ())),
         )
 
 

@@ -143,6 +143,19 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.executor = ml_collections.ConfigDict(
         dict(workers=0, cpu_seconds=10.0, wall_seconds=10.0, run_as_script=True)
     )  # workers 0: one per CPU
+
+    # Data mode zheng_rft (Zheng et al.'s multi-turn RFT) runs on its own rollouts: N = 200
+    # CoT-retry trajectories per problem, 3 turns, T = 1.0, top-p 0.95; then SFT at lr 2e-6,
+    # cosine, 10 warm-up steps, annealing to 10 % of the peak (`algorithms.rft`).
+    c.zheng_rft = ml_collections.ConfigDict()
+    c.zheng_rft.temperature = 1.0
+    c.zheng_rft.top_p = 0.95
+    c.zheng_rft.search = _search(num_searches=200)
+    c.zheng_rft.search.prompt = ml_collections.ConfigDict(dict(cot_retry=True))
+    # Its generator SFT is config.sft with these optimiser fields replaced.
+    c.zheng_rft.optim = ml_collections.ConfigDict(
+        dict(lr=2e-6, schedule="cosine", warmup_steps=10, final_lr_fraction=0.1)
+    )
     return c
 
 
@@ -164,7 +177,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
         _fail(f"config.iterations must be at least 1, got {c.iterations}.")
     if c.sampling.dtype not in DTYPES:
         _fail(f"config.sampling.dtype {c.sampling.dtype!r} is not one of {', '.join(DTYPES)}.")
-    for name in ("rollout", "eval"):
+    for name in ("rollout", "eval", *(m for m in relabel.OWN_SETTINGS if m in c)):
         try:
             rollout.SearchConfig(**c[name].search.to_dict(), seed=c.seed)
         except (TypeError, ValueError) as e:

@@ -210,16 +210,16 @@ class Driver:
         art = self.store.run("warm_start", {"train": self.train_key, "cfg": c.warm_start}, fn)
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
 
-    def rollouts(self, gen: Artifact) -> Artifact:
+    def rollouts(self, gen: Artifact, mode: str | None = None) -> Artifact:
         c = self.config
-        search = rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed)
+        own = mode in relabel.OWN_SETTINGS  # e.g. zheng_rft: its own CoT-retry rollouts
+        r = c[mode] if own else c.rollout
+        search = rollout.SearchConfig(**r.search.to_dict(), seed=c.seed)
 
         def fn(out: Path):
             bar = report.SearchProgress(multihost.is_main())
             bar.start("rollouts")
-            policy = self.models.policy(
-                gen.path, temperature=c.rollout.temperature, top_p=c.rollout.top_p
-            )
+            policy = self.models.policy(gen.path, temperature=r.temperature, top_p=r.top_p)
             rollout.run_search(
                 self.train,
                 policy,
@@ -230,9 +230,10 @@ class Driver:
             )
             bar.close()
 
-        return self.store.run(
-            "rollouts", {"gen": gen, "train": self.train_key, "cfg": c.rollout, "seed": c.seed}, fn
-        )
+        inputs = {"gen": gen, "train": self.train_key, "cfg": r, "seed": c.seed}
+        if own:
+            inputs["mode"] = mode
+        return self.store.run("rollouts", inputs, fn)
 
     def verifier_data(self, rolls: Artifact, previous: Artifact | None, iteration: int) -> Artifact:
         c = self.config
@@ -335,8 +336,12 @@ class Driver:
         }
         return self.store.run("sft_data", inputs, fn)
 
-    def generator(self, base: Artifact, data: Artifact) -> Artifact:
+    def generator(self, base: Artifact, data: Artifact, mode: str | None = None) -> Artifact:
         c = self.config
+        sft_cfg = c.sft
+        if mode in relabel.OWN_SETTINGS:  # e.g. zheng_rft: config.sft with its own optimiser
+            sft_cfg = c.sft.copy_and_resolve_references()
+            sft_cfg.optim.update(c[mode].optim.to_dict())
 
         def fn(out: Path):
             from mucode_jax.training import train_sft
@@ -344,7 +349,7 @@ class Driver:
             convs = _jsonl_read(data.path / "sft.jsonl")
             # Relabeled data is already one conversation per training example, each ending in
             # its target (see relabel.py): no second prefix expansion, loss on the final turn.
-            cfg = c.sft.copy_and_resolve_references()
+            cfg = sft_cfg.copy_and_resolve_references()
             with cfg.unlocked():
                 cfg.data.prefix_expansion = False
                 cfg.data.target = "final"
@@ -357,7 +362,7 @@ class Driver:
             )
             _move_on_main(res.hf_path, out / "hf")
 
-        art = self.store.run("generator", {"base": base, "data": data, "cfg": c.sft}, fn)
+        art = self.store.run("generator", {"base": base, "data": data, "cfg": sft_cfg}, fn)
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
 
     def evaluate(self, gen: Artifact, ver: Artifact, name: str, test: str) -> dict[str, Any]:
@@ -474,8 +479,9 @@ class Driver:
                 if i == 1 and "base" not in results:  # π_0 with the verifier of its rollouts
                     results["base"] = self.evaluate_all(base, ver, "base")
                 scores = self.scores(ver, rolls)
-                sft = self.sft_data(mode, rolls, scores, sft, i)
-                gen = self.generator(base, sft)
+                own = self.rollouts(gen, mode) if mode in relabel.OWN_SETTINGS else rolls
+                sft = self.sft_data(mode, own, scores, sft, i)
+                gen = self.generator(base, sft, mode)
                 name = f"{mode}/iter{i}"
                 results[name] = self.evaluate_all(
                     gen, self.eval_verifier(mode, gen, vdata, base, ver, i), name

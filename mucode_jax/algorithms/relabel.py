@@ -33,6 +33,9 @@ Modes (``build_sft_data(mode, ...)``); "final score" is the score of a trajector
 * ``multi_star``: the trajectories whose last turn is correct (oracle filter), nothing else.
 * ``rft_lv``: per problem the ``rft_top_k`` (6) trajectories with the highest final score
   (``oracle_assisted``: + 100 * label).
+* ``zheng_rft``: Zheng et al.'s multi-turn RFT (`mucode_jax.algorithms.rft`): correct
+  multi-turn CoT-retry trajectories, MinHash-LSH de-duplicated to ``rft_max_per_problem``
+  (50), CoT prompts stripped, every turn's own message as target.
 
 A trajectory kept without relabeling (correct ones; all of ``multi_star`` / ``rft_lv``)
 expands with its own final program as target at every context (``kept_target="final"``, the
@@ -62,7 +65,10 @@ from typing import Any
 from mucode_jax.records import Scores
 from mucode_jax.types import Trajectory
 
-MODES = ("mucode", "multi_star", "multi_star2", "mucode_r", "rft_lv")
+MODES = ("mucode", "multi_star", "multi_star2", "mucode_r", "rft_lv", "zheng_rft")
+# Modes with their own rollouts and SFT settings, in the driver config section of their name
+# (``zheng_rft``: Zheng et al.'s multi-turn RFT on CoT-retry rollouts, `algorithms.rft`).
+OWN_SETTINGS = ("zheng_rft",)
 
 Conversation = dict[str, Any]
 
@@ -89,6 +95,9 @@ class RelabelConfig:
       rft_top_k: trajectories kept per problem by ``rft_lv`` (paper: top 6 of 15).
       kept_target: targets of an unrelabeled trajectory: ``"final"`` (its last program at
         every context, official) or ``"each"`` (each turn's own message).
+      rft_max_per_problem: ``zheng_rft``'s trajectories per problem after de-duplication (50).
+      rft_dedup_threshold: ``zheng_rft``'s MinHash-LSH similarity threshold (0.8).
+      rft_multi_turn_only: ``zheng_rft`` keeps multi-turn trajectories only (the paper's).
     """
 
     top_k: int = 1
@@ -101,6 +110,9 @@ class RelabelConfig:
     star2_tiebreak: str = "auto"
     rft_top_k: int = 6
     kept_target: str = "final"
+    rft_max_per_problem: int = 50
+    rft_dedup_threshold: float = 0.8
+    rft_multi_turn_only: bool = True
 
     def __post_init__(self):
         checks = [
@@ -123,6 +135,14 @@ class RelabelConfig:
             (
                 self.kept_target in ("final", "each"),
                 f"kept_target must be 'final' or 'each', got {self.kept_target!r}.",
+            ),
+            (
+                self.rft_max_per_problem >= 1,
+                f"rft_max_per_problem must be at least 1, got {self.rft_max_per_problem}.",
+            ),
+            (
+                0.0 < self.rft_dedup_threshold < 1.0,
+                f"rft_dedup_threshold must be in (0, 1), got {self.rft_dedup_threshold}.",
             ),
         ]
         for ok, message in checks:
@@ -396,6 +416,17 @@ def build_sft_data(
         return _multi_star(problems, config, iteration)
     if mode == "rft_lv":
         return _rft_lv(problems, _Keys(mode, verifier=True, oracle=bonus), config, seed, iteration)
+    if mode == "zheng_rft":
+        from mucode_jax.algorithms import rft
+
+        return rft.build_rft_data(
+            [tr.trajectory for trs in problems.values() for tr in trs],
+            max_per_problem=config.rft_max_per_problem,
+            threshold=config.rft_dedup_threshold,
+            seed=seed,
+            iteration=iteration,
+            multi_turn_only=config.rft_multi_turn_only,
+        )
 
     def mucode():
         keys = _Keys("mucode", verifier=True, oracle=bonus)
