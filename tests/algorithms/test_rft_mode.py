@@ -57,6 +57,8 @@ def test_zheng_rft_rollouts_and_sft_settings_are_its_own(tmp_path, monkeypatch):
     inputs = {"gen": gen, "train": driver.train_key, "cfg": c.rollout, "seed": c.seed}
     assert plain.key == content_key("rollouts", inputs) != own.key
     trajs = records.read_trajectories(own.path / "rollouts.jsonl")
-    assert len(trajs) == 2 * 3 and {t.settings.prompt for t in trajs} == {"official/cot_retry"}
+    # the official prompt form and extraction (the defaults), then the strategy
+    prompts_ = {t.settings.prompt for t in trajs}
+    assert len(trajs) == 2 * 3 and prompts_ == {"official/form=official/extract=official/cot_retry"}
     assert all("guidelines" in t.turns[1].user for t in trajs)
     assert len(records.read_trajectories(plain.path / "rollouts.jsonl")) == 2 * 2
