@@ -55,6 +55,7 @@ def main(argv):
 
     from mucode_jax import rollout
     from mucode_jax.algorithms import mucode
+    from mucode_jax.algorithms.config import check_config, executor_options
     from mucode_jax.data.tokenizer import eos_token_ids
     from mucode_jax.execution import Executor
     from mucode_jax.models.hf import load_pretrained
@@ -64,19 +65,20 @@ def main(argv):
 
     quiet_checkpoint_logs()
     c = _CONFIG.value
+    check_config(c)  # applies config.protocol, as the driver does
     unknown = [s for s in _SETTINGS.value if s not in SETTINGS]
     if unknown:
         sys.exit(f"bench_rollout: unknown settings {unknown}; use some of {sorted(SETTINGS)}.")
     workdir = Path(_WORKDIR.value)
     tokenizer = tokenizer_from_config(c)
     train = mucode.load_problem_set(c.data.train)
-    test = mucode.load_problem_set(c.data.test)
+    tests = {name: mucode.load_problem_set(c.data.tests[name]) for name in c.data.tests}
     problems = train[: _PROBLEMS.value] if _PROBLEMS.value else train
     search = rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed)
     with Executor(
-        workers=c.executor.workers or None, reference_cache=workdir / "reference_cpu.jsonl"
+        **executor_options(c), reference_cache=workdir / "reference_cpu.jsonl"
     ) as executor:
-        driver = mucode.Driver(c, workdir, executor, tokenizer, train, test)
+        driver = mucode.Driver(c, workdir, executor, tokenizer, train, tests)
         base = driver.base()  # the warm start: trained once, then read from the workdir
         model = load_pretrained(base.path, dtype=getattr(jnp, c.sampling.dtype))
         method = make_method(temperature=c.rollout.temperature, top_p=c.rollout.top_p)
