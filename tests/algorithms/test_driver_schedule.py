@@ -21,7 +21,8 @@ class _Stub(mucode.Driver):
     def base(self):
         return "pi0"
 
-    def rollouts(self, gen):
+    def rollouts(self, gen, mode=None):
+        assert mode is None  # no data mode with rollouts of its own here
         return f"roll({gen})"
 
     def verifier_data(self, rolls, previous, iteration):
@@ -36,7 +37,7 @@ class _Stub(mucode.Driver):
     def sft_data(self, mode, rolls, scores, previous, iteration):
         return f"{mode}{iteration}"
 
-    def generator(self, base, data):
+    def generator(self, base, data, mode=None):
         return f"pi[{data}]"
 
     def evaluate(self, gen, ver, name, test):
