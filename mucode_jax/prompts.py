@@ -102,7 +102,8 @@ def first_turn_prompt(
     Args:
       problem: any `Problem`; uses ``dataset``, ``statement`` and ``public_tests_text``.
       show_tests: include ``public_tests_text`` in the prompt. Default: yes for MBPP, MBPP+ and
-        HumanEval when the text is non-empty (as the official code), no for ``toy`` (whose
+        HumanEval when the text is non-empty (as the official code); for ``toy``, what
+        ``metadata["show_tests"]`` says (the demo's ``"shown"`` variant: yes; otherwise the
         public test is revealed only through execution feedback); CodeContests statements
         already contain their examples, so the flag is ignored there.
       form: ``"stripped"`` (statement and tests stripped of surrounding whitespace; the
@@ -136,6 +137,8 @@ def first_turn_prompt(
             return CODECONTESTS_PROMPT_OFFICIAL.format(statement=problem.statement)
         return CODECONTESTS_PROMPT.format(statement=statement)
     if dataset == "toy":
+        if show_tests is None:  # the "shown" variant's problems say so in their metadata
+            show_tests = bool(problem.metadata.get("show_tests", False))
         if show_tests and tests:
             return TOY_PROMPT_WITH_TESTS.format(statement=statement, tests=tests)
         return TOY_PROMPT.format(statement=statement)

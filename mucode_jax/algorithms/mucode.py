@@ -92,7 +92,9 @@ def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
     ``cfg.path`` (a local JSONL, ``"shared"`` for the copy in ``../shared/data``, or ``""``
     for the HF hub)."""
     if cfg.name == "toy":
-        return toy_problem_set(cfg.split, cfg.limit, cfg.get("seed", 0), cfg.get("families", ()))
+        return toy_problem_set(
+            cfg.split, cfg.limit, cfg.get("seed", 0), cfg.get("families", ()), **toy_options(cfg)
+        )
     from mucode_jax.data import problems as loaders
 
     path = cfg.get("path") or None
@@ -109,19 +111,29 @@ def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
     return list(probs)[: cfg.limit] if cfg.get("limit") else list(probs)
 
 
+def toy_options(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The `toy.toy_problems` options a toy data config may set (variant, test_fraction)."""
+    return {k: cfg[k] for k in ("variant", "test_fraction") if k in cfg}
+
+
 def toy_problem_set(
-    split: str, limit: int, seed: int, families: Sequence[str] = ()
+    split: str, limit: int, seed: int, families: Sequence[str] = (), **options: Any
 ) -> list[Problem]:
-    """The first ``limit`` toy problems of ``split`` (0: all), only of ``families`` if given."""
+    """The first ``limit`` toy problems of ``split`` (0: all), only of ``families`` if given.
+
+    ``options``: `toy.toy_problems` keywords (``variant``, ``test_fraction``).
+    """
     from mucode_jax.data import toy
 
     if not families:
-        return toy.toy_problems(split, limit or None, seed=seed)
+        return toy.toy_problems(split, limit or None, seed=seed, **options)
     unknown = set(families) - set(toy.FAMILY_BY_NAME)
     if unknown:
         raise ValueError(f"Unknown toy families {sorted(unknown)}; use names from toy.FAMILIES.")
     probs = [
-        p for p in toy.toy_problems(split, None, seed=seed) if p.metadata["family"] in families
+        p
+        for p in toy.toy_problems(split, None, seed=seed, **options)
+        if p.metadata["family"] in families
     ]
     return probs[:limit] if limit else probs
 
@@ -195,12 +207,15 @@ class Driver:
             if ws.get("num_problems", 0):  # -1: every toy train problem (of the families)
                 d = c.data.train
                 n = max(ws.num_problems, 0)
-                problems = toy_problem_set("train", n, d.seed, d.get("families", ()))
+                problems = toy_problem_set(
+                    "train", n, d.seed, d.get("families", ()), **toy_options(d)
+                )
+            weights = dict(ws.get("kind_weights") or {}) or None
             convs = []
             for problem in problems:
                 first = rollout.P.first_turn_messages(problem)
                 for _ in range(ws.samples_per_problem):
-                    code, _, _ = toy.noisy_solution(problem, rng, ws.p_correct)
+                    code, _, _ = toy.noisy_solution(problem, rng, ws.p_correct, weights)
                     convs.append(
                         [*first, {"role": "assistant", "content": f"```python\n{code}\n```"}]
                     )

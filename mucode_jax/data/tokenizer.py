@@ -131,12 +131,7 @@ def _corpus_key(docs: Sequence[str], vocab_size: int, min_frequency: int, max_le
 
 def _train_bpe(docs: Sequence[str], vocab_size: int, min_frequency: int) -> tokenizers.Tokenizer:
     tok = tokenizers.Tokenizer(models.BPE(byte_fallback=False, ignore_merges=False))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    tok.pre_tokenizer = _pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -224,6 +219,57 @@ def build_tokenizer(
             # Another process finished first (target exists and is non-empty); keep theirs.
             shutil.rmtree(tmp, ignore_errors=True)
     return tokenizer
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def pre_tokens(text: str) -> list[str]:
+    """``text`` split as the tokenizers here split it: Llama 3's regex, byte-level symbols."""
+    return [piece for piece, _ in _pre_tokenizer().pre_tokenize_str(text)]
+
+
+def fixed_tokenizer(words: Sequence[str], *, max_length: int = 8192) -> PreTrainedTokenizerFast:
+    """A Llama-3-style tokenizer over a fixed vocabulary: no training, no merges.
+
+    Why: a BPE's merges depend on the trainer of the `tokenizers` release that learned them, so
+    the same corpus gives different tokens (and a tiny model different results) from one release
+    to the next. Here the vocabulary is given: the special tokens (ids 0..5), the 256 byte-level
+    symbols, then ``words``, each a whole pre-token (a piece of `pre_tokens`). Encoding splits the
+    text with Llama 3's regex, looks each piece up whole, and falls back to its bytes; that is the
+    same on every release.
+
+    Args:
+      words: pre-tokens in byte-level form (as `pre_tokens` returns them), in id order.
+      max_length: ``model_max_length`` recorded in the tokenizer config.
+
+    Returns:
+      A tokenizer like `build_tokenizer`'s (special tokens, chat template, BOS on `encode`).
+
+    Raises:
+      ValueError: for a duplicate word, or one that is a special token.
+    """
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    for w in words:
+        if w in vocab:
+            raise ValueError(f"Word {w!r} is already in the vocabulary; pass each word once.")
+        vocab[w] = len(vocab)
+    tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[], ignore_merges=True))
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok.pre_tokenizer = _pre_tokenizer()
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B:1", special_tokens=[(BOS, vocab[BOS])]
+    )
+    return _wrap(tok, max_length)
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) -> None:

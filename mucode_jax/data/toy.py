@@ -376,6 +376,32 @@ FAMILIES: tuple[_Family, ...] = (
 
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
+# The demo's variant ("shown"): the public test is in the prompt, as on MBPP, so the reading is
+# decided by the prompt (x) and a verifier reading (x, y) can learn which programs agree with it;
+# each family keeps one function name (nothing to copy but the statement's numbers), and the
+# binary families' grids are wider so the test split holds about 200 statements.
+VARIANTS = ("hidden", "shown")
+_SHOWN_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "affine": {"b": tuple(range(1, 21))},
+    "divide": {"b": tuple(range(0, 12))},
+}
+SHOWN_FAMILIES: tuple[_Family, ...] = tuple(
+    dataclasses.replace(
+        f, func_names=f.func_names[:1], visible={**f.visible, **_SHOWN_GRIDS.get(f.name, {})}
+    )
+    for f in FAMILIES
+)
+_BY_VARIANT = {
+    "hidden": FAMILY_BY_NAME,
+    "shown": {f.name: f for f in SHOWN_FAMILIES},
+}
+
+
+def _check_variant(variant: str) -> dict[str, _Family]:
+    if variant not in _BY_VARIANT:
+        raise ValueError(f"Unknown toy variant {variant!r}; use one of {', '.join(VARIANTS)}.")
+    return _BY_VARIANT[variant]
+
 
 # ---------------------------------------------------------------------------------------------
 # Programs and tests.
@@ -422,9 +448,9 @@ def _split_of(statement_key: str, test_fraction: float) -> str:
     return "test" if (h % 10_000) < round(test_fraction * 10_000) else "train"
 
 
-def _enumerate() -> Iterator[tuple[_Family, Params]]:
+def _enumerate(variant: str = "hidden") -> Iterator[tuple[_Family, Params]]:
     """Every (family, visible params incl. function name, hidden) in a fixed order."""
-    for family in FAMILIES:
+    for family in _check_variant(variant).values():
         keys = list(family.visible)
         for name in family.func_names:
             for values in itertools.product(*(family.visible[k] for k in keys)):
@@ -452,7 +478,9 @@ def _distinct_inputs(
     return out
 
 
-def _build(family: _Family, params: Params, *, seed: int, num_private: int, split: str) -> Problem:
+def _build(
+    family: _Family, params: Params, *, seed: int, num_private: int, split: str, variant: str
+) -> Problem:
     name = params["name"]
     statement_key = _statement_key(family, _visible(params))
     rng = random.Random(f"toy/{seed}/{statement_key}/{params['hidden']}")
@@ -483,10 +511,12 @@ def _build(family: _Family, params: Params, *, seed: int, num_private: int, spli
     else:
         raise RuntimeError(f"No discriminating private inputs for toy problem {statement_key}.")
 
-    public = [_assert(name, public_arg, _call(reference, name, public_arg))]
+    public_expected = _call(reference, name, public_arg)
+    public = [_assert(name, public_arg, public_expected)]
     private = [_assert(name, x, _call(reference, name, x)) for x in private_args]
+    prefix = "toy" if variant == "hidden" else f"toy-{variant}"
     return Problem(
-        id=f"toy/{statement_key}/hidden={params['hidden']}",
+        id=f"{prefix}/{statement_key}/hidden={params['hidden']}",
         dataset="toy",
         statement=family.statement(params),
         public_tests={"kind": "assert", "setup": "", "tests": public},
@@ -501,15 +531,21 @@ def _build(family: _Family, params: Params, *, seed: int, num_private: int, spli
             "choices": list(family.hidden),
             "split": split,
             "statement_key": statement_key,
+            "variant": variant,
+            "show_tests": variant == "shown",
+            "public_arg": repr(public_arg),
+            "public_expected": repr(public_expected),
         },
     )
 
 
-def num_toy_problems(split: str | None = None, *, test_fraction: float = 0.2) -> int:
-    """How many distinct problems the family has (in ``split``, or in all when ``None``)."""
+def num_toy_problems(
+    split: str | None = None, *, test_fraction: float = 0.2, variant: str = "hidden"
+) -> int:
+    """How many distinct problems the variant has (in ``split``, or in all when ``None``)."""
     return sum(
         1
-        for f, p in _enumerate()
+        for f, p in _enumerate(variant)
         if split is None or _split_of(_statement_key(f, _visible(p)), test_fraction) == split
     )
 
@@ -521,6 +557,7 @@ def toy_problems(
     seed: int = 0,
     test_fraction: float = 0.2,
     num_private: int = 4,
+    variant: str = "hidden",
 ) -> list[Problem]:
     """Toy problems of one split, in a seeded order.
 
@@ -531,13 +568,17 @@ def toy_problems(
       seed: shuffles the order and draws the test inputs. The same seed gives the same problems.
       test_fraction: the share of statements assigned to ``"test"``.
       num_private: private tests per problem.
+      variant: ``"hidden"`` (the public test comes back only as feedback; four function names
+        per family) or ``"shown"`` (the demo's: the public test is in the prompt, one function
+        name per family, wider grids; ``metadata["show_tests"]`` tells the prompt to show it).
 
     Returns:
       A list of `Problem` with ``dataset="toy"``.
 
     Raises:
-      ValueError: for an unknown split or ``n`` larger than the split.
+      ValueError: for an unknown split or variant, or ``n`` larger than the split.
     """
+    _check_variant(variant)
     if split not in ("train", "test"):
         raise ValueError(f"Unknown toy split {split!r}; use 'train' or 'test'.")
     if not 0.0 < test_fraction < 1.0:
@@ -546,7 +587,7 @@ def toy_problems(
         raise ValueError(f"num_private must be >= 1, got {num_private}.")
     pool = [
         (f, p)
-        for f, p in _enumerate()
+        for f, p in _enumerate(variant)
         if _split_of(_statement_key(f, _visible(p)), test_fraction) == split
     ]
     if n is not None and not 0 <= n <= len(pool):
@@ -554,9 +595,10 @@ def toy_problems(
             f"Asked for n={n} toy {split} problems but the split has {len(pool)}; "
             "pass a smaller n (or None for all)."
         )
-    chosen = _balanced_order(pool, random.Random(f"toy-order/{seed}/{split}"))
+    order_key = f"toy-order/{seed}/{split}" + ("" if variant == "hidden" else f"/{variant}")
+    chosen = _balanced_order(pool, random.Random(order_key))
     return [
-        _build(f, p, seed=seed, num_private=num_private, split=split)
+        _build(f, p, seed=seed, num_private=num_private, split=split, variant=variant)
         for f, p in chosen[: len(chosen) if n is None else n]
     ]
 
@@ -594,12 +636,13 @@ def _balanced_order(
 
 def _family_and_params(problem: Problem) -> tuple[_Family, Params]:
     meta = problem.metadata
-    if problem.dataset != "toy" or meta.get("family") not in FAMILY_BY_NAME:
+    families = _BY_VARIANT.get(meta.get("variant", "hidden"), {})
+    if problem.dataset != "toy" or meta.get("family") not in families:
         raise ValueError(
             f"Problem {problem.id!r} is not a toy problem (no known metadata['family']); "
             "noisy solutions exist only for problems from toy_problems()."
         )
-    return FAMILY_BY_NAME[meta["family"]], {**meta["params"], "hidden": meta["hidden"]}
+    return families[meta["family"]], {**meta["params"], "hidden": meta["hidden"]}
 
 
 def wrong_solutions(problem: Problem) -> list[tuple[str, str]]:
@@ -608,7 +651,11 @@ def wrong_solutions(problem: Problem) -> list[tuple[str, str]]:
     Kinds: ``"reading"`` (another reading of the underspecified statement — the mistake the
     feedback can fix), ``"off_by_one"`` (a numeric parameter ±1), ``"flip"`` (another value of
     a visible choice: the other comparison side, sort key, case, order, …). Mutations that
-    happen to pass every test (e.g. ``x > 5`` vs ``x >= 6``) are dropped.
+    happen to pass every test (e.g. ``x > 5`` vs ``x >= 6``) are dropped. For the ``"shown"``
+    variant also ``"overfit"``: programs that pass the public test shown in the prompt and fail
+    the private ones (returning the example's answer; another reading with the example as a
+    special case), as models overfit MBPP's shown asserts. Feedback cannot reveal these (the
+    public test passes); only a verifier that reads the program against the prompt can.
 
     Returns:
       ``[(kind, code), ...]`` in a fixed order, without duplicates.
@@ -625,12 +672,28 @@ def wrong_solutions(problem: Problem) -> list[tuple[str, str]]:
     for key, values in family.visible.items():
         if key not in family.numeric:
             candidates += [("flip", {**params, key: v}) for v in values if v != params[key]]
-    out, seen = [], {problem.reference}
+    programs: list[tuple[str, str]] = []
     for kind, p in candidates:
         try:
-            code = _code(family, p)
+            programs.append((kind, _code(family, p)))
         except (KeyError, IndexError, ValueError):
             continue
+    meta = problem.metadata
+    if meta.get("variant") == "shown":
+        head = f"def {params['name']}({family.arg}):\n"
+        programs.append(("overfit", f"{head}    return {meta['public_expected']}\n"))
+        for h in family.hidden:
+            if h != params["hidden"]:
+                programs.append(
+                    (
+                        "overfit",
+                        f"{head}    if {family.arg} == {meta['public_arg']}:\n"
+                        f"        return {meta['public_expected']}\n"
+                        f"{family.body({**params, 'hidden': h})}\n",
+                    )
+                )
+    out, seen = [], {problem.reference}
+    for kind, code in programs:
         if code not in seen and _fails_some(code, tests):
             seen.add(code)
             out.append((kind, code))
@@ -638,7 +701,10 @@ def wrong_solutions(problem: Problem) -> list[tuple[str, str]]:
 
 
 def noisy_solution(
-    problem: Problem, rng: random.Random, p_correct: float = 0.5
+    problem: Problem,
+    rng: random.Random,
+    p_correct: float = 0.5,
+    kind_weights: dict[str, float] | None = None,
 ) -> tuple[str, bool, str]:
     """One warm-start program: the reference with probability ``p_correct``, else a wrong one.
 
@@ -646,14 +712,27 @@ def noisy_solution(
       problem: a toy problem.
       rng: the caller's `random.Random` (so data generation stays reproducible).
       p_correct: probability of returning the reference.
+      kind_weights: how often each `wrong_solutions` kind is drawn (``{"reading": 2,
+        "overfit": 1}``; kinds missing from the dict, or absent for this problem, are never
+        drawn unless nothing else is left). ``None``: every wrong program equally likely.
 
     Returns:
       ``(code, is_correct, kind)`` with ``kind`` ``"reference"`` or a `wrong_solutions` kind.
+
+    Raises:
+      ValueError: for a negative weight.
     """
     _family_and_params(problem)
     wrong = wrong_solutions(problem)
     if not wrong or rng.random() < p_correct:
         return problem.reference, True, "reference"
+    if kind_weights:
+        if any(w < 0 for w in kind_weights.values()):
+            raise ValueError(f"kind_weights must be >= 0, got {dict(kind_weights)}.")
+        kinds = sorted({k for k, _ in wrong if kind_weights.get(k, 0) > 0})
+        if kinds:
+            kind = rng.choices(kinds, weights=[kind_weights[k] for k in kinds])[0]
+            wrong = [w for w in wrong if w[0] == kind]
     kind, code = wrong[rng.randrange(len(wrong))]
     return code, False, kind
 
@@ -671,10 +750,13 @@ _FEEDBACK_PHRASES = (
     "AssertionError NameError TypeError ValueError IndexError ZeroDivisionError SyntaxError",
     "Give it another try.",
     "The code timed out. The code ran out of memory. No code was found in your answer.",
+    "user assistant system",
+    "Feedback: 1 of 1 tests failed:\nTest 0: assert\n  Expected: 1\n  Got: 2\n  Error: ",
+    "Feedback: 1 of 1 tests failed:\nTest 0: assert\n  Expected: 1\n  Got: None\n  Error: ",
 )
 
 
-def toy_corpus(*, seed: int = 0, n: int | None = None) -> list[str]:
+def toy_corpus(*, seed: int = 0, n: int | None = None, variant: str = "hidden") -> list[str]:
     """Documents to train the demo's tokenizer on: toy prompts, code, tests and feedback words.
 
     Built from the *train* split only, plus the official prompt wordings and common feedback
@@ -683,6 +765,7 @@ def toy_corpus(*, seed: int = 0, n: int | None = None) -> list[str]:
     Args:
       seed: toy problem seed.
       n: number of train problems to include (``None``: all).
+      variant: the toy variant whose problems are included (`toy_problems`).
 
     Returns:
       A list of strings for `mucode_jax.data.tokenizer.build_tokenizer`.
@@ -698,9 +781,72 @@ def toy_corpus(*, seed: int = 0, n: int | None = None) -> list[str]:
         *(v for v in prompts.INSTRUCTION_PROMPTS.values() if v),
         *(v for v in prompts.COT_RETRY_SUFFIXES.values() if v),
     ]
-    for problem in toy_problems("train", n, seed=seed):
+    for problem in toy_problems("train", n, seed=seed, variant=variant):
         docs.append(prompts.first_turn_prompt(problem))
         docs.append(f"```python\n{problem.reference}```")
         docs.extend(code for _, code in wrong_solutions(problem)[:2])
         docs.extend(problem.public_tests["tests"] + problem.private_tests["tests"])
     return docs
+
+
+VOCAB_FILE = "toy_vocab.json"  # beside this module: toy_vocabulary(1024), frozen
+
+
+def demo_vocabulary(size: int = 1024) -> list[str]:
+    """The demo tokenizer's words: the shipped `VOCAB_FILE` at its size, else `toy_vocabulary`.
+
+    The shipped file is `toy_vocabulary(1024)` written once (a test checks that they still
+    agree); reading it costs nothing and cannot change with any installed package.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).with_name(VOCAB_FILE)
+    if path.is_file():
+        shipped = json.loads(path.read_text())
+        if shipped["size"] == size:
+            return list(shipped["words"])
+    return toy_vocabulary(size)
+
+
+def toy_vocabulary(size: int = 1024, *, seed: int = 0) -> list[str]:
+    """The demo tokenizer's words: role names and feedback words, then the most frequent
+    pre-tokens of `toy_corpus` (both variants).
+
+    Counted here in plain Python (ties broken by the word itself), so the vocabulary depends on
+    this package alone, never on the `tokenizers` release (see
+    `mucode_jax.data.tokenizer.fixed_tokenizer`). Every digit group 0..999 that occurs is a
+    candidate like any other word.
+
+    Args:
+      size: the whole vocabulary's size (special tokens and 256 byte symbols included).
+      seed: toy problem seed of the corpus.
+
+    Returns:
+      Byte-level words for `fixed_tokenizer`, most frequent first.
+
+    Raises:
+      ValueError: when ``size`` leaves no room for words.
+    """
+    from collections import Counter
+
+    from mucode_jax.data import tokenizer as tk
+
+    room = size - len(tk.SPECIAL_TOKENS) - 256
+    if room < 1:
+        raise ValueError(f"size={size} leaves no room for words; use at least 512.")
+    alphabet = set(tk.pre_tokenizers.ByteLevel.alphabet())
+    # The chat template's role names and the feedback's words come first whatever their count.
+    core: list[str] = []
+    for phrase in ("user", "assistant", "system", *_FEEDBACK_PHRASES):
+        for w in tk.pre_tokens(phrase):
+            if w not in alphabet and w not in core:
+                core.append(w)
+    counts: Counter[str] = Counter()
+    for doc in toy_corpus(seed=seed) + toy_corpus(seed=seed, variant="shown"):
+        counts.update(tk.pre_tokens(doc))
+    ranked = sorted(
+        (w for w, c in counts.items() if c >= 2 and w not in alphabet and w not in core),
+        key=lambda w: (-counts[w], w),
+    )
+    return (core + ranked)[:room]

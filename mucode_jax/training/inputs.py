@@ -28,7 +28,7 @@ def tokenizer_from_config(config: ml_collections.ConfigDict) -> Any:
         from mucode_jax.data import toy
 
         vocab = int(config.get("tokenizer_vocab_size", 1024))
-        return tk.build_tokenizer(toy.toy_corpus(), vocab, cache_dir=cache_dir() / "tokenizers")
+        return tk.fixed_tokenizer(toy.demo_vocabulary(vocab))
     return tk.load_tokenizer(config.tokenizer)
 
 

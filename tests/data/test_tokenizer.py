@@ -110,3 +110,34 @@ def test_bad_input_is_explained(tmp_path):
         tk.build_tokenizer(["", "  "], 512)
     with pytest.raises(FileNotFoundError, match="build_tokenizer"):
         tk.load_tokenizer(tmp_path / "missing")
+
+
+def test_fixed_vocabulary_is_shipped_and_release_independent():
+    """The demo's tokenizer is the shipped word list: no BPE training, so no `tokenizers`
+    release can change how a toy prompt is split."""
+    import json
+    from pathlib import Path
+
+    from mucode_jax import prompts
+    from mucode_jax.data import toy
+
+    shipped = json.loads(Path(toy.__file__).with_name(toy.VOCAB_FILE).read_text())
+    assert shipped["size"] == 1024 and shipped["words"] == toy.toy_vocabulary(1024)
+    assert toy.demo_vocabulary(1024) == shipped["words"]
+    tok = tk.fixed_tokenizer(shipped["words"])
+    assert len(tok) == 1024 and tok.convert_ids_to_tokens(list(range(6))) == list(tk.SPECIAL_TOKENS)
+    problem = toy.toy_problems("test", 1, variant="shown", test_fraction=0.35)[0]
+    messages = prompts.first_turn_messages(problem) + [
+        {"role": "assistant", "content": f"```python\n{problem.reference}```"}
+    ]
+    text = tok.apply_chat_template(messages, tokenize=False)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert "Ġreturn" in pieces and "assistant" in pieces and "Ġ" + problem.entry_point in pieces
+    assert len(ids) < 90
+    # Words outside the vocabulary fall back to bytes; the result still round-trips.
+    odd = "zqxj unlikely_identifier 12345"
+    assert tok.decode(tok(odd, add_special_tokens=False)["input_ids"]) == odd
+    with pytest.raises(ValueError, match="already in the vocabulary"):
+        tk.fixed_tokenizer(["Ġreturn", "Ġreturn"])

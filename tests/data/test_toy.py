@@ -161,3 +161,57 @@ def test_bad_input():
     )
     with pytest.raises(ValueError, match="not a toy problem"):
         toy.wrong_solutions(mbpp)
+
+
+# --- the demo's "shown" variant ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shown():
+    return toy.toy_problems("test", None, variant="shown", test_fraction=0.35)
+
+
+def test_shown_variant_puts_the_public_test_in_the_prompt(shown):
+    from mucode_jax import prompts
+
+    assert len(shown) == toy.num_toy_problems("test", variant="shown", test_fraction=0.35)
+    names = collections.defaultdict(set)
+    for p in shown:
+        assert p.id.startswith("toy-shown/") and p.metadata["show_tests"]
+        prompt = prompts.first_turn_prompt(p)
+        assert p.public_tests_text in prompt and "Tests:" in prompt
+        for t in p.private_tests["tests"]:
+            assert t not in prompt
+        names[p.metadata["family"]].add(p.entry_point)
+    assert all(len(v) == 1 for v in names.values())  # one function name per family
+    # The default variant still hides it.
+    hidden = toy.toy_problems("test", 3)[0]
+    assert hidden.public_tests_text not in prompts.first_turn_prompt(hidden)
+    with pytest.raises(ValueError, match="Unknown toy variant"):
+        toy.toy_problems("test", 1, variant="visible")
+
+
+def test_overfit_programs_pass_the_shown_test_and_fail_the_private_ones(shown):
+    counts = collections.Counter()
+    for p in shown[:300]:
+        for kind, code in toy.wrong_solutions(p):
+            counts[kind] += 1
+            if kind == "overfit":
+                assert _passes(code, p.public_tests["tests"]), (p.id, code)
+                assert not _passes(code, p.private_tests["tests"]), (p.id, code)
+    assert counts["overfit"] >= 300 and counts["reading"] >= 150
+    hidden = toy.toy_problems("train", 50)
+    assert all(k != "overfit" for p in hidden for k, _ in toy.wrong_solutions(p))
+
+
+def test_noisy_solution_kind_weights(shown):
+    p = next(q for q in shown if q.metadata["family"] == "affine")
+    rng = random.Random(0)
+    kinds = collections.Counter(
+        toy.noisy_solution(p, rng, 0.0, {"overfit": 1.0, "reading": 1.0})[2] for _ in range(400)
+    )
+    assert set(kinds) == {"overfit", "reading"} and min(kinds.values()) > 150
+    only = {toy.noisy_solution(p, rng, 0.0, {"flip": 1.0, "absent": 3.0})[2] for _ in range(50)}
+    assert only <= {"flip", "reading", "off_by_one", "overfit"} and len(only) >= 1
+    with pytest.raises(ValueError, match="kind_weights"):
+        toy.noisy_solution(p, rng, 0.0, {"overfit": -1.0})
