@@ -2,13 +2,14 @@
 
   python launch/mucode.py --config configs/demo.py --workdir workdir/demo
 
-A 0.92M-parameter Llama and a local 1k-token BPE (no downloads) are warm-started by SFT on
-noisy first-turn solutions of four binary-reading toy families (`mucode_jax.data.toy`), then
+A 0.92M-parameter Llama and a fixed 1,024-word vocabulary shipped in the package (no downloads,
+no BPE training) are warm-started by SFT on noisy first-turn solutions of four binary-reading
+toy families (`mucode_jax.data.toy`, variant "shown": the public test is in the prompt), then
 improved by μCode expert iteration — rollouts with execution feedback, a Bradley–Terry
 verifier trained from the warm start, one-step relabeling, SFT from the warm start — and
 compared with the multi-turn RFT baseline (multi_star). Ends with a table of test BoN@1..3.
-Re-running with the same --workdir reuses every finished stage. About 15 minutes on 2 CPU
-cores; `--config.iterations=2` runs the paper's second iteration (roughly twice as long).
+Re-running with the same --workdir reuses every finished stage. One run took 36 minutes on 2 CPU
+cores (docs/mucode.md); `--config.iterations=2` runs the paper's second iteration.
 `configs/demo_ci.py` is the shrunken variant the driver test runs.
 """
 
