@@ -37,7 +37,7 @@ TEST_FRACTION = 0.35  # of the statements: about 200 test problems of these fami
 
 
 def _train(c: ml_collections.ConfigDict, *, lr: float, epochs: int, batch: int, max_length: int):
-    c.tokenizer = "toy"
+    c.tokenizer = "toy_fixed"
     c.tokenizer_vocab_size = 1024
     c.model.preset = "tiny"
     c.model.overrides = ml_collections.ConfigDict(MODEL)
@@ -58,7 +58,7 @@ def _train(c: ml_collections.ConfigDict, *, lr: float, epochs: int, batch: int, 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = mucode_defaults()
-    c.tokenizer = "toy"
+    c.tokenizer = "toy_fixed"
     c.tokenizer_vocab_size = 1024
     c.baselines = ("multi_star",)
     c.iterations = 1  # 2 is the paper's setting; 1 keeps the demo inside 15 minutes

@@ -24,11 +24,13 @@ def cache_dir() -> Path:
 def tokenizer_from_config(config: ml_collections.ConfigDict) -> Any:
     from mucode_jax.data import tokenizer as tk
 
-    if config.tokenizer == "toy":
+    if config.tokenizer in ("toy", "toy_fixed"):
         from mucode_jax.data import toy
 
         vocab = int(config.get("tokenizer_vocab_size", 1024))
-        return tk.fixed_tokenizer(toy.demo_vocabulary(vocab))
+        if config.tokenizer == "toy_fixed":  # the demo's: a shipped word list, no BPE training
+            return tk.fixed_tokenizer(toy.demo_vocabulary(vocab))
+        return tk.build_tokenizer(toy.toy_corpus(), vocab, cache_dir=cache_dir() / "tokenizers")
     return tk.load_tokenizer(config.tokenizer)
 
 
