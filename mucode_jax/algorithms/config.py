@@ -98,6 +98,10 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.warm_start.num_problems = 0  # 0: the driver's train problems; -1: every toy train problem
     c.warm_start.samples_per_problem = 1
     c.warm_start.p_correct = 0.5
+    # Turns of each scripted warm-start conversation (`algorithms.warm_start`): after a failed
+    # public test the script answers again with the same program (π_0 never uses feedback).
+    c.warm_start.turns = 1
+    c.warm_start.kind_weights = ml_collections.ConfigDict()  # toy.noisy_solution's; empty: uniform
     c.warm_start.sft = sft_defaults()
 
     c.sampling = ml_collections.ConfigDict()

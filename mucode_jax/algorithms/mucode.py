@@ -127,9 +127,14 @@ def toy_problem_set(
 
     if not families:
         return toy.toy_problems(split, limit or None, seed=seed, **options)
-    unknown = set(families) - set(toy.FAMILY_BY_NAME)
+    variant = options.get("variant", "hidden")
+    known = toy.family_names(variant)
+    unknown = set(families) - set(known)
     if unknown:
-        raise ValueError(f"Unknown toy families {sorted(unknown)}; use names from toy.FAMILIES.")
+        raise ValueError(
+            f"Unknown toy families {sorted(unknown)} for variant {variant!r}; use some of "
+            f"{', '.join(known)}."
+        )
     probs = [
         p
         for p in toy.toy_problems(split, None, seed=seed, **options)
@@ -194,13 +199,10 @@ class Driver:
             return Artifact("base", content_key(str(path.resolve())), path, reused=True)
 
         def fn(out: Path):
-            import random
-
-            from mucode_jax.data import toy
+            from mucode_jax.algorithms import warm_start
             from mucode_jax.training import train_sft
 
             ws = c.warm_start
-            rng = random.Random(f"warm-start/{c.seed}")
             # The warm start stands in for pretraining: it may see more toy train problems than
             # the μCode loop (never a test statement: the toy split is by statement).
             problems = self.train
@@ -210,15 +212,16 @@ class Driver:
                 problems = toy_problem_set(
                     "train", n, d.seed, d.get("families", ()), **toy_options(d)
                 )
-            weights = dict(ws.get("kind_weights") or {}) or None
-            convs = []
-            for problem in problems:
-                first = rollout.P.first_turn_messages(problem)
-                for _ in range(ws.samples_per_problem):
-                    code, _, _ = toy.noisy_solution(problem, rng, ws.p_correct, weights)
-                    convs.append(
-                        [*first, {"role": "assistant", "content": f"```python\n{code}\n```"}]
-                    )
+            convs = warm_start.conversations(
+                problems,
+                self.executor,
+                rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed),
+                out / "conversations.jsonl",
+                samples_per_problem=ws.samples_per_problem,
+                max_turns=ws.get("turns", 1),
+                p_correct=ws.p_correct,
+                kind_weights=dict(ws.get("kind_weights") or {}) or None,
+            )
             res = train_sft(ws.sft, convs, out / "train", tokenizer=self.tokenizer)
             _move_on_main(res.hf_path, out / "hf")
 

@@ -379,22 +379,64 @@ FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 # The demo's variant ("shown"): the public test is in the prompt, as on MBPP, so the reading is
 # decided by the prompt (x) and a verifier reading (x, y) can learn which programs agree with it;
 # each family keeps one function name (nothing to copy but the statement's numbers), and the
-# binary families' grids are wider so the test split holds about 200 statements.
+# numeric families' grids are wider so the test split holds about 200 statements. Every reading
+# of the numeric families is the statement's numbers copied into one template (rounding up is
+# `-(-(n + b) // d)`, not `(n + b + d - 1) // d`), so a mistake is the reading or a slip, never
+# arithmetic the model would have to do in its head.
 VARIANTS = ("hidden", "shown")
 _SHOWN_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
     "affine": {"b": tuple(range(1, 21))},
     "divide": {"b": tuple(range(0, 12))},
 }
+
+
+def _ceil_div(p: Params) -> str:
+    return f"-(-(n + {p['b']}) // {p['d']})" if p["b"] else f"-(-n // {p['d']})"
+
+
+def _floor_div(p: Params) -> str:
+    return f"(n + {p['b']}) // {p['d']}" if p["b"] else f"n // {p['d']}"
+
+
+_SHOWN_BODIES: dict[str, Callable[[Params], str]] = {
+    "divide": lambda p: _ret(_ceil_div(p) if p["hidden"] == "up" else _floor_div(p)),
+}
+# Shown-only family: a sum whose upper end is ambiguous ("from lo to n": is n included?).
+SERIES = _Family(
+    name="series",
+    func_names=("series",),
+    arg="n",
+    visible={"c": tuple(range(2, 10)), "lo": tuple(range(0, 10))},
+    hidden=("inclusive", "exclusive"),
+    statement=lambda p: (
+        f"Write {p['name']}(n): return the sum of i * {p['c']} for i from {p['lo']} to n."
+    ),
+    body=lambda p: _ret(
+        f"sum(i * {p['c']} for i in range({p['lo']}, "
+        + ("n + 1" if p["hidden"] == "inclusive" else "n")
+        + "))"
+    ),
+    make_input=lambda rng, p: rng.randint(p["lo"] + 1, p["lo"] + 8),
+    numeric=("c", "lo"),
+)
 SHOWN_FAMILIES: tuple[_Family, ...] = tuple(
     dataclasses.replace(
-        f, func_names=f.func_names[:1], visible={**f.visible, **_SHOWN_GRIDS.get(f.name, {})}
+        f,
+        func_names=f.func_names[:1],
+        visible={**f.visible, **_SHOWN_GRIDS.get(f.name, {})},
+        body=_SHOWN_BODIES.get(f.name, f.body),
     )
     for f in FAMILIES
-)
+) + (SERIES,)
 _BY_VARIANT = {
     "hidden": FAMILY_BY_NAME,
     "shown": {f.name: f for f in SHOWN_FAMILIES},
 }
+
+
+def family_names(variant: str = "hidden") -> tuple[str, ...]:
+    """The family names of a variant (``"shown"`` adds ``series``)."""
+    return tuple(_check_variant(variant))
 
 
 def _check_variant(variant: str) -> dict[str, _Family]:
