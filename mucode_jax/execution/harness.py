@@ -34,15 +34,46 @@ EXIT_MEMORY = 75  # a MemoryError escaped the harness itself
 EXIT_HARNESS = 76  # the harness broke (typically: the program broke it)
 
 _write_fd = os.write
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+
+
+def _json_encoder():
+    """One C encoder, made once in the worker (``json.dumps`` builds a new one per call, and in
+    a forked child every object that builds touches is a page to copy). No circular check: the
+    records hold only what `serial.to_jsonable` made, fresh and depth-bounded."""
+    from json import encoder
+
+    if encoder.c_make_encoder is None:
+        return json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+    enc = encoder.c_make_encoder(
+        None,
+        json.JSONEncoder().default,
+        encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+    join = "".join
+    return lambda record: join(enc(record, 0))
+
+
+_dumps = _json_encoder()
+LOADED = b'{"loaded":1}\n'
+DONE = b'{"done":1}\n'
+
+
+def _write(data: bytes) -> None:
+    n = _write_fd(RESULT_FD, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[_write_fd(RESULT_FD, view) :]
 
 
 def _emit(record: dict) -> None:
-    data = (_dumps(record) + "\n").encode()
-    view = memoryview(data)
-    while view:
-        n = _write_fd(RESULT_FD, view)
-        view = view[n:]
+    _write((_dumps(record) + "\n").encode())
 
 
 def _error(exc: BaseException) -> dict:
@@ -170,7 +201,7 @@ def _load(spec: dict, main: bool) -> dict | None:
     except BaseException as e:  # noqa: BLE001 - SystemExit included: an early exit fails
         _emit({"load_err": _error(e)})
         return None
-    _emit({"loaded": 1})
+    _write(LOADED)
     return g
 
 
@@ -322,7 +353,7 @@ def child_main(spec: dict) -> None:
         MODES[spec["mode"]](spec)
         if spec["mode"] != "stdio":
             _flush_std()
-            _emit({"done": 1})
+            _write(DONE)
     except MemoryError:
         status = EXIT_MEMORY
     except BaseException:  # noqa: BLE001

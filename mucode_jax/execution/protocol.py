@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import struct
 
 _HEAD = struct.Struct(">II")
 MAX_FRAME = 1 << 31
+# One encoder and decoder for every frame (``json.dumps`` with arguments builds an encoder per
+# call). Headers are ASCII JSON: every process here writes them with ``ensure_ascii``.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+_decode = json.JSONDecoder().decode
 
 
 def pack(header: dict, blobs: tuple[bytes, ...] = ()) -> bytes:
     if blobs:
         header = dict(header, _blobs=[len(b) for b in blobs])
-    head = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
+    head = _encode(header).encode()
     total = len(head) + sum(len(b) for b in blobs)
     return b"".join((_HEAD.pack(total, len(head)), head, *blobs))
 
 
 def unpack(body: bytes, head_len: int) -> tuple[dict, list[bytes]]:
-    header = json.loads(body[:head_len])
+    header = _decode(body[:head_len].decode())
     blobs, pos = [], head_len
     for n in header.pop("_blobs", ()):
         blobs.append(body[pos : pos + n])
@@ -65,6 +70,31 @@ def read_frame(fd: int) -> tuple[dict, list[bytes]] | None:
     return unpack(body, head_len)
 
 
+class FrameStream:
+    """Blocking frames from one fd, read in large chunks (one ``read`` serves several frames
+    when they arrive together)."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._reader = FrameReader()
+        self._frames: list[tuple[dict, list[bytes]]] = []
+
+    def next(self) -> tuple[dict, list[bytes]] | None:
+        """The next frame; None at end of file."""
+        while not self._frames:
+            data = os.read(self._fd, 1 << 20)
+            if not data:
+                return None
+            self._frames = self._reader.feed(data)
+        return self._frames.pop(0)
+
+    def pending(self) -> bool:
+        """Whether a frame (or part of one) is waiting, here or in the fd."""
+        if self._frames or self._reader.buffered:
+            return True
+        return bool(select.select([self._fd], [], [], 0)[0])
+
+
 class FrameReader:
     """Incremental frame parser for non-blocking reads."""
 
@@ -82,3 +112,8 @@ class FrameReader:
             del self._buf[: _HEAD.size + total]
             frames.append(unpack(body, head_len))
         return frames
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a frame."""
+        return len(self._buf)

@@ -269,20 +269,21 @@ def _require(cond: bool, message: str):
 
 def _opt_str(suite: dict, key: str, kind: str) -> str:
     value = suite.get(key, "")
-    _require(
-        isinstance(value, str),
-        f"Field {key!r} of a {kind!r} suite must be a string of Python code, "
-        f"got {type(value).__name__}.",
-    )
+    if not isinstance(value, str):  # (messages are built only when raised: this runs per job)
+        raise ValueError(
+            f"Field {key!r} of a {kind!r} suite must be a string of Python code, "
+            f"got {type(value).__name__}."
+        )
     return value
 
 
 def _identifier(suite: dict, kind: str) -> str:
     name = suite.get("entry_point")
-    _require(
-        isinstance(name, str) and name.isidentifier(),
-        f"A {kind!r} suite needs 'entry_point': the name of the function to call (got {name!r}).",
-    )
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(
+            f"A {kind!r} suite needs 'entry_point': the name of the function to call "
+            f"(got {name!r})."
+        )
     return name
 
 
@@ -293,24 +294,24 @@ def validate_suite(suite: Any, *, parse_tests: bool = True) -> dict[str, Any]:
       parse_tests: also parse and split every assert (the service always does; the client skips
         it for speed, and a bad assert then comes back as the future's ValueError).
     """
-    _require(
-        isinstance(suite, dict),
-        f"A test suite must be an object with a 'kind', got {type(suite).__name__}.",
-    )
+    if not isinstance(suite, dict):
+        raise ValueError(
+            f"A test suite must be an object with a 'kind', got {type(suite).__name__}."
+        )
     kind = suite.get("kind")
-    _require(
-        kind in KINDS,
-        f"Test suite kind {kind!r} is unknown; use one of {', '.join(map(repr, KINDS))}.",
-    )
+    if kind not in KINDS:
+        raise ValueError(
+            f"Test suite kind {kind!r} is unknown; use one of {', '.join(map(repr, KINDS))}."
+        )
     out: dict[str, Any] = {"kind": kind}
     if suite.get("preamble"):
         out["preamble"] = _opt_str(suite, "preamble", kind)
     if "script" in suite:
-        _require(
-            isinstance(suite["script"], bool),
-            f"Field 'script' of a {kind!r} suite must be true or false, "
-            f"got {type(suite['script']).__name__}.",
-        )
+        if not isinstance(suite["script"], bool):
+            raise ValueError(
+                f"Field 'script' of a {kind!r} suite must be true or false, "
+                f"got {type(suite['script']).__name__}."
+            )
         if suite["script"]:
             out["script"] = True
     if "reference" in suite and suite["reference"] is not None:
@@ -375,15 +376,13 @@ def validate_suite(suite: Any, *, parse_tests: bool = True) -> dict[str, Any]:
                 "A 'function' suite needs 'outputs' or a 'reference' solution to compute them.",
             )
         atol = suite.get("atol", 0)
-        _require(
-            isinstance(atol, int | float) and not isinstance(atol, bool) and atol >= 0,
-            f"'atol' of a 'function' suite must be a number >= 0, got {atol!r}.",
-        )
+        if not (isinstance(atol, int | float) and not isinstance(atol, bool) and atol >= 0):
+            raise ValueError(f"'atol' of a 'function' suite must be a number >= 0, got {atol!r}.")
         compare = suite.get("compare", "exact")
-        _require(
-            compare in COMPARE_MODES,
-            f"'compare' of a 'function' suite is {compare!r}; use one of {COMPARE_MODES}.",
-        )
+        if compare not in COMPARE_MODES:
+            raise ValueError(
+                f"'compare' of a 'function' suite is {compare!r}; use one of {COMPARE_MODES}."
+            )
         out.update(atol=float(atol), compare=compare, setup=_opt_str(suite, "setup", kind))
     else:  # check
         out["entry_point"] = _identifier(suite, kind)
