@@ -344,10 +344,24 @@ _STREAMS = (
 )
 
 
+_replaced: tuple = ()
+
+
 def child_main(spec: dict) -> None:
     """Entry point in the forked child; never returns."""
+    global _replaced
     status = 0
     try:
+        # Keep the worker's own stream objects alive: dropping them would run their finalizers
+        # here, and every page those touch is copied in the forked child (~40 page faults).
+        _replaced = (
+            sys.stdin,
+            sys.stdout,
+            sys.stderr,
+            sys.__stdin__,
+            sys.__stdout__,
+            sys.__stderr__,
+        )
         sys.stdin, sys.stdout, sys.stderr = _STREAMS
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = _STREAMS
         MODES[spec["mode"]](spec)

@@ -24,7 +24,6 @@ The worker never sees expected values; it holds nothing a later child could stea
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import importlib
 import json
@@ -57,13 +56,31 @@ PREIMPORT = (
 # still works; it pays the import itself.
 ON_DEMAND = {"numpy": ("numpy", "pandas", "scipy")}
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _DEVNULL = os.open("/dev/null", os.O_RDONLY)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _prctl(option: int, arg: int) -> None:
-    _libc.prctl(option, arg, 0, 0, 0)
+    import ctypes  # only where needed: a sandboxed worker usually gets by without (`_lock_down`)
+
+    ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+
+
+def _lock_down(sandboxed: bool) -> None:
+    """The process attributes every child inherits, set once (after each fork they would cost
+    more than the fork): no_new_privs (irrevocable: execve can never grant privileges, e.g. via
+    setuid binaries) and adoption of every orphan, so no process of a run escapes `_sweep`.
+
+    In its sandbox the worker is pid 1 of the pid namespace (``bwrap --as-pid-1``), which
+    adopts orphans anyway, and bwrap has set no_new_privs; both are checked, not assumed."""
+    if os.getpid() != 1:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    with open("/proc/self/status", "rb") as f:
+        no_new_privs = b"\nNoNewPrivs:\t1\n" in f.read()
+    if not no_new_privs:
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if not sandboxed:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _child(spec, scratch, fds, uid, lim) -> None:
@@ -378,16 +395,11 @@ def _preimport(left: list[str], pending) -> None:
 
 def main(config_json: str) -> None:
     config = json.loads(config_json)
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    # Inherited by every child (and irrevocable): execve can never grant privileges, e.g. via
-    # setuid binaries. Set once here; after each fork it would cost more than the fork.
-    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _lock_down(config["sandboxed"])
     # Dispositions the children inherit (the service ignores SIGINT; undo that here).
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if not config["sandboxed"]:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     in_fd, out_fd = os.dup(0), os.dup(1)
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
