@@ -14,6 +14,9 @@ import struct
 
 _HEAD = struct.Struct(">II")
 MAX_FRAME = 1 << 31
+# Bytes asked of one read: a pipe holds 64 KiB by default, and a larger request makes
+# ``os.read`` allocate a buffer of that size (an mmap above glibc's threshold) and shrink it.
+READ_SIZE = 1 << 16
 # One encoder and decoder for every frame (``json.dumps`` with arguments builds an encoder per
 # call). Headers are ASCII JSON: every process here writes them with ``ensure_ascii``.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
@@ -50,7 +53,7 @@ def write_frame(fd: int, header: dict, blobs: tuple[bytes, ...] = ()) -> None:
 def _read_exact(fd: int, n: int) -> bytes | None:
     chunks, left = [], n
     while left:
-        chunk = os.read(fd, min(left, 1 << 20))
+        chunk = os.read(fd, min(left, READ_SIZE))
         if not chunk:
             return None
         chunks.append(chunk)
@@ -82,7 +85,7 @@ class FrameStream:
     def next(self) -> tuple[dict, list[bytes]] | None:
         """The next frame; None at end of file."""
         while not self._frames:
-            data = os.read(self._fd, 1 << 20)
+            data = os.read(self._fd, READ_SIZE)
             if not data:
                 return None
             self._frames = self._reader.feed(data)

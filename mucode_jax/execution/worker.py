@@ -124,6 +124,7 @@ class Worker:
         self.sandboxed = config["sandboxed"]
         self.runs = 0
         self.on_demand = dict(ON_DEMAND)  # modules not imported yet (`_import_on_demand`)
+        self.quiet = select.poll()  # waits for a child's exit (its pidfd), made once
         os.makedirs(self.scratch_root, mode=0o711, exist_ok=True)
         os.chmod(self.scratch_root, 0o711)
         # One path for every run's scratch directory (re-created empty each time), so the
@@ -163,16 +164,31 @@ class Worker:
         fds = (r_out, r_err, r_res)
         for fd in fds:
             os.set_blocking(fd, False)
+        quiet, quiet_ms = self.quiet, min(QUIET_SECONDS, lim["cpu"], lim["wall"]) * 1000
         sys.stderr.flush()  # nothing of the worker's may reach the child's streams
         t0 = time.monotonic()
         pid = os.fork()
         if pid == 0:
             _child(spec, scratch, (stdin_fd, w_out, w_err, w_res), self.uid, lim)
+        # Until the child exits, the worker writes as little memory as it can: every page it
+        # writes while the child still shares it is copied. Most runs end within milliseconds,
+        # so it sleeps until the child exits while the pipes buffer what the child writes
+        # (waking for each record would cost a context switch and more copies); a child that
+        # fills a pipe meanwhile waits at most QUIET_SECONDS.
         for fd in (stdin_fd, w_out, w_err, w_res):
             os.close(fd)
+        pidfd = -1
         try:
-            header, blobs = self._monitor(pid, fds, lim, t0)
+            pidfd = os.pidfd_open(pid)
+            quiet.register(pidfd, select.POLLIN)
+            try:
+                exited = bool(quiet.poll(quiet_ms))
+            finally:
+                quiet.unregister(pidfd)
+            header, blobs = self._monitor(pid, pidfd, fds, lim, t0, exited)
         finally:
+            if pidfd >= 0:
+                os.close(pidfd)
             for fd in fds:
                 os.close(fd)
             header_leftovers = self._sweep()
@@ -214,14 +230,15 @@ class Worker:
         except (OSError, IndexError, ValueError):
             return 0.0
 
-    def _monitor(self, pid, fds, lim, t0):
+    def _monitor(self, pid, pidfd, fds, lim, t0, exited):
+        """Watch the child until it ends (`exited`: it already did), reading its pipes;
+        kill it at a limit. Returns the header (how it ended) and its stdout/stderr/records."""
         r_out, r_err, r_res = fds
         caps = {r_out: lim["output_bytes"], r_err: lim["output_bytes"], r_res: RESULT_CAP}
         bufs = {fd: bytearray() for fd in fds}
         open_fds = set(fds)
         killed = None
         cpu_limit, wall_deadline = lim["cpu"], t0 + lim["wall"]
-        pidfd = os.pidfd_open(pid)
 
         def read(fd) -> bool:
             """Read what is there; False when a cap is exceeded."""
@@ -238,56 +255,46 @@ class Worker:
                     del bufs[fd][caps[fd] :]
                     return False
 
-        try:
-            # Most runs end within milliseconds: sleep until the child exits while the pipes
-            # buffer what it writes. Waking for each record would cost a context switch, and
-            # every page the worker's Python writes while the child still shares it is copied.
-            # A child that fills a pipe meanwhile waits at most QUIET_SECONDS.
-            quiet = select.poll()
-            quiet.register(pidfd, select.POLLIN)
-            exited = bool(quiet.poll(min(QUIET_SECONDS, cpu_limit, lim["wall"]) * 1000))
-            if not exited:
-                poller = select.poll()
-                for fd in fds:
-                    poller.register(fd, select.POLLIN)
-                poller.register(pidfd, select.POLLIN)
-                for fd in fds:  # what the child wrote during the quiet phase
+        if not exited:
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            poller.register(pidfd, select.POLLIN)
+            for fd in fds:  # what the child wrote during the quiet phase
+                if not read(fd):
+                    killed = "output"
+        while not exited and killed is None:
+            now = time.monotonic()
+            if now >= wall_deadline:
+                killed = "wall"
+                break
+            wait = wall_deadline - now
+            if now - t0 >= cpu_limit:
+                if self._cpu_of(pid) > cpu_limit:
+                    killed = "cpu"
+                    break
+                wait = min(wait, 0.02)
+            else:
+                wait = min(wait, cpu_limit - (now - t0) + 0.005)
+            for fd, _ in poller.poll(wait * 1000):
+                if fd == pidfd:
+                    exited = True
+                elif fd in open_fds:
                     if not read(fd):
                         killed = "output"
-            while not exited and killed is None:
-                now = time.monotonic()
-                if now >= wall_deadline:
-                    killed = "wall"
-                    break
-                wait = wall_deadline - now
-                if now - t0 >= cpu_limit:
-                    if self._cpu_of(pid) > cpu_limit:
-                        killed = "cpu"
                         break
-                    wait = min(wait, 0.02)
-                else:
-                    wait = min(wait, cpu_limit - (now - t0) + 0.005)
-                for fd, _ in poller.poll(wait * 1000):
-                    if fd == pidfd:
-                        exited = True
-                    elif fd in open_fds:
-                        if not read(fd):
-                            killed = "output"
-                            break
-                        if fd not in open_fds:
-                            poller.unregister(fd)
-            if killed is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            _, status, usage = os.wait4(pid, 0)
-            wall = time.monotonic() - t0
-            for fd in list(open_fds):  # what the child wrote before it ended
-                if not read(fd) and killed is None:
-                    killed = "output"
-        finally:
-            os.close(pidfd)
+                    if fd not in open_fds:
+                        poller.unregister(fd)
+        if killed is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        _, status, usage = os.wait4(pid, 0)
+        wall = time.monotonic() - t0
+        for fd in list(open_fds):  # what the child wrote before it ended
+            if not read(fd) and killed is None:
+                killed = "output"
         header = {
             "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
