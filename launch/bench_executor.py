@@ -21,6 +21,9 @@ be shared. Figures:
   Reported: programs/s, per worker (core), our CPU per program over every process of the
   executor (client, service, workers, sandboxed children; read from /proc) and programs per
   CPU-second (what one dedicated core would do, whatever the load).
+* ``official``: ours only, the trivial programs with the official μCode preamble before them
+  (it imports numpy, so the workers carry numpy: every fork of a worker costs more); the
+  baseline would import numpy in every process it starts.
 * ``mbpp``: the 974 MBPP reference solutions with all their asserts (challenge tests included).
   Their own work is the same in both executors and bounds both (task 123 alone needs ~2.4 s of
   CPU), so ``mbpp`` also prints the bound ``max(longest program, sum of program CPU / workers)``
@@ -51,6 +54,7 @@ from pathlib import Path
 from absl import app, flags
 
 from mucode_jax.data import load_problems
+from mucode_jax.data.problems import OFFICIAL_PREAMBLE
 from mucode_jax.execution import Executor
 
 FLAGS = flags.FLAGS
@@ -66,7 +70,7 @@ flags.DEFINE_float("timeout", 3.0, "Per-program time limit (s) for the baseline.
 flags.DEFINE_integer("repeats", 3, "Repeats of every figure (median and range are printed).")
 flags.DEFINE_integer("cli", 200, "Trivial programs of the CLI run (start-up included).")
 flags.DEFINE_float("light_cpu", 0.05, "CPU seconds below which an MBPP program is 'light'.")
-flags.DEFINE_string("only", "", "Comma-separated subset of startup,cli,trivial,mbpp.")
+flags.DEFINE_string("only", "", "Comma-separated subset of startup,cli,trivial,official,mbpp.")
 
 TRIVIAL = ("def f(x):\n    return x\n", ["assert f(1) == 1"])
 
@@ -165,16 +169,22 @@ def _tree_cpu(root: int) -> float:
     return total
 
 
-def _suites(programs):
+def _suites(programs, preamble: str = ""):
     return [
-        {"kind": "assert", "setup": setup, "tests": tests, **({"entry_point": ep} if ep else {})}
+        {
+            "kind": "assert",
+            "setup": setup,
+            "tests": tests,
+            **({"entry_point": ep} if ep else {}),
+            **({"preamble": preamble} if preamble else {}),
+        }
         for _, tests, setup, ep in programs
     ]
 
 
-def run_ours(ex: Executor, programs, workers: int):
+def run_ours(ex: Executor, programs, workers: int, preamble: str = ""):
     """(wall, CPU of every executor process, results) of one `map` after a warm-up."""
-    suites = _suites(programs)
+    suites = _suites(programs, preamble)
     ex.map([programs[0][0]] * 20, suites[0])  # warm-up
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = _tree_cpu(ex._proc.pid)
@@ -237,7 +247,8 @@ def main(argv):
     ]
     trivial = [(TRIVIAL[0], TRIVIAL[1], "", None)] * FLAGS.trivial
     w, reps = FLAGS.workers, FLAGS.repeats
-    only = set(FLAGS.only.split(",")) if FLAGS.only else {"startup", "cli", "trivial", "mbpp"}
+    every = {"startup", "cli", "trivial", "official", "mbpp"}
+    only = set(FLAGS.only.split(",")) if FLAGS.only else every
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC {platform.node()}")
     print(f"# {os.cpu_count()} CPUs, workers={w}, repeats={reps}; figures: median [min-max]")
     if "startup" in only:
@@ -288,9 +299,24 @@ def main(argv):
                 f"baseline {_stat(brate)}/s | speed-up {_stat([a / b for a, b in zip(rate, brate)])}x "
                 f"| agree {agree} | load {load0} -> {_load()}"
             )
+        if "official" in only:
+            load0 = _load()
+            rate, per_cpu, cpu_ms = [], [], []
+            for _ in range(reps):
+                wall, cpu, res = run_ours(ex, trivial, w, OFFICIAL_PREAMBLE)
+                assert all(r.passed for r in res), res[0]
+                rate.append(len(trivial) / wall)
+                per_cpu.append(len(trivial) / cpu)
+                cpu_ms.append(cpu / len(trivial) * 1e3)
+            print(
+                f"official ours, official preamble (imports numpy) {_stat(rate)}/s, "
+                f"{_stat(cpu_ms)} ms CPU/program = {_stat(per_cpu)} programs per CPU-second | "
+                f"load {load0} -> {_load()}"
+            )
         if "mbpp" in only:
             load0 = _load()
             rate, brate, lrate, lbrate, bound, agree, light = [], [], [], [], [], "", None
+            lcpu_ms = []
             for _ in range(reps):
                 wall, _, res = run_ours(ex, mbpp, w)
                 bwall, bok = run_baseline(mbpp, w)
@@ -301,10 +327,11 @@ def main(argv):
                 bound.append(len(mbpp) / max(max(cpus), sum(cpus) / w))
                 if light is None:
                     light = [p for p, c in zip(mbpp, cpus) if c < FLAGS.light_cpu]
-                lwall, _, _ = run_ours(ex, light, w)
+                lwall, lcpu, _ = run_ours(ex, light, w)
                 lbwall, _ = run_baseline(light, w)
                 lrate.append(len(light) / lwall)
                 lbrate.append(len(light) / lbwall)
+                lcpu_ms.append(lcpu / len(light) * 1e3)
             print(
                 f"mbpp     {len(mbpp)} references: ours {_stat(rate)}/s | baseline "
                 f"{_stat(brate)}/s | speed-up {_stat([a / b for a, b in zip(rate, brate)])}x | "
@@ -313,8 +340,9 @@ def main(argv):
             )
             print(
                 f"mbpp-light {len(light)} references under {FLAGS.light_cpu:g} s CPU: ours "
-                f"{_stat(lrate)}/s | baseline {_stat(lbrate)}/s | speed-up "
-                f"{_stat([a / b for a, b in zip(lrate, lbrate)])}x"
+                f"{_stat(lrate)}/s, {_stat(lcpu_ms)} ms CPU/program | baseline "
+                f"{_stat(lbrate)}/s | speed-up {_stat([a / b for a, b in zip(lrate, lbrate)])}x "
+                f"| load {load0} -> {_load()}"
             )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import struct
 
 _HEAD = struct.Struct(">II")
@@ -91,12 +90,6 @@ class FrameStream:
             self._frames = self._reader.feed(data)
         return self._frames.pop(0)
 
-    def pending(self) -> bool:
-        """Whether a frame (or part of one) is waiting, here or in the fd."""
-        if self._frames or self._reader.buffered:
-            return True
-        return bool(select.select([self._fd], [], [], 0)[0])
-
 
 class FrameReader:
     """Incremental frame parser for non-blocking reads."""
@@ -115,8 +108,3 @@ class FrameReader:
             del self._buf[: _HEAD.size + total]
             frames.append(unpack(body, head_len))
         return frames
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet returned as a frame."""
-        return len(self._buf)

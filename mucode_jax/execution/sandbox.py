@@ -2,8 +2,8 @@
 
 Trade-off (measured in docs/execution.md): a fresh ``bwrap`` per program costs ~5 ms plus a fresh
 interpreter (~20-40 ms), far too slow for hundreds of programs per second per core. So each
-*worker* is one long-lived bubblewrap sandbox — own pid, network, ipc, uts and mount
-namespaces; read-only binds of the system and the Python install only (no home directories, no
+*worker* is one long-lived bubblewrap sandbox — own pid (the worker is its pid 1: it adopts every
+orphan, and nothing inside can signal it), network, ipc, uts and mount namespaces; read-only binds of the system and the Python install only (no home directories, no
 repository, no datasets); a size-capped private tmpfs /tmp; a clean environment — and forks one
 child per run inside it. Each child gets its own process group, a fresh scratch directory that
 is wiped afterwards, rlimits, no_new_privs and (when the service runs as root) an unprivileged

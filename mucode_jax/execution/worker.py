@@ -1,9 +1,9 @@
 """A warm worker: one long-lived process (inside its own sandbox) that forks a child per run.
 
 The worker imports the harness, freezes the GC, then serves run requests from the service on
-stdin; after a reply when no request waits, at the latest after a few runs (so that start-up
-does not wait for them), it pre-imports common standard-library modules and freezes the GC
-again, so later children inherit them. Per run it:
+stdin. Before the first run whose source names a common module (`PREIMPORT`: standard-library
+modules and numpy), it imports that module and freezes the GC again, so that run and every later
+child inherit it. Per run it:
 
 1. makes a fresh scratch directory owned by the run's uid (mode 0700);
 2. forks a child that calls `os.setsid` (own session and process group), moves stdin (a memfd or
@@ -13,8 +13,9 @@ again, so later children inherit them. Per run it:
    `harness.child_main` (the environment is the worker's: clean, fixed, set once at start);
 3. reads stdout/stderr (capped) and result records while watching the wall clock, the CPU time
    (/proc) and the child's exit (pidfd); kills the whole process group on a limit;
-4. removes every process the run left behind — the worker is a child subreaper, so detached
-   grandchildren are re-parented to it and killed (with a ``kill(-1)`` issued *as the run's uid*
+4. removes every process the run left behind — the worker is pid 1 of its sandbox's pid
+   namespace (a child subreaper in the fallback), so detached grandchildren are re-parented to
+   it and killed (with a ``kill(-1)`` issued *as the run's uid*
    for fork bombs) — reaps all zombies, and wipes the scratch directory;
 5. replies with the raw outputs and how the child ended. Judging happens in the service.
 
@@ -29,6 +30,7 @@ import importlib
 import json
 import math
 import os
+import re
 import resource
 import select
 import signal
@@ -43,18 +45,23 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 RESULT_CAP = 64 << 20
 QUIET_SECONDS = 0.02  # how long a run may write before the worker starts reading its pipes
-PREIMPORT_AFTER = 8  # runs after which the worker pre-imports PREIMPORT even when busy
+# Modules a worker imports before the first run whose source (preamble, program or setup)
+# names them, so that run and every later child inherit them instead of each importing them
+# (numpy: the official μCode preamble imports it before every program). A worker imports only
+# what its programs name: each module makes every later fork dearer (numpy ~0.3 ms: 60 more
+# mappings, 6 MB more private memory). A program that imports one without naming it still works;
+# it pays the import itself.
 PREIMPORT = (
     "abc array bisect calendar cmath collections collections.abc contextlib copy dataclasses "
     "datetime decimal enum fractions functools hashlib heapq io itertools json math numbers "
-    "operator pprint re string struct textwrap time typing unicodedata"
+    "operator pprint re string struct textwrap time typing unicodedata numpy"
 ).split()
-# Imported on demand, before the first run whose source (preamble, program or setup) names one
-# of the words (the official μCode preamble imports numpy before every program): numpy makes
-# every later fork ~0.3 ms dearer (60 more mappings, 6 MB more private memory), so a worker that
-# never runs numpy programs does not carry it. A program that imports it without naming it
-# still works; it pays the import itself.
-ON_DEMAND = {"numpy": ("numpy", "pandas", "scipy")}
+ALIASES = {"pandas": "numpy", "scipy": "numpy"}  # names of libraries that import a module above
+_NAMED = re.compile(
+    r"\b(?:"
+    + "|".join(re.escape(m) for m in sorted([*PREIMPORT, *ALIASES], key=len, reverse=True))
+    + r")\b"
+)
 
 _DEVNULL = os.open("/dev/null", os.O_RDONLY)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -123,7 +130,7 @@ class Worker:
         self.scratch_root = config["scratch"]
         self.sandboxed = config["sandboxed"]
         self.runs = 0
-        self.on_demand = dict(ON_DEMAND)  # modules not imported yet (`_import_on_demand`)
+        self.to_import = set(PREIMPORT)  # not imported yet (`_import_named`)
         self.quiet = select.poll()  # waits for a child's exit (its pidfd), made once
         os.makedirs(self.scratch_root, mode=0o711, exist_ok=True)
         os.chmod(self.scratch_root, 0o711)
@@ -151,8 +158,8 @@ class Worker:
     def run(self, spec: dict) -> tuple[dict, tuple[bytes, ...]]:
         lim = spec["limits"]
         self.runs += 1
-        if self.on_demand:
-            self._import_on_demand(spec)
+        if self.to_import:
+            self._import_named(spec)
         scratch = self.scratch
         os.mkdir(scratch, 0o700)
         if self.uid is not None:
@@ -196,18 +203,20 @@ class Worker:
         header["leftovers"] = header_leftovers
         return header, blobs
 
-    def _import_on_demand(self, spec: dict) -> None:
-        """Import the `ON_DEMAND` modules this run's source names (once per worker)."""
-        text = None
-        for module, words in list(self.on_demand.items()):
-            if text is None:
-                text = "\n".join((spec.get("preamble", ""), spec["code"], spec.get("setup", "")))
-            if any(w in text for w in words):
-                del self.on_demand[module]
+    def _import_named(self, spec: dict) -> None:
+        """Import the `PREIMPORT` modules this run's source names (each once per worker)."""
+        named = set()
+        for text in (spec.get("preamble"), spec["code"], spec.get("setup")):
+            if text:
+                named.update(_NAMED.findall(text))
+        new = {ALIASES.get(name, name) for name in named} & self.to_import
+        if new:
+            for module in sorted(new):
+                self.to_import.discard(module)
                 with contextlib.suppress(ImportError):
                     importlib.import_module(module)
-                gc.collect()
-                gc.freeze()
+            gc.collect()
+            gc.freeze()
 
     @staticmethod
     def _stdin(data: str | None) -> int:
@@ -390,16 +399,6 @@ def _site() -> None:
     site.sethelper()
 
 
-def _preimport(left: list[str], pending) -> None:
-    """Import the `PREIMPORT` modules still in `left`, stopping early when ``pending()`` says a
-    frame waits (the service, or an ``exit``, must not wait for them); freezes what they made."""
-    while left and not (pending is not None and pending()):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(left.pop(0))
-    gc.collect()
-    gc.freeze()
-
-
 def main(config_json: str) -> None:
     config = json.loads(config_json)
     _lock_down(config["sandboxed"])
@@ -417,7 +416,6 @@ def main(config_json: str) -> None:
     gc.collect()
     gc.freeze()
     frames = protocol.FrameStream(in_fd)
-    left = list(PREIMPORT)
     while True:
         frame = frames.next()
         if frame is None or frame[0].get("op") == "exit":
@@ -429,7 +427,3 @@ def main(config_json: str) -> None:
             header, blobs = {"error": f"{type(e).__name__}: {e}"}, ()
         protocol.write_frame(out_fd, header, blobs)
         del frame
-        # After a reply, while no frame waits (start-up, and an ``exit`` right after the first
-        # runs, do not wait for them), or all at once after PREIMPORT_AFTER runs.
-        if left:
-            _preimport(left, None if worker.runs >= PREIMPORT_AFTER else frames.pending)
