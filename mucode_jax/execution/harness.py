@@ -17,10 +17,10 @@ and the service rejects duplicated or missing test records.
 
 from __future__ import annotations
 
-# compile() creates the AST node types (~100 heap types, the ``_ast`` module's state) on its first
-# call in a process. Imported here, they are made once in the worker; otherwise every forked
-# child would make them again (~110 page faults, 0.5-1 ms of CPU per run).
-import _ast  # noqa: F401
+# Made once in the worker rather than again in every forked child: compile() creates the AST node
+# types (~100 heap types, the ``_ast`` module's state) on its first call in a process (~110 page
+# faults, 0.5-1 ms of CPU per run), and traceback imports ``ast`` to format an error (~1 ms more).
+import ast  # noqa: F401
 import builtins
 import io
 import json
@@ -349,6 +349,10 @@ _STREAMS = (
 
 
 _replaced: tuple = ()
+# A traceback through the harness's own frames reads this file's lines (they are dropped from what
+# is reported, but `traceback` looks them up first): cached here once, instead of read from disk
+# and split again in every child that formats an error.
+linecache.getlines(__file__)
 
 
 def child_main(spec: dict) -> None:
