@@ -20,7 +20,7 @@ be shared. Figures:
   ``assert f(1) == 1`` after a warm-up; the baseline on ``--baseline_trivial`` of them.
   Reported: programs/s, per worker (core), our CPU per program over every process of the
   executor (client, service, workers, sandboxed children; read from /proc) and programs per
-  CPU-second (what one dedicated core would do, whatever the load).
+  CPU-second (what one dedicated core would do, whatever the load), and that CPU by process.
 * ``official``: ours only, the trivial programs with the official μCode preamble before them
   (it imports numpy, so the workers carry numpy: every fork of a worker costs more); the
   baseline would import numpy in every process it starts.
@@ -150,23 +150,29 @@ def run_baseline(
 _TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_cpu(root: int) -> float:
-    """CPU seconds of `root` and its live descendants, including their reaped children."""
-    ppid, cpu = {}, {}
+def _tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds of the executor's processes by role: ``service`` (`root`), ``workers`` (its
+    live descendants: sandboxes and workers) and ``runs`` (what the descendants reaped: the
+    forked child of every run)."""
+    ppid, own, reaped = {}, {}, {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 fields = open(f"/proc/{name}/stat", "rb").read().rsplit(b")", 1)[1].split()
             except OSError:
                 continue
-            ppid[int(name)] = int(fields[1])
-            cpu[int(name)] = sum(int(x) for x in fields[11:15]) / _TCK
-    total, stack = 0.0, [root]
+            pid = int(name)
+            ppid[pid] = int(fields[1])
+            own[pid] = (int(fields[11]) + int(fields[12])) / _TCK
+            reaped[pid] = (int(fields[13]) + int(fields[14])) / _TCK
+    out = {"service": own.get(root, 0.0), "workers": 0.0, "runs": reaped.get(root, 0.0)}
+    stack = [c for c, pp in ppid.items() if pp == root]
     while stack:
         p = stack.pop()
-        total += cpu.get(p, 0.0)
+        out["workers"] += own.get(p, 0.0)
+        out["runs"] += reaped.get(p, 0.0)
         stack += [c for c, pp in ppid.items() if pp == p]
-    return total
+    return out
 
 
 def _suites(programs, preamble: str = ""):
@@ -183,7 +189,8 @@ def _suites(programs, preamble: str = ""):
 
 
 def run_ours(ex: Executor, programs, workers: int, preamble: str = ""):
-    """(wall, CPU of every executor process, results) of one `map` after a warm-up."""
+    """(wall, CPU of every executor process, results, CPU by role) of one `map` after a warm-up;
+    the roles: ``client`` (this process) and those of `_tree_cpu`."""
     suites = _suites(programs, preamble)
     ex.map([programs[0][0]] * 20, suites[0])  # warm-up
     self0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -192,9 +199,10 @@ def run_ours(ex: Executor, programs, workers: int, preamble: str = ""):
     results = ex.map([code for code, _, _, _ in programs], suites)
     wall = time.perf_counter() - t0
     self1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = _tree_cpu(ex._proc.pid) - cpu0
-    cpu += (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
-    return wall, cpu, results
+    cpu1 = _tree_cpu(ex._proc.pid)
+    roles = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    roles["client"] = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
+    return wall, sum(roles.values()), results, roles
 
 
 def run_cli(programs, workers: int, path: Path) -> tuple[float, list[bool]]:
@@ -285,8 +293,11 @@ def main(argv):
         if "trivial" in only:
             load0 = _load()
             rate, per_cpu, cpu_ms, brate, agree = [], [], [], [], ""
+            by_role: dict[str, list[float]] = {}
             for _ in range(reps):
-                wall, cpu, res = run_ours(ex, trivial, w)
+                wall, cpu, res, roles = run_ours(ex, trivial, w)
+                for k, v in roles.items():
+                    by_role.setdefault(k, []).append(v / len(trivial) * 1e3)
                 bwall, bok = run_baseline(trivial[: FLAGS.baseline_trivial], w)
                 rate.append(len(trivial) / wall)
                 per_cpu.append(len(trivial) / cpu)
@@ -299,11 +310,16 @@ def main(argv):
                 f"baseline {_stat(brate)}/s | speed-up {_stat([a / b for a, b in zip(rate, brate)])}x "
                 f"| agree {agree} | load {load0} -> {_load()}"
             )
+            print(
+                "trivial  ms CPU/program by process: "
+                + ", ".join(f"{k} {_stat(v)}" for k, v in sorted(by_role.items()))
+                + " (runs: the forked children)"
+            )
         if "official" in only:
             load0 = _load()
             rate, per_cpu, cpu_ms = [], [], []
             for _ in range(reps):
-                wall, cpu, res = run_ours(ex, trivial, w, OFFICIAL_PREAMBLE)
+                wall, cpu, res, _ = run_ours(ex, trivial, w, OFFICIAL_PREAMBLE)
                 assert all(r.passed for r in res), res[0]
                 rate.append(len(trivial) / wall)
                 per_cpu.append(len(trivial) / cpu)
@@ -318,7 +334,7 @@ def main(argv):
             rate, brate, lrate, lbrate, bound, agree, light = [], [], [], [], [], "", None
             lcpu_ms = []
             for _ in range(reps):
-                wall, _, res = run_ours(ex, mbpp, w)
+                wall, _, res, _ = run_ours(ex, mbpp, w)
                 bwall, bok = run_baseline(mbpp, w)
                 rate.append(len(mbpp) / wall)
                 brate.append(len(mbpp) / bwall)
@@ -327,7 +343,7 @@ def main(argv):
                 bound.append(len(mbpp) / max(max(cpus), sum(cpus) / w))
                 if light is None:
                     light = [p for p, c in zip(mbpp, cpus) if c < FLAGS.light_cpu]
-                lwall, lcpu, _ = run_ours(ex, light, w)
+                lwall, lcpu, _, _ = run_ours(ex, light, w)
                 lbwall, _ = run_baseline(light, w)
                 lrate.append(len(light) / lwall)
                 lbrate.append(len(light) / lbwall)
