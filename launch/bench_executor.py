@@ -20,7 +20,10 @@ be shared. Figures:
   ``assert f(1) == 1`` after a warm-up; the baseline on ``--baseline_trivial`` of them.
   Reported: programs/s, per worker (core), our CPU per program over every process of the
   executor (client, service, workers, sandboxed children; read from /proc) and programs per
-  CPU-second (what one dedicated core would do, whatever the load).
+  CPU-second (what one dedicated core would do, whatever the load), and that CPU by process.
+* ``official``: ours only, the trivial programs with the official μCode preamble before them
+  (it imports numpy, so the workers carry numpy: every fork of a worker costs more); the
+  baseline would import numpy in every process it starts.
 * ``mbpp``: the 974 MBPP reference solutions with all their asserts (challenge tests included).
   Their own work is the same in both executors and bounds both (task 123 alone needs ~2.4 s of
   CPU), so ``mbpp`` also prints the bound ``max(longest program, sum of program CPU / workers)``
@@ -51,6 +54,7 @@ from pathlib import Path
 from absl import app, flags
 
 from mucode_jax.data import load_problems
+from mucode_jax.data.problems import OFFICIAL_PREAMBLE
 from mucode_jax.execution import Executor
 
 FLAGS = flags.FLAGS
@@ -66,7 +70,7 @@ flags.DEFINE_float("timeout", 3.0, "Per-program time limit (s) for the baseline.
 flags.DEFINE_integer("repeats", 3, "Repeats of every figure (median and range are printed).")
 flags.DEFINE_integer("cli", 200, "Trivial programs of the CLI run (start-up included).")
 flags.DEFINE_float("light_cpu", 0.05, "CPU seconds below which an MBPP program is 'light'.")
-flags.DEFINE_string("only", "", "Comma-separated subset of startup,cli,trivial,mbpp.")
+flags.DEFINE_string("only", "", "Comma-separated subset of startup,cli,trivial,official,mbpp.")
 
 TRIVIAL = ("def f(x):\n    return x\n", ["assert f(1) == 1"])
 
@@ -146,35 +150,48 @@ def run_baseline(
 _TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_cpu(root: int) -> float:
-    """CPU seconds of `root` and its live descendants, including their reaped children."""
-    ppid, cpu = {}, {}
+def _tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds of the executor's processes by role: ``service`` (`root`), ``workers`` (its
+    live descendants: sandboxes and workers) and ``runs`` (what the descendants reaped: the
+    forked child of every run)."""
+    ppid, own, reaped = {}, {}, {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 fields = open(f"/proc/{name}/stat", "rb").read().rsplit(b")", 1)[1].split()
             except OSError:
                 continue
-            ppid[int(name)] = int(fields[1])
-            cpu[int(name)] = sum(int(x) for x in fields[11:15]) / _TCK
-    total, stack = 0.0, [root]
+            pid = int(name)
+            ppid[pid] = int(fields[1])
+            own[pid] = (int(fields[11]) + int(fields[12])) / _TCK
+            reaped[pid] = (int(fields[13]) + int(fields[14])) / _TCK
+    out = {"service": own.get(root, 0.0), "workers": 0.0, "runs": reaped.get(root, 0.0)}
+    stack = [c for c, pp in ppid.items() if pp == root]
     while stack:
         p = stack.pop()
-        total += cpu.get(p, 0.0)
+        out["workers"] += own.get(p, 0.0)
+        out["runs"] += reaped.get(p, 0.0)
         stack += [c for c, pp in ppid.items() if pp == p]
-    return total
+    return out
 
 
-def _suites(programs):
+def _suites(programs, preamble: str = ""):
     return [
-        {"kind": "assert", "setup": setup, "tests": tests, **({"entry_point": ep} if ep else {})}
+        {
+            "kind": "assert",
+            "setup": setup,
+            "tests": tests,
+            **({"entry_point": ep} if ep else {}),
+            **({"preamble": preamble} if preamble else {}),
+        }
         for _, tests, setup, ep in programs
     ]
 
 
-def run_ours(ex: Executor, programs, workers: int):
-    """(wall, CPU of every executor process, results) of one `map` after a warm-up."""
-    suites = _suites(programs)
+def run_ours(ex: Executor, programs, workers: int, preamble: str = ""):
+    """(wall, CPU of every executor process, results, CPU by role) of one `map` after a warm-up;
+    the roles: ``client`` (this process) and those of `_tree_cpu`."""
+    suites = _suites(programs, preamble)
     ex.map([programs[0][0]] * 20, suites[0])  # warm-up
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = _tree_cpu(ex._proc.pid)
@@ -182,9 +199,10 @@ def run_ours(ex: Executor, programs, workers: int):
     results = ex.map([code for code, _, _, _ in programs], suites)
     wall = time.perf_counter() - t0
     self1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = _tree_cpu(ex._proc.pid) - cpu0
-    cpu += (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
-    return wall, cpu, results
+    cpu1 = _tree_cpu(ex._proc.pid)
+    roles = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    roles["client"] = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
+    return wall, sum(roles.values()), results, roles
 
 
 def run_cli(programs, workers: int, path: Path) -> tuple[float, list[bool]]:
@@ -237,7 +255,8 @@ def main(argv):
     ]
     trivial = [(TRIVIAL[0], TRIVIAL[1], "", None)] * FLAGS.trivial
     w, reps = FLAGS.workers, FLAGS.repeats
-    only = set(FLAGS.only.split(",")) if FLAGS.only else {"startup", "cli", "trivial", "mbpp"}
+    every = {"startup", "cli", "trivial", "official", "mbpp"}
+    only = set(FLAGS.only.split(",")) if FLAGS.only else every
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC {platform.node()}")
     print(f"# {os.cpu_count()} CPUs, workers={w}, repeats={reps}; figures: median [min-max]")
     if "startup" in only:
@@ -274,8 +293,11 @@ def main(argv):
         if "trivial" in only:
             load0 = _load()
             rate, per_cpu, cpu_ms, brate, agree = [], [], [], [], ""
+            by_role: dict[str, list[float]] = {}
             for _ in range(reps):
-                wall, cpu, res = run_ours(ex, trivial, w)
+                wall, cpu, res, roles = run_ours(ex, trivial, w)
+                for k, v in roles.items():
+                    by_role.setdefault(k, []).append(v / len(trivial) * 1e3)
                 bwall, bok = run_baseline(trivial[: FLAGS.baseline_trivial], w)
                 rate.append(len(trivial) / wall)
                 per_cpu.append(len(trivial) / cpu)
@@ -288,11 +310,31 @@ def main(argv):
                 f"baseline {_stat(brate)}/s | speed-up {_stat([a / b for a, b in zip(rate, brate)])}x "
                 f"| agree {agree} | load {load0} -> {_load()}"
             )
+            print(
+                "trivial  ms CPU/program by process: "
+                + ", ".join(f"{k} {_stat(v)}" for k, v in sorted(by_role.items()))
+                + " (runs: the forked children)"
+            )
+        if "official" in only:
+            load0 = _load()
+            rate, per_cpu, cpu_ms = [], [], []
+            for _ in range(reps):
+                wall, cpu, res, _ = run_ours(ex, trivial, w, OFFICIAL_PREAMBLE)
+                assert all(r.passed for r in res), res[0]
+                rate.append(len(trivial) / wall)
+                per_cpu.append(len(trivial) / cpu)
+                cpu_ms.append(cpu / len(trivial) * 1e3)
+            print(
+                f"official ours, official preamble (imports numpy) {_stat(rate)}/s, "
+                f"{_stat(cpu_ms)} ms CPU/program = {_stat(per_cpu)} programs per CPU-second | "
+                f"load {load0} -> {_load()}"
+            )
         if "mbpp" in only:
             load0 = _load()
             rate, brate, lrate, lbrate, bound, agree, light = [], [], [], [], [], "", None
+            lcpu_ms = []
             for _ in range(reps):
-                wall, _, res = run_ours(ex, mbpp, w)
+                wall, _, res, _ = run_ours(ex, mbpp, w)
                 bwall, bok = run_baseline(mbpp, w)
                 rate.append(len(mbpp) / wall)
                 brate.append(len(mbpp) / bwall)
@@ -301,10 +343,11 @@ def main(argv):
                 bound.append(len(mbpp) / max(max(cpus), sum(cpus) / w))
                 if light is None:
                     light = [p for p, c in zip(mbpp, cpus) if c < FLAGS.light_cpu]
-                lwall, _, _ = run_ours(ex, light, w)
+                lwall, lcpu, _, _ = run_ours(ex, light, w)
                 lbwall, _ = run_baseline(light, w)
                 lrate.append(len(light) / lwall)
                 lbrate.append(len(light) / lbwall)
+                lcpu_ms.append(lcpu / len(light) * 1e3)
             print(
                 f"mbpp     {len(mbpp)} references: ours {_stat(rate)}/s | baseline "
                 f"{_stat(brate)}/s | speed-up {_stat([a / b for a, b in zip(rate, brate)])}x | "
@@ -313,8 +356,9 @@ def main(argv):
             )
             print(
                 f"mbpp-light {len(light)} references under {FLAGS.light_cpu:g} s CPU: ours "
-                f"{_stat(lrate)}/s | baseline {_stat(lbrate)}/s | speed-up "
-                f"{_stat([a / b for a, b in zip(lrate, lbrate)])}x"
+                f"{_stat(lrate)}/s, {_stat(lcpu_ms)} ms CPU/program | baseline "
+                f"{_stat(lbrate)}/s | speed-up {_stat([a / b for a, b in zip(lrate, lbrate)])}x "
+                f"| load {load0} -> {_load()}"
             )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from mucode_jax.execution.executor import Executor
@@ -108,4 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        if not stream.closed:  # ("--output -" closed stdout after writing it)
+            stream.flush()
+    # The executor is closed and the output written: finalizing the interpreter (every module
+    # the client imported) would only delay the exit.
+    os._exit(status)

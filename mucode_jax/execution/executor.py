@@ -239,10 +239,10 @@ class Executor:
                 self._slots.release()
 
     def _read_loop(self) -> None:
-        fd = self._proc.stdout.fileno()
+        frames = protocol.FrameStream(self._proc.stdout.fileno())
         try:
             while True:
-                frame = protocol.read_frame(fd)
+                frame = frames.next()
                 if frame is None:
                     break
                 header = frame[0]
@@ -257,10 +257,11 @@ class Executor:
                 if "error" in header:
                     fut.set_exception(ValueError(header["error"]))
                 else:
-                    result = ExecResult.from_json(header["result"])
+                    data = header["result"]
                     mid = getattr(fut, "_mucode_id", None)
                     if mid is not None:
-                        result = ExecResult(**{**result.__dict__, "id": mid})
+                        data["id"] = mid
+                    result = ExecResult.from_json(data)
                     key = getattr(fut, "_mucode_cost_key", None)
                     if key is not None and result.reference_cpu is not None:
                         try:

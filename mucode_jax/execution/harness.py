@@ -17,6 +17,10 @@ and the service rejects duplicated or missing test records.
 
 from __future__ import annotations
 
+# Made once in the worker rather than again in every forked child: compile() creates the AST node
+# types (~100 heap types, the ``_ast`` module's state) on its first call in a process (~110 page
+# faults, 0.5-1 ms of CPU per run), and traceback imports ``ast`` to format an error (~1 ms more).
+import ast  # noqa: F401
 import builtins
 import io
 import json
@@ -34,15 +38,46 @@ EXIT_MEMORY = 75  # a MemoryError escaped the harness itself
 EXIT_HARNESS = 76  # the harness broke (typically: the program broke it)
 
 _write_fd = os.write
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+
+
+def _json_encoder():
+    """One C encoder, made once in the worker (``json.dumps`` builds a new one per call, and in
+    a forked child every object that builds touches is a page to copy). No circular check: the
+    records hold only what `serial.to_jsonable` made, fresh and depth-bounded."""
+    from json import encoder
+
+    if encoder.c_make_encoder is None:
+        return json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+    enc = encoder.c_make_encoder(
+        None,
+        json.JSONEncoder().default,
+        encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+    join = "".join
+    return lambda record: join(enc(record, 0))
+
+
+_dumps = _json_encoder()
+LOADED = b'{"loaded":1}\n'
+DONE = b'{"done":1}\n'
+
+
+def _write(data: bytes) -> None:
+    n = _write_fd(RESULT_FD, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[_write_fd(RESULT_FD, view) :]
 
 
 def _emit(record: dict) -> None:
-    data = (_dumps(record) + "\n").encode()
-    view = memoryview(data)
-    while view:
-        n = _write_fd(RESULT_FD, view)
-        view = view[n:]
+    _write((_dumps(record) + "\n").encode())
 
 
 def _error(exc: BaseException) -> dict:
@@ -170,7 +205,7 @@ def _load(spec: dict, main: bool) -> dict | None:
     except BaseException as e:  # noqa: BLE001 - SystemExit included: an early exit fails
         _emit({"load_err": _error(e)})
         return None
-    _emit({"loaded": 1})
+    _write(LOADED)
     return g
 
 
@@ -313,16 +348,34 @@ _STREAMS = (
 )
 
 
+_replaced: tuple = ()
+# A traceback through the harness's own frames reads this file's lines (they are dropped from what
+# is reported, but `traceback` looks them up first): cached here once, instead of read from disk
+# and split again in every child that formats an error.
+linecache.getlines(__file__)
+
+
 def child_main(spec: dict) -> None:
     """Entry point in the forked child; never returns."""
+    global _replaced
     status = 0
     try:
+        # Keep the worker's own stream objects alive: dropping them would run their finalizers
+        # here, and every page those touch is copied in the forked child (~40 page faults).
+        _replaced = (
+            sys.stdin,
+            sys.stdout,
+            sys.stderr,
+            sys.__stdin__,
+            sys.__stdout__,
+            sys.__stderr__,
+        )
         sys.stdin, sys.stdout, sys.stderr = _STREAMS
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = _STREAMS
         MODES[spec["mode"]](spec)
         if spec["mode"] != "stdio":
             _flush_std()
-            _emit({"done": 1})
+            _write(DONE)
     except MemoryError:
         status = EXIT_MEMORY
     except BaseException:  # noqa: BLE001

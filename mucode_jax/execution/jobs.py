@@ -14,7 +14,7 @@ import dataclasses
 import time
 from typing import Any
 
-from mucode_jax.execution import suites
+from mucode_jax.execution import asserts, suites
 from mucode_jax.execution.limits import Limits
 from mucode_jax.execution.results import TestResult
 
@@ -122,7 +122,7 @@ def seq_spec(
     kind = suite["kind"]
     if kind == "assert":
         holes = [
-            list(suites.split_assert(t, suite.get("entry_point")).holes) for t in suite["tests"]
+            list(asserts.split_assert(t, suite.get("entry_point")).holes) for t in suite["tests"]
         ]
         return run_spec("assert", code, suite, limits, holes=holes, start=start, trace=trace)
     if kind == "function":

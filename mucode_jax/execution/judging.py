@@ -16,7 +16,7 @@ import json
 import signal
 from typing import Any
 
-from mucode_jax.execution import compare, results, serial, suites
+from mucode_jax.execution import asserts, compare, results, serial, suites
 from mucode_jax.execution.jobs import Job, Run
 from mucode_jax.execution.limits import Limits
 from mucode_jax.execution.results import ExecResult, TestResult
@@ -95,6 +95,9 @@ def timeout_cause(header: dict, limits: Limits) -> str | None:
     return "cpu"
 
 
+_decode = json.JSONDecoder().decode
+
+
 def parse_records(blob: bytes) -> list[dict]:
     """Result records, one JSON object per line; malformed lines are dropped."""
     out = []
@@ -102,7 +105,13 @@ def parse_records(blob: bytes) -> list[dict]:
         if not line:
             continue
         try:
-            rec = json.loads(line)
+            # What ``json.loads(line)`` does, without its encoding sniffing for the lines the
+            # harness writes: one starting with ``{`` and a second byte that is not NUL is
+            # UTF-8 to ``json.loads`` too.
+            if line[0] == 0x7B and len(line) > 1 and line[1]:
+                rec = _decode(line.decode("utf-8", "surrogatepass"))
+            else:
+                rec = json.loads(line)
         except (ValueError, RecursionError):
             continue
         if type(rec) is dict:
@@ -215,7 +224,7 @@ def make_test_result(job: Job, i: int, verdict: str, **kw) -> TestResult:
 def shown(job: Job, i: int) -> tuple[str, str | None]:
     kind = job.kind
     if kind == "assert":
-        split = suites.split_assert(job.suite["tests"][i], job.suite.get("entry_point"))
+        split = asserts.split_assert(job.suite["tests"][i], job.suite.get("entry_point"))
         return split.source, split.shown_expected
     if kind == "function":
         args = job.suite["inputs"][i]
@@ -256,7 +265,7 @@ def judge_one(job: Job, i: int, kind: str, payload) -> TestResult:
             job, i, R.RUNTIME_ERROR, error=f"the reported result is malformed ({e})"
         )
     if job.kind == "assert":
-        split = suites.split_assert(job.suite["tests"][i], job.suite.get("entry_point"))
+        split = asserts.split_assert(job.suite["tests"][i], job.suite.get("entry_point"))
         if len(values) != len(split.holes):
             return make_test_result(job, i, R.RUNTIME_ERROR, error="malformed result")
         held, error = split.judge(values)

@@ -76,6 +76,8 @@ class Limits:
                 )
             if name in _INT_FIELDS:
                 object.__setattr__(self, name, int(value))
+        # Every submitted job sends its limits: build their JSON form once (not a field).
+        object.__setattr__(self, "_json", {name: getattr(self, name) for name in _NAMES})
 
     @property
     def wall(self) -> float:
@@ -106,12 +108,12 @@ class Limits:
         return self.cpu_seconds <= (1 + self.rerun_margin) * self.cpu_factor * reference_cpu
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _NAMES}  # all plain numbers (or None)
+        return dict(self._json)  # all plain numbers (or None)
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None, base: Limits | None = None) -> Limits:
         """Limits from a JSON dict (unknown keys are an error), on top of `base`."""
-        base = base or cls()
+        base = base or _DEFAULT
         if d is None:
             return base
         if not isinstance(d, dict):
@@ -135,3 +137,4 @@ def _replace(base: Limits, items: tuple) -> Limits:
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(Limits))
+_DEFAULT = Limits()

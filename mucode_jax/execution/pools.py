@@ -236,3 +236,5 @@ def main(config_json: str) -> None:
     finally:
         with contextlib.suppress(Exception):
             workers.shutdown()
+    sys.stderr.flush()
+    os._exit(0)  # every worker has exited; finalizing the interpreter would only delay close()

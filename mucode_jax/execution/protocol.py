@@ -13,18 +13,25 @@ import struct
 
 _HEAD = struct.Struct(">II")
 MAX_FRAME = 1 << 31
+# Bytes asked of one read: a pipe holds 64 KiB by default, and a larger request makes
+# ``os.read`` allocate a buffer of that size (an mmap above glibc's threshold) and shrink it.
+READ_SIZE = 1 << 16
+# One encoder and decoder for every frame (``json.dumps`` with arguments builds an encoder per
+# call). Headers are ASCII JSON: every process here writes them with ``ensure_ascii``.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+_decode = json.JSONDecoder().decode
 
 
 def pack(header: dict, blobs: tuple[bytes, ...] = ()) -> bytes:
     if blobs:
         header = dict(header, _blobs=[len(b) for b in blobs])
-    head = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
+    head = _encode(header).encode()
     total = len(head) + sum(len(b) for b in blobs)
     return b"".join((_HEAD.pack(total, len(head)), head, *blobs))
 
 
 def unpack(body: bytes, head_len: int) -> tuple[dict, list[bytes]]:
-    header = json.loads(body[:head_len])
+    header = _decode(body[:head_len].decode())
     blobs, pos = [], head_len
     for n in header.pop("_blobs", ()):
         blobs.append(body[pos : pos + n])
@@ -45,7 +52,7 @@ def write_frame(fd: int, header: dict, blobs: tuple[bytes, ...] = ()) -> None:
 def _read_exact(fd: int, n: int) -> bytes | None:
     chunks, left = [], n
     while left:
-        chunk = os.read(fd, min(left, 1 << 20))
+        chunk = os.read(fd, min(left, READ_SIZE))
         if not chunk:
             return None
         chunks.append(chunk)
@@ -63,6 +70,25 @@ def read_frame(fd: int) -> tuple[dict, list[bytes]] | None:
     if body is None:
         return None
     return unpack(body, head_len)
+
+
+class FrameStream:
+    """Blocking frames from one fd, read in large chunks (one ``read`` serves several frames
+    when they arrive together)."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._reader = FrameReader()
+        self._frames: list[tuple[dict, list[bytes]]] = []
+
+    def next(self) -> tuple[dict, list[bytes]] | None:
+        """The next frame; None at end of file."""
+        while not self._frames:
+            data = os.read(self._fd, READ_SIZE)
+            if not data:
+                return None
+            self._frames = self._reader.feed(data)
+        return self._frames.pop(0)
 
 
 class FrameReader:

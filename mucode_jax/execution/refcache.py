@@ -18,7 +18,6 @@ machine of a different speed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -31,6 +30,8 @@ def suite_key(suite: dict[str, Any]) -> str | None:
     """The cache key of a suite whose reference only sets the CPU limit, else None."""
     if suite.get("kind") not in CACHED_KINDS or not isinstance(suite.get("reference"), str):
         return None
+    import hashlib  # here: an executor without a cache file never loads OpenSSL
+
     blob = json.dumps(suite, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 

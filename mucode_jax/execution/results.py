@@ -92,8 +92,11 @@ class TestResult:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TestResult:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _TEST_FIELDS
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_TEST_FIELDS = frozenset(f.name for f in dataclasses.fields(TestResult))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Trade-off (measured in docs/execution.md): a fresh ``bwrap`` per program costs ~5 ms plus a fresh
 interpreter (~20-40 ms), far too slow for hundreds of programs per second per core. So each
-*worker* is one long-lived bubblewrap sandbox — own pid, network, ipc, uts and mount
-namespaces; read-only binds of the system and the Python install only (no home directories, no
+*worker* is one long-lived bubblewrap sandbox — own pid (the worker is its pid 1: it adopts every
+orphan, and nothing inside can signal it), network, ipc, uts and mount namespaces; read-only binds of the system and the Python install only (no home directories, no
 repository, no datasets); a size-capped private tmpfs /tmp; a clean environment — and forks one
 child per run inside it. Each child gets its own process group, a fresh scratch directory that
 is wiped afterwards, rlimits, no_new_privs and (when the service runs as root) an unprivileged
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 import sys
 
@@ -41,6 +40,12 @@ BOOT = (
     "import importlib\n"
     "importlib.import_module('mucode_jax.execution.' + sys.argv[2]).main(sys.argv[3])\n"
 )
+
+
+def _which_bwrap() -> str | None:
+    import shutil  # here: the client imports this module too, and never needs shutil
+
+    return shutil.which("bwrap")
 
 
 def package_root() -> str:
@@ -78,13 +83,13 @@ def _python_binds(python: str) -> list[str]:
 
 def bwrap_command(python: str, tmpfs_mb: int = 256) -> list[str]:
     """The bwrap prefix that starts one worker sandbox (see the module docstring)."""
-    cmd = [shutil.which("bwrap") or "bwrap"]
+    cmd = [_which_bwrap() or "bwrap"]
     for d in SYSTEM_DIRS:
         cmd += ["--ro-bind-try", d, d]
     cmd += _python_binds(python)
     cmd += ["--ro-bind", PACKAGE_DIR, f"{SANDBOX_ROOT}/mucode_jax/execution"]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp"]
-    cmd += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    cmd += ["--unshare-ipc", "--unshare-pid", "--as-pid-1", "--unshare-net", "--unshare-uts"]
     cmd += ["--unshare-cgroup-try", "--hostname", "sandbox"]
     if os.geteuid() != 0:
         cmd += ["--unshare-user"]
@@ -107,7 +112,7 @@ def start_probe(python: str) -> subprocess.Popen | str:
     The service starts its workers while the probe runs (`finish_probe`), so the probe costs no
     start-up time when bwrap works; Python runs with ``-S`` (no site, no ``.pth`` files) there.
     """
-    if shutil.which("bwrap") is None:
+    if _which_bwrap() is None:
         return (
             "bubblewrap (bwrap) is not installed; install it with `apt-get install -y bubblewrap`"
         )

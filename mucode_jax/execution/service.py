@@ -91,7 +91,7 @@ class Service:
 
     def on_client_readable(self) -> None:
         try:
-            data = os.read(0, 1 << 20)
+            data = os.read(0, protocol.READ_SIZE)
         except BlockingIOError:
             return
         if not data:
@@ -107,7 +107,7 @@ class Service:
 
     def on_worker_readable(self, w: pools.WorkerHandle) -> None:
         try:
-            data = os.read(w.out_fd, 1 << 20)
+            data = os.read(w.out_fd, protocol.READ_SIZE)
         except BlockingIOError:
             return
         if not data:

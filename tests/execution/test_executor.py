@@ -123,6 +123,18 @@ def test_bad_input_is_rejected_with_a_clear_sentence(executor):
         executor.submit(ADD, ASSERTS, limits={"cpu_seconds": "fast"})
 
 
+def test_common_modules_are_imported_where_named_and_work_unnamed(executor):
+    """A worker imports a common module (numpy included) before the first program that names it;
+    one imported without being named still works (the child imports it), before and after. (The
+    fallback cannot import files of an interpreter its uid cannot read: bwrap only.)"""
+    suite = {"kind": "assert", "tests": ["assert f() == 3"]}
+    named = "import numpy as np\ndef f():\n    return int(np.array([1, 2]).sum())\n"
+    hidden = "def f():\n    m = __import__('bis' + 'ect')\n    return m.bisect([1, 2, 3], 2) + 1\n"
+    codes = [hidden, named, hidden, named] if executor.sandbox == "bwrap" else [named, named]
+    results = executor.map(codes, suite)
+    assert [r.verdict for r in results] == ["passed"] * len(codes), results
+
+
 def test_back_pressure_and_many_in_flight():
     with Executor(workers=1, max_pending=4) as ex:
         futures = [ex.submit(ADD, ASSERTS) for _ in range(30)]
