@@ -33,7 +33,7 @@ MODEL = dict(
 # Binary-reading families (2 readings each: turn 1 succeeds about half the time even for a
 # perfect model; the feedback's expected/actual values tell which reading was meant).
 FAMILIES = ("affine", "divide", "series")
-TEST_FRACTION = 0.3  # of the statements: 198 test problems of these families
+TEST_FRACTION = 0.3  # of the statements (574 test problems of these families; 200 are used)
 
 
 def _train(c: ml_collections.ConfigDict, *, lr: float, epochs: int, batch: int, max_length: int):
@@ -72,13 +72,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # has never seen feedback.
     c.warm_start.enabled = True
     c.warm_start.num_problems = -1  # -1: every toy train problem of the families
-    c.warm_start.samples_per_problem = 8
+    c.warm_start.samples_per_problem = 3
     c.warm_start.p_correct = 0.6
     # What the warm start gets wrong: another reading (the shown test and the feedback tell which
     # was meant), programs overfit to the shown test (they pass it and fail the private tests:
     # only a verifier catches them), and small slips in the statement's numbers or words.
     c.warm_start.kind_weights = ml_collections.ConfigDict(
-        dict(reading=2.0, overfit=2.0, off_by_one=1.0, flip=1.0)
+        dict(reading=2.0, overfit=1.0)
     )
     c.warm_start.sft = _train(sft_defaults(), lr=3e-3, epochs=4, batch=8, max_length=256)
     c.warm_start.sft.optim.warmup_steps = 20

@@ -198,24 +198,25 @@ class Driver:
                 )
             return Artifact("base", content_key(str(path.resolve())), path, reused=True)
 
+        ws = c.warm_start
+        # The warm start stands in for pretraining: it may see more toy train problems than the
+        # μCode loop (never a test statement: the toy split is by statement).
+        problems = self.train
+        if ws.get("num_problems", 0):  # -1: every toy train problem (of the families)
+            d = c.data.train
+            n = max(ws.num_problems, 0)
+            problems = toy_problem_set("train", n, d.seed, d.get("families", ()), **toy_options(d))
+        # Its conversations run through the rollout engine with the rollouts' search settings.
+        search = rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed)
+
         def fn(out: Path):
             from mucode_jax.algorithms import warm_start
             from mucode_jax.training import train_sft
 
-            ws = c.warm_start
-            # The warm start stands in for pretraining: it may see more toy train problems than
-            # the μCode loop (never a test statement: the toy split is by statement).
-            problems = self.train
-            if ws.get("num_problems", 0):  # -1: every toy train problem (of the families)
-                d = c.data.train
-                n = max(ws.num_problems, 0)
-                problems = toy_problem_set(
-                    "train", n, d.seed, d.get("families", ()), **toy_options(d)
-                )
             convs = warm_start.conversations(
                 problems,
                 self.executor,
-                rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed),
+                search,
                 out / "conversations.jsonl",
                 samples_per_problem=ws.samples_per_problem,
                 max_turns=ws.get("turns", 1),
@@ -225,7 +226,13 @@ class Driver:
             res = train_sft(ws.sft, convs, out / "train", tokenizer=self.tokenizer)
             _move_on_main(res.hf_path, out / "hf")
 
-        art = self.store.run("warm_start", {"train": self.train_key, "cfg": c.warm_start}, fn)
+        inputs = {
+            "problems": content_key([p.id for p in problems]),
+            "cfg": ws,
+            "search": c.rollout.search,
+            "seed": c.seed,
+        }
+        art = self.store.run("warm_start", inputs, fn)
         return Artifact(art.name, art.key, art.path / "hf", art.reused)
 
     def rollouts(self, gen: Artifact, mode: str | None = None) -> Artifact:

@@ -72,6 +72,7 @@ class _Family:
       body: params (with "name" and "hidden") -> the function body (indented lines).
       make_input: (rng, params) -> the argument of one test call.
       numeric: visible params that the off-by-one mutation changes by ±1.
+      public_input: the public test's input, when it is not drawn like the private ones.
     """
 
     name: str
@@ -83,6 +84,7 @@ class _Family:
     body: Callable[[Params], str]
     make_input: Callable[[random.Random, Params], Any]
     numeric: tuple[str, ...] = ()
+    public_input: Callable[[random.Random, Params], Any] | None = None
 
 
 def _ints(rng: random.Random, lo: int = 0, hi: int = 15, size: tuple[int, int] = (4, 6)) -> list:
@@ -385,8 +387,8 @@ FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 # arithmetic the model would have to do in its head.
 VARIANTS = ("hidden", "shown")
 _SHOWN_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
-    "affine": {"b": tuple(range(1, 21))},
-    "divide": {"b": tuple(range(0, 12))},
+    "affine": {"a": tuple(range(2, 20)), "b": tuple(range(1, 31))},
+    "divide": {"b": tuple(range(0, 21)), "d": tuple(range(2, 13))},
 }
 
 
@@ -401,12 +403,16 @@ def _floor_div(p: Params) -> str:
 _SHOWN_BODIES: dict[str, Callable[[Params], str]] = {
     "divide": lambda p: _ret(_ceil_div(p) if p["hidden"] == "up" else _floor_div(p)),
 }
+# The public input of `affine` is 0, so its expected value is +b or -b: the reading is visible
+# in the prompt (a verifier reading (x, y) can learn it; a generator imitating noisy answers
+# still samples the other one). The other numeric families need the arithmetic done to tell.
+_SHOWN_PUBLIC: dict[str, Callable[[random.Random, Params], Any]] = {"affine": lambda rng, p: 0}
 # Shown-only family: a sum whose upper end is ambiguous ("from lo to n": is n included?).
 SERIES = _Family(
     name="series",
     func_names=("series",),
     arg="n",
-    visible={"c": tuple(range(2, 10)), "lo": tuple(range(0, 10))},
+    visible={"c": tuple(range(2, 13)), "lo": tuple(range(0, 16))},
     hidden=("inclusive", "exclusive"),
     statement=lambda p: (
         f"Write {p['name']}(n): return the sum of i * {p['c']} for i from {p['lo']} to n."
@@ -425,6 +431,7 @@ SHOWN_FAMILIES: tuple[_Family, ...] = tuple(
         func_names=f.func_names[:1],
         visible={**f.visible, **_SHOWN_GRIDS.get(f.name, {})},
         body=_SHOWN_BODIES.get(f.name, f.body),
+        public_input=_SHOWN_PUBLIC.get(f.name),
     )
     for f in FAMILIES
 ) + (SERIES,)
@@ -531,8 +538,9 @@ def _build(
 
     # Public test: one input on which every reading gives a different, valid result.
     public_arg = None
+    draw = family.public_input or family.make_input
     for _ in range(500):
-        x = family.make_input(rng, params)
+        x = draw(rng, params)
         outs = [_call(code, name, x) for code in readings]
         if _MISSING not in outs and len({repr(o) for o in outs}) == len(outs):
             public_arg = x
