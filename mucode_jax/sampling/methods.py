@@ -27,6 +27,20 @@ Array = jax.Array
 _NEG_INF = -jnp.inf
 
 
+def argmax(x: Array) -> Array:
+    """`jnp.argmax` over the last axis (the first index on ties; the first NaN if the max is
+    NaN) as int32, computed as a max and a min over the indices that reach it.
+
+    XLA:CPU runs `jnp.argmax`'s paired (value, index) reduction as a scalar loop: 4.8 ms per
+    decode step for [32, 32000] float32 logits, against ~0.5 ms for these two vectorised
+    reductions. The result is the same index.
+    """
+    best = jnp.max(x, axis=-1, keepdims=True)
+    index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    hit = (x == best) | jnp.isnan(x)
+    return jnp.min(jnp.where(hit, index, x.shape[-1]), axis=-1)
+
+
 def _categorical(rng: Array, logits: Array) -> Array:
     if rng.ndim == 0:
         return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
@@ -74,17 +88,17 @@ class Greedy(SamplingMethod):
     """
 
     def adjust_logits(self, logits: Array) -> Array:
-        best = jnp.argmax(logits, axis=-1)
+        best = argmax(logits)
         hit = jnp.arange(logits.shape[-1])[None, :] == best[:, None]
         return jnp.where(hit, 0.0, _NEG_INF).astype(jnp.float32)
 
     def draw(self, adjusted: Array, rng: Array) -> Array:
         del rng
-        return jnp.argmax(adjusted, axis=-1).astype(jnp.int32)
+        return argmax(adjusted)
 
     def get_next_tokens(self, logits: Array, rng: Array) -> Array:
         del rng
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return argmax(logits)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mucode_jax.sampling import Greedy, Temperature, TopK, TopP, make_method
+from mucode_jax.sampling.methods import argmax
 
 N = 20_000
 LOGITS = np.log(np.array([0.30, 0.25, 0.15, 0.10, 0.08, 0.05, 0.04, 0.02, 0.01], np.float32))
@@ -74,6 +75,20 @@ def test_greedy_and_tiny_temperature_pick_the_argmax():
     tiny = Temperature(1e-6).get_next_tokens(jnp.asarray(logits), keys)
     np.testing.assert_array_equal(tiny, best)
     assert make_method(temperature=0.0, top_p=0.3, top_k=7) == Greedy()
+
+
+def test_argmax_equals_jnp_argmax_on_ties_infinities_and_nans():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 1000)).astype(np.float32)
+    x[0, [5, 9, 700]] = x[0].max() + 1.0  # ties: the first index wins
+    x[1] = -np.inf
+    x[2, 3] = np.inf
+    x[3, [10, 20]] = np.nan  # a NaN is the max, as in jnp.argmax
+    x[4] = np.round(x[4])  # many ties
+    for a in (x, x[:, :1], x[:1]):
+        got = jax.jit(argmax)(jnp.asarray(a))
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.argmax(a, axis=-1)))
+        assert got.dtype == jnp.int32
 
 
 def test_make_method_picks_the_cheapest():
