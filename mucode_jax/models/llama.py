@@ -416,17 +416,26 @@ class Attention(nnx.Module):
         inv_freq: np.ndarray,
         cache: LayerCache | None = None,
         cache_end: Array | None = None,
+        last_only: bool = False,
     ) -> tuple[Array, LayerCache | None]:
-        """x [B, T, D], positions [B, T], mask [B, T, S] bool -> [B, T, D]."""
+        """x [B, T, D], positions [B, T], mask [B, T, S] bool -> [B, T, D].
+
+        ``last_only``: the output of the last position only, [B, 1, D] (keys and values of
+        every position still go to the cache).
+        """
         c = self.config
         dt = c.dtype
-        q = jnp.einsum("btd,dnh->btnh", x, self.q[...].astype(dt))
         k = jnp.einsum("btd,dkh->btkh", x, self.k[...].astype(dt))
         v = jnp.einsum("btd,dkh->btkh", x, self.v[...].astype(dt))
-        q = shard(apply_rope(q, positions, inv_freq), ("batch", "length", "q_heads", "head_dim"))
+        if last_only:
+            x, mask, q_positions = x[:, -1:], mask[:, -1:], positions[:, -1:]
+        else:
+            q_positions = positions
+        q = jnp.einsum("btd,dnh->btnh", x, self.q[...].astype(dt))
+        q = shard(apply_rope(q, q_positions, inv_freq), ("batch", "length", "q_heads", "head_dim"))
         k = shard(apply_rope(k, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
         v = shard(v, ("batch", "length", "kv_heads", "head_dim"))
-        if cache is None or cache.max_length == x.shape[1]:
+        if cache is None or cache.max_length == k.shape[1]:
             # No cache, or a prefill that fills the whole cache: attend over the new keys.
             out = attention(q, k, v, mask)
         if cache is not None:
@@ -437,7 +446,7 @@ class Attention(nnx.Module):
                 k=put(cache.k, k.transpose(0, 2, 3, 1), KEY_SLOT_AXIS),  # [B, K, H, T]
                 v=put(cache.v, v.swapaxes(1, 2), VALUE_SLOT_AXIS),  # [B, K, T, H]
             )
-            if cache.max_length != x.shape[1]:
+            if cache.max_length != k.shape[1]:
                 out = cached_attention(q, cache.k.astype(dt), cache.v.astype(dt), mask)
         out = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(dt))
         return out, cache
@@ -522,9 +531,11 @@ class DecoderLayer(nnx.Module):
         )
         self.mlp = MLP(c, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache=None, cache_end=None):
-        h, cache = self.attn(self.input_norm(x), positions, mask, inv_freq, cache, cache_end)
-        x = x + h
+    def __call__(self, x, positions, mask, inv_freq, cache=None, cache_end=None, last_only=False):
+        h, cache = self.attn(
+            self.input_norm(x), positions, mask, inv_freq, cache, cache_end, last_only
+        )
+        x = (x[:, -1:] if last_only else x) + h
         x = x + self.mlp(self.post_attn_norm(x))
         return shard(x, ("batch", "length", "embed")), cache
 
@@ -593,9 +604,19 @@ class Llama(nnx.Module):
         positions: Array | None = None,
         cache: Cache | None = None,
         collect: bool = False,
+        last_only: bool = False,
     ) -> tuple[Array, Cache | None, list[Array]]:
-        """Final normed hidden states [B, T, D], the updated cache, and per-layer states."""
+        """Final normed hidden states [B, T, D], the updated cache, and per-layer states.
+
+        ``last_only``: the final hidden state of the last position only, [B, 1, D]. The last
+        layer then computes its queries, attention output and MLP for that position alone (a
+        prefill needs only the last position's logits, and the last layer's outputs at the
+        other positions feed nothing; every layer's keys and values still go to the cache).
+        Not with ``collect``.
+        """
         c = self.config
+        if last_only and collect:
+            raise ValueError("hidden(last_only=True) cannot collect every position's states.")
         tokens = jnp.asarray(tokens, jnp.int32)
         b, t = tokens.shape
         if segment_ids is None:
@@ -632,14 +653,15 @@ class Llama(nnx.Module):
         new_layers = []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache.layers[i]
+            last = last_only and i == len(self.layers) - 1
             if c.remat and cache is None:
                 fn = nnx.remat(
-                    lambda lyr, x, p, m: lyr(x, p, m, inv_freq)[0],
+                    lambda lyr, x, p, m, last=last: lyr(x, p, m, inv_freq, last_only=last)[0],
                     policy=REMAT_POLICIES[c.remat_policy],
                 )
                 x = fn(layer, x, positions, mask)
             else:
-                x, layer_cache = layer(x, positions, mask, inv_freq, layer_cache, end)
+                x, layer_cache = layer(x, positions, mask, inv_freq, layer_cache, end, last)
             new_layers.append(layer_cache)
             if collect:
                 states.append(x)

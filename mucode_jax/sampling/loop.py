@@ -147,7 +147,9 @@ def prefill_cache(spec: LoopSpec, params: Any, tokens: Array, mask: Array) -> tu
         # One pass over P cache slots (attention over the prompt only), then room for the
         # new tokens.
         cache = constrain_cache(spec, init_cache(spec.config, b, p, spec.cache_dtype))
-        x, cache, _ = model.hidden(tokens, segment_ids=mask, positions=positions, cache=cache)
+        x, cache, _ = model.hidden(
+            tokens, segment_ids=mask, positions=positions, cache=cache, last_only=True
+        )
         last = x[:, -1]
         pad = lambda a, axis: jnp.pad(a, [(0, m) if i == axis else (0, 0) for i in range(4)])
         cache = Cache(
@@ -167,7 +169,11 @@ def prefill_cache(spec: LoopSpec, params: Any, tokens: Array, mask: Array) -> tu
             tok_c, mask_c, pos_c = xs
             chunk_model = nnx.merge(spec.graphdef, params)
             x, cache, _ = chunk_model.hidden(
-                tok_c, segment_ids=mask_c, positions=pos_c, cache=constrain_cache(spec, cache)
+                tok_c,
+                segment_ids=mask_c,
+                positions=pos_c,
+                cache=constrain_cache(spec, cache),
+                last_only=True,
             )
             return constrain_cache(spec, cache), x[:, -1]
 
