@@ -448,7 +448,9 @@ class Attention(nnx.Module):
             )
             if cache.max_length != k.shape[1]:
                 out = cached_attention(q, cache.k.astype(dt), cache.v.astype(dt), mask)
-        out = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(dt))
+        # Contract (n, h) in this order: jnp.einsum("btnh,nhd->btd") lists them as (h, n),
+        # for which XLA:CPU transposed the weight and the activations at every step.
+        out = jax.lax.dot_general(out, self.o[...].astype(dt), (((2, 3), (0, 1)), ((), ())))
         return out, cache
 
 
