@@ -357,15 +357,24 @@ class RMSNorm(nnx.Module):
 
 @struct.dataclass
 class LayerCache:
-    """KV cache of one layer: keys and values [B, K, S, H].
+    """KV cache of one layer: keys [B, K, H, S], values [B, K, S, H].
 
-    Heads before slots: the decode step's dots (``q . k`` over H, ``p . v`` over S, batched
-    over B and K) read the cache in this layout as it is, with no per-step relayout (a
-    [B, S, K, H] cache made XLA transpose every layer's whole cache at every decode step).
+    Each is stored as the decode step's matmul reads it, batched over B and K: scores =
+    queries [G, H] x keys [H, S], outputs = probabilities [G, S] x values [S, H], with no
+    per-step relayout (a [B, S, K, H] cache made XLA transpose every layer's whole cache at
+    every decode step) and both cache operands in the plain [contracted, kept] layout (keys
+    as [S, H] took XLA:CPU's GEMM about 2.5x as long for the scores).
     """
 
     k: Array
     v: Array
+
+    @property
+    def max_length(self) -> int:
+        return self.v.shape[2]
+
+
+KEY_SLOT_AXIS, VALUE_SLOT_AXIS = 3, 2  # the slot axis S of LayerCache.k and LayerCache.v
 
 
 @struct.dataclass
@@ -407,27 +416,41 @@ class Attention(nnx.Module):
         inv_freq: np.ndarray,
         cache: LayerCache | None = None,
         cache_end: Array | None = None,
+        last_only: bool = False,
     ) -> tuple[Array, LayerCache | None]:
-        """x [B, T, D], positions [B, T], mask [B, T, S] bool -> [B, T, D]."""
+        """x [B, T, D], positions [B, T], mask [B, T, S] bool -> [B, T, D].
+
+        ``last_only``: the output of the last position only, [B, 1, D] (keys and values of
+        every position still go to the cache).
+        """
         c = self.config
         dt = c.dtype
-        q = jnp.einsum("btd,dnh->btnh", x, self.q[...].astype(dt))
         k = jnp.einsum("btd,dkh->btkh", x, self.k[...].astype(dt))
         v = jnp.einsum("btd,dkh->btkh", x, self.v[...].astype(dt))
-        q = shard(apply_rope(q, positions, inv_freq), ("batch", "length", "q_heads", "head_dim"))
+        if last_only:
+            x, mask, q_positions = x[:, -1:], mask[:, -1:], positions[:, -1:]
+        else:
+            q_positions = positions
+        q = jnp.einsum("btd,dnh->btnh", x, self.q[...].astype(dt))
+        q = shard(apply_rope(q, q_positions, inv_freq), ("batch", "length", "q_heads", "head_dim"))
         k = shard(apply_rope(k, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
         v = shard(v, ("batch", "length", "kv_heads", "head_dim"))
-        if cache is None or cache.k.shape[2] == x.shape[1]:
+        if cache is None or cache.max_length == k.shape[1]:
             # No cache, or a prefill that fills the whole cache: attend over the new keys.
             out = attention(q, k, v, mask)
         if cache is not None:
-            put = lambda buf, new: jax.lax.dynamic_update_slice_in_dim(
-                buf, new.swapaxes(1, 2).astype(buf.dtype), cache_end, axis=2
+            put = lambda buf, new, axis: jax.lax.dynamic_update_slice_in_dim(
+                buf, new.astype(buf.dtype), cache_end, axis=axis
             )
-            cache = LayerCache(k=put(cache.k, k), v=put(cache.v, v))
-            if cache.k.shape[2] != x.shape[1]:
+            cache = LayerCache(
+                k=put(cache.k, k.transpose(0, 2, 3, 1), KEY_SLOT_AXIS),  # [B, K, H, T]
+                v=put(cache.v, v.swapaxes(1, 2), VALUE_SLOT_AXIS),  # [B, K, T, H]
+            )
+            if cache.max_length != k.shape[1]:
                 out = cached_attention(q, cache.k.astype(dt), cache.v.astype(dt), mask)
-        out = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(dt))
+        # Contract (n, h) in this order: jnp.einsum("btnh,nhd->btd") lists them as (h, n),
+        # for which XLA:CPU transposed the weight and the activations at every step.
+        out = jax.lax.dot_general(out, self.o[...].astype(dt), (((2, 3), (0, 1)), ((), ())))
         return out, cache
 
 
@@ -459,8 +482,26 @@ def attention_reference(q: Array, k: Array, v: Array, mask: Array) -> Array:
 
 
 def cached_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """q [B, T, N, H] against a cache k, v [B, K, S, H] (its layout), mask [B, T, S]."""
-    return _einsum_attention(q, k, v, mask, "bksh")
+    """q [B, T, N, H] against a cache in its layout, k [B, K, H, S] and v [B, K, S, H], with
+    mask [B, T, S].
+
+    Both products are plain batched matmuls over (B, K) with the queries of a kv head as
+    rows (M = G * T, in the order g, t): ``[M, H] x [H, S]`` and ``[M, S] x [S, H]``,
+    operands in their stored layouts. XLA:CPU hands such dots to its GEMM library; the
+    einsum form of `attention_reference` made it emit the second one with the contracted
+    slot axis leading, which it ran as a slow loop (6 of ~40 ms of a decode step of the
+    benchmark model at batch 32). With T = 1 (decoding) no transpose is left.
+    """
+    b, t, n, h = q.shape
+    kh = v.shape[1]
+    g = n // kh
+    qm = q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kh, g * t, h)
+    scores = jnp.einsum("bkmh,bkhs->bkms", qm, k, preferred_element_type=jnp.float32)
+    scores = (scores * (h**-0.5)).reshape(b, kh, g, t, -1)
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kh, g * t, -1)
+    out = jnp.einsum("bkms,bksh->bkmh", probs, v)
+    return out.reshape(b, kh, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 class MLP(nnx.Module):
@@ -492,9 +533,11 @@ class DecoderLayer(nnx.Module):
         )
         self.mlp = MLP(c, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache=None, cache_end=None):
-        h, cache = self.attn(self.input_norm(x), positions, mask, inv_freq, cache, cache_end)
-        x = x + h
+    def __call__(self, x, positions, mask, inv_freq, cache=None, cache_end=None, last_only=False):
+        h, cache = self.attn(
+            self.input_norm(x), positions, mask, inv_freq, cache, cache_end, last_only
+        )
+        x = (x[:, -1:] if last_only else x) + h
         x = x + self.mlp(self.post_attn_norm(x))
         return shard(x, ("batch", "length", "embed")), cache
 
@@ -563,9 +606,19 @@ class Llama(nnx.Module):
         positions: Array | None = None,
         cache: Cache | None = None,
         collect: bool = False,
+        last_only: bool = False,
     ) -> tuple[Array, Cache | None, list[Array]]:
-        """Final normed hidden states [B, T, D], the updated cache, and per-layer states."""
+        """Final normed hidden states [B, T, D], the updated cache, and per-layer states.
+
+        ``last_only``: the final hidden state of the last position only, [B, 1, D]. The last
+        layer then computes its queries, attention output and MLP for that position alone (a
+        prefill needs only the last position's logits, and the last layer's outputs at the
+        other positions feed nothing; every layer's keys and values still go to the cache).
+        Not with ``collect``.
+        """
         c = self.config
+        if last_only and collect:
+            raise ValueError("hidden(last_only=True) cannot collect every position's states.")
         tokens = jnp.asarray(tokens, jnp.int32)
         b, t = tokens.shape
         if segment_ids is None:
@@ -602,14 +655,15 @@ class Llama(nnx.Module):
         new_layers = []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache.layers[i]
+            last = last_only and i == len(self.layers) - 1
             if c.remat and cache is None:
                 fn = nnx.remat(
-                    lambda lyr, x, p, m: lyr(x, p, m, inv_freq)[0],
+                    lambda lyr, x, p, m, last=last: lyr(x, p, m, inv_freq, last_only=last)[0],
                     policy=REMAT_POLICIES[c.remat_policy],
                 )
                 x = fn(layer, x, positions, mask)
             else:
-                x, layer_cache = layer(x, positions, mask, inv_freq, layer_cache, end)
+                x, layer_cache = layer(x, positions, mask, inv_freq, layer_cache, end, last)
             new_layers.append(layer_cache)
             if collect:
                 states.append(x)
@@ -662,9 +716,9 @@ class Llama(nnx.Module):
 def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
     """An empty KV cache of ``max_length`` slots in ``dtype`` (default: the compute dtype)."""
     dtype = config.dtype if dtype is None else dtype
-    shape = (batch_size, config.num_key_value_heads, max_length, config.head_dim)
+    b, k, s, h = batch_size, config.num_key_value_heads, max_length, config.head_dim
     layers = tuple(
-        LayerCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+        LayerCache(k=jnp.zeros((b, k, h, s), dtype), v=jnp.zeros((b, k, s, h), dtype))
         for _ in range(config.num_hidden_layers)
     )
     return Cache(
@@ -676,9 +730,10 @@ def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype: Any
 
 def cache_logical_axes(config: LlamaConfig) -> Cache:
     """Logical axes of each cache array, for sharding the cache like the activations."""
-    kv = ("batch", "kv_heads", "cache_length", "head_dim")
+    k = ("batch", "kv_heads", "head_dim", "cache_length")
+    v = ("batch", "kv_heads", "cache_length", "head_dim")
     return Cache(
-        layers=tuple(LayerCache(k=kv, v=kv) for _ in range(config.num_hidden_layers)),
+        layers=tuple(LayerCache(k=k, v=v) for _ in range(config.num_hidden_layers)),
         segment_ids=("batch", "cache_length"),
         end=(),
     )

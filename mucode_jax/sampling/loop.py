@@ -32,7 +32,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from mucode_jax.models.llama import Cache, LayerCache, LlamaConfig, default_positions, init_cache
+from mucode_jax.models.llama import (
+    KEY_SLOT_AXIS,
+    VALUE_SLOT_AXIS,
+    Cache,
+    LayerCache,
+    LlamaConfig,
+    default_positions,
+    init_cache,
+)
 from mucode_jax.sampling.methods import Greedy, SamplingMethod
 
 Array = jax.Array
@@ -139,11 +147,16 @@ def prefill_cache(spec: LoopSpec, params: Any, tokens: Array, mask: Array) -> tu
         # One pass over P cache slots (attention over the prompt only), then room for the
         # new tokens.
         cache = constrain_cache(spec, init_cache(spec.config, b, p, spec.cache_dtype))
-        x, cache, _ = model.hidden(tokens, segment_ids=mask, positions=positions, cache=cache)
+        x, cache, _ = model.hidden(
+            tokens, segment_ids=mask, positions=positions, cache=cache, last_only=True
+        )
         last = x[:, -1]
-        pad_kv = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, m), (0, 0)))  # [B, K, S, H]
+        pad = lambda a, axis: jnp.pad(a, [(0, m) if i == axis else (0, 0) for i in range(4)])
         cache = Cache(
-            layers=tuple(LayerCache(k=pad_kv(c.k), v=pad_kv(c.v)) for c in cache.layers),
+            layers=tuple(
+                LayerCache(k=pad(c.k, KEY_SLOT_AXIS), v=pad(c.v, VALUE_SLOT_AXIS))
+                for c in cache.layers
+            ),
             segment_ids=jnp.pad(cache.segment_ids, ((0, 0), (0, m))),
             end=cache.end,
         )
@@ -156,7 +169,11 @@ def prefill_cache(spec: LoopSpec, params: Any, tokens: Array, mask: Array) -> tu
             tok_c, mask_c, pos_c = xs
             chunk_model = nnx.merge(spec.graphdef, params)
             x, cache, _ = chunk_model.hidden(
-                tok_c, segment_ids=mask_c, positions=pos_c, cache=constrain_cache(spec, cache)
+                tok_c,
+                segment_ids=mask_c,
+                positions=pos_c,
+                cache=constrain_cache(spec, cache),
+                last_only=True,
             )
             return constrain_cache(spec, cache), x[:, -1]
 
@@ -300,9 +317,12 @@ def decode(
 
 def window_cache(cache: Cache, window: int) -> Cache:
     """The cache's first ``window`` slots (a copy)."""
-    head = lambda a: jax.lax.slice_in_dim(a, 0, window, axis=2)
+    head = lambda a, axis: jax.lax.slice_in_dim(a, 0, window, axis=axis)
     return Cache(
-        layers=tuple(LayerCache(k=head(c.k), v=head(c.v)) for c in cache.layers),
+        layers=tuple(
+            LayerCache(k=head(c.k, KEY_SLOT_AXIS), v=head(c.v, VALUE_SLOT_AXIS))
+            for c in cache.layers
+        ),
         segment_ids=cache.segment_ids[:, :window],
         end=cache.end,
     )
@@ -310,10 +330,11 @@ def window_cache(cache: Cache, window: int) -> Cache:
 
 def unwindow_cache(full: Cache, window: Cache) -> Cache:
     """``full`` with its first slots replaced by ``window``'s (in place when donated)."""
-    put = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, 0, axis=2)
+    put = lambda a, b, axis: jax.lax.dynamic_update_slice_in_dim(a, b, 0, axis=axis)
     return Cache(
         layers=tuple(
-            LayerCache(k=put(f.k, w.k), v=put(f.v, w.v)) for f, w in zip(full.layers, window.layers)
+            LayerCache(k=put(f.k, w.k, KEY_SLOT_AXIS), v=put(f.v, w.v, VALUE_SLOT_AXIS))
+            for f, w in zip(full.layers, window.layers)
         ),
         segment_ids=jax.lax.dynamic_update_slice_in_dim(
             full.segment_ids, window.segment_ids, 0, axis=1

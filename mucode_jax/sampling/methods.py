@@ -27,10 +27,33 @@ Array = jax.Array
 _NEG_INF = -jnp.inf
 
 
+def argmax(x: Array) -> Array:
+    """`jnp.argmax` over the last axis (the first index on ties; the first NaN if the max is
+    NaN) as int32, computed as a max and a min over the indices that reach it.
+
+    XLA:CPU runs `jnp.argmax`'s paired (value, index) reduction as a scalar loop: 4.8 ms per
+    decode step for [32, 32000] float32 logits, against ~0.5 ms for these two vectorised
+    reductions. The result is the same index.
+    """
+    best = jnp.max(x, axis=-1, keepdims=True)
+    index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    hit = (x == best) | jnp.isnan(x)
+    return jnp.min(jnp.where(hit, index, x.shape[-1]), axis=-1)
+
+
 def _categorical(rng: Array, logits: Array) -> Array:
-    if rng.ndim == 0:
-        return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
-    return jax.vmap(lambda k, x: jax.random.categorical(k, x))(rng, logits).astype(jnp.int32)
+    """`jax.random.categorical` (the argmax of logits plus Gumbel noise from ``rng``) with
+    `argmax` for its argmax: the same draws, 5.8 instead of 20.8 ms per step for [32, 32000]
+    logits on XLA:CPU."""
+    draw = lambda key, x: argmax(jax.random.gumbel(key, x.shape, x.dtype) + x)
+    return draw(rng, logits) if rng.ndim == 0 else jax.vmap(draw)(rng, logits)
+
+
+def _smallest(top: Array) -> Array:
+    """The last of `jax.lax.top_k` values [B, k] -> [B, 1], as a min: slicing a top-k result
+    (``top[:, -1:]``) makes XLA:CPU replace its partial sort (1.5 ms for the top 50 of
+    [32, 32000]) by a full sort of the vocabulary (183 ms)."""
+    return jnp.min(top, axis=-1, keepdims=True)
 
 
 def _scale(logits: Array, temperature: float) -> Array:
@@ -40,12 +63,46 @@ def _scale(logits: Array, temperature: float) -> Array:
 
 def _top_p_threshold(sorted_desc: Array, top_p: float) -> Array:
     """Smallest logit kept by nucleus sampling, given logits sorted descending [B, n] -> [B, 1]."""
-    probs = jax.nn.softmax(sorted_desc, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+    return _threshold(sorted_desc, _mass_above(jax.nn.softmax(sorted_desc, axis=-1)), top_p)
+
+
+def _mass_above(probs: Array) -> Array:
+    """Probability mass strictly above each token of probabilities sorted descending."""
+    return jnp.cumsum(probs, axis=-1) - probs
+
+
+def _threshold(sorted_desc: Array, before: Array, top_p: float) -> Array:
     keep = before < top_p
     keep = keep.at[:, 0].set(True)  # always keep the most likely token
     n_keep = jnp.sum(keep, axis=-1, keepdims=True)
     return jnp.take_along_axis(sorted_desc, n_keep - 1, axis=-1)
+
+
+NUCLEUS_CANDIDATES = 1024  # the most likely tokens in which `nucleus_threshold` looks first
+
+
+def nucleus_threshold(logits: Array, top_p: float, candidates: int = NUCLEUS_CANDIDATES) -> Array:
+    """`_top_p_threshold` of logits [B, V] in any order -> [B, 1], without sorting V when it
+    can: the nucleus is sought among the ``candidates`` most likely tokens (`jax.lax.top_k`,
+    their probabilities under the full softmax), and the whole vocabulary is sorted only
+    when some row's nucleus does not end inside them (a `jax.lax.cond` over the batch).
+
+    Sorting [32, 32000] float32 logits took 183 ms per step on XLA:CPU, top-1024 1.5 ms.
+    The kept set is the sorted path's up to float32 rounding of the cumulative mass (the
+    normaliser is summed in another order): a token whose mass above it is within ~1e-7 of
+    ``top_p`` may fall on the other side.
+    """
+    if candidates >= logits.shape[-1]:
+        return _top_p_threshold(-jnp.sort(-logits, axis=-1), top_p)
+    top = jax.lax.top_k(logits, candidates)[0]
+    best = jnp.max(logits, axis=-1, keepdims=True)  # not top[:, :1], see `_smallest`
+    probs = jnp.exp(top - best) / jnp.sum(jnp.exp(logits - best), axis=-1, keepdims=True)
+    before = _mass_above(probs)
+    return jax.lax.cond(
+        jnp.all(before[:, -1] >= top_p),  # no row keeps its last candidate
+        lambda: _threshold(top, before, top_p),
+        lambda: _top_p_threshold(-jnp.sort(-logits, axis=-1), top_p),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,17 +131,17 @@ class Greedy(SamplingMethod):
     """
 
     def adjust_logits(self, logits: Array) -> Array:
-        best = jnp.argmax(logits, axis=-1)
+        best = argmax(logits)
         hit = jnp.arange(logits.shape[-1])[None, :] == best[:, None]
         return jnp.where(hit, 0.0, _NEG_INF).astype(jnp.float32)
 
     def draw(self, adjusted: Array, rng: Array) -> Array:
         del rng
-        return jnp.argmax(adjusted, axis=-1).astype(jnp.int32)
+        return argmax(adjusted)
 
     def get_next_tokens(self, logits: Array, rng: Array) -> Array:
         del rng
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return argmax(logits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +174,7 @@ class TopK(SamplingMethod):
     def adjust_logits(self, logits: Array) -> Array:
         logits = _scale(logits, self.temperature)
         k = min(int(self.k), logits.shape[-1])
-        kth = jax.lax.top_k(logits, k)[0][:, -1:]
+        kth = _smallest(jax.lax.top_k(logits, k)[0])
         return jnp.where(logits < kth, _NEG_INF, logits)
 
 
@@ -125,8 +182,9 @@ class TopK(SamplingMethod):
 class TopP(SamplingMethod):
     """Nucleus sampling: the smallest set of most likely tokens with mass >= ``p``.
 
-    With ``top_k > 0`` the nucleus is taken within the top ``top_k`` tokens (HF order),
-    which also avoids sorting the whole vocabulary.
+    With ``top_k > 0`` the nucleus is taken within the top ``top_k`` tokens (HF order).
+    Without, the vocabulary is sorted only when the nucleus is not among the most likely
+    `NUCLEUS_CANDIDATES` tokens (`nucleus_threshold`).
     """
 
     p: float
@@ -144,10 +202,11 @@ class TopP(SamplingMethod):
         v = logits.shape[-1]
         if 0 < self.top_k < v:
             top = jax.lax.top_k(logits, int(self.top_k))[0]
-            logits = jnp.where(logits < top[:, -1:], _NEG_INF, logits)
+            logits = jnp.where(logits < _smallest(top), _NEG_INF, logits)
+            threshold = _top_p_threshold(top, float(self.p))
         else:
-            top = -jnp.sort(-logits, axis=-1)
-        return jnp.where(logits < _top_p_threshold(top, float(self.p)), _NEG_INF, logits)
+            threshold = nucleus_threshold(logits, float(self.p))
+        return jnp.where(logits < threshold, _NEG_INF, logits)
 
 
 def _check_temperature(t: float) -> None:

@@ -2,7 +2,8 @@
 
 * `attention` (jax.nn.dot_product_attention) equals the einsum reference to 1e-6 in float32,
   on packed segments with padding, for GQA, MQA and MHA;
-* `cached_attention` on the [B, K, S, H] cache equals the reference on the same keys;
+* `cached_attention` on the cache layout (keys [B, K, H, S], values [B, K, S, H]) equals the
+  reference on the same keys;
 * the compiled decode step never transposes or copies a cache-sized array.
 """
 
@@ -65,7 +66,7 @@ def test_cached_attention_reads_the_heads_first_layout():
     keys = jnp.asarray(rng.normal(size=(b, s, k, h)), jnp.float32)
     vals = jnp.asarray(rng.normal(size=(b, s, k, h)), jnp.float32)
     mask = jnp.asarray(rng.random((b, t, s)) < 0.7).at[:, :, 0].set(True)
-    got = cached_attention(q, keys.swapaxes(1, 2), vals.swapaxes(1, 2), mask)
+    got = cached_attention(q, keys.transpose(0, 2, 3, 1), vals.swapaxes(1, 2), mask)
     want = attention_reference(q, keys, vals, mask)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6, rtol=0)
 
@@ -89,8 +90,9 @@ def test_decode_step_moves_no_cache_sized_array(window):
     )
     arrays = sampler._prepare([[1, 2, 3]] * 8, np.full(8, 64, np.int32), np.arange(8))
     state = sampler._prefill(sampler.method, sampler._params, *arrays, np.uint32(0))
-    cache_shape = state.cache.layers[0].k.shape
+    cache_shape = state.cache.layers[0].v.shape
     assert cache_shape == (8, 2, 32 + 64, 16)  # [B, K, S, H]
+    assert state.cache.layers[0].k.shape == (8, 2, 16, 32 + 64)  # [B, K, H, S]
     decode = sampler._decode.lower(sampler.method, window, sampler._params, state, np.int32(64))
     hlo = decode.compile().as_text()
     moved = []

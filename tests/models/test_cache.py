@@ -53,3 +53,27 @@ def test_decoding_with_cache_requires_positions():
         assert "positions" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_last_only_prefill_gives_the_last_position_and_the_same_cache():
+    cfg = LlamaConfig.tiny(vocab_size=101)
+    model = Llama(cfg, rngs=nnx.Rngs(1))
+    rng = np.random.RandomState(1)
+    b, t = 3, 9
+    tokens = rng.randint(1, 101, (b, t))
+    mask = np.ones_like(tokens)
+    mask[1, :3] = 0
+    positions = default_positions(jnp.asarray(mask))
+    graphdef, state = nnx.split(model)
+
+    def prefill(state, last_only):
+        m = nnx.merge(graphdef, state)
+        kw = dict(segment_ids=mask, positions=positions, cache=m.init_cache(b, t + 2))
+        return m.hidden(tokens, last_only=last_only, **kw)[:2]
+
+    prefill = jax.jit(prefill, static_argnums=1)
+    (x, cache), (last, last_cache) = prefill(state, False), prefill(state, True)
+    assert last.shape == (b, 1, cfg.hidden_size)
+    np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(x[:, -1]), atol=1e-5, rtol=0)
+    for a, c in zip(jax.tree.leaves(cache), jax.tree.leaves(last_cache)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mucode_jax.sampling import Greedy, Temperature, TopK, TopP, make_method
+from mucode_jax.sampling.methods import _categorical, _top_p_threshold, argmax, nucleus_threshold
 
 N = 20_000
 LOGITS = np.log(np.array([0.30, 0.25, 0.15, 0.10, 0.08, 0.05, 0.04, 0.02, 0.01], np.float32))
@@ -74,6 +75,42 @@ def test_greedy_and_tiny_temperature_pick_the_argmax():
     tiny = Temperature(1e-6).get_next_tokens(jnp.asarray(logits), keys)
     np.testing.assert_array_equal(tiny, best)
     assert make_method(temperature=0.0, top_p=0.3, top_k=7) == Greedy()
+
+
+def test_argmax_equals_jnp_argmax_on_ties_infinities_and_nans():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 1000)).astype(np.float32)
+    x[0, [5, 9, 700]] = x[0].max() + 1.0  # ties: the first index wins
+    x[1] = -np.inf
+    x[2, 3] = np.inf
+    x[3, [10, 20]] = np.nan  # a NaN is the max, as in jnp.argmax
+    x[4] = np.round(x[4])  # many ties
+    for a in (x, x[:, :1], x[:1]):
+        got = jax.jit(argmax)(jnp.asarray(a))
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.argmax(a, axis=-1)))
+        assert got.dtype == jnp.int32
+
+
+def test_categorical_draws_what_jax_random_categorical_draws():
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3000)), jnp.float32)
+    key = jax.random.key(5)
+    want = jax.random.categorical(key, logits, axis=-1)
+    np.testing.assert_array_equal(np.asarray(jax.jit(_categorical)(key, logits)), np.asarray(want))
+    keys = jax.random.split(key, 4)
+    want = jax.vmap(jax.random.categorical)(keys, logits)
+    np.testing.assert_array_equal(np.asarray(jax.jit(_categorical)(keys, logits)), np.asarray(want))
+
+
+@pytest.mark.parametrize("scale", [8.0, 0.1])  # a nucleus inside the candidates, or not
+def test_nucleus_threshold_without_sorting_equals_the_sorted_one(scale):
+    rng = np.random.default_rng(2)
+    logits = jnp.asarray(rng.normal(size=(6, 5000)) * scale, jnp.float32)
+    for p in (0.5, 0.9, 0.95, 1.0):
+        want = _top_p_threshold(-jnp.sort(-logits, axis=-1), p)
+        got = jax.jit(nucleus_threshold, static_argnums=(1, 2))(logits, p, 64)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    kept = np.asarray((logits >= nucleus_threshold(logits, 0.9, 64)).sum(-1))
+    assert (kept < 64).all() if scale > 1 else (kept > 64).all()
 
 
 def test_make_method_picks_the_cheapest():
