@@ -1,0 +1,78 @@
+"""The demo's scripted warm start: real executor feedback, the same answer repeated, resumable."""
+
+from __future__ import annotations
+
+import pytest
+
+from mucode_jax import prompts as P
+from mucode_jax import rollout
+from mucode_jax.algorithms import warm_start
+from mucode_jax.data import toy
+from mucode_jax.execution import Executor
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return toy.toy_problems("train", 12, variant="shown", test_fraction=0.3)
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(workers=2) as ex:
+        yield ex
+
+
+def _code(message: str) -> str:
+    return message.split("```python\n", 1)[1].rsplit("\n```", 1)[0]
+
+
+def test_script_repeats_itself_after_real_feedback(problems, executor, tmp_path):
+    search = rollout.SearchConfig(show_tests=True, seed=5)
+    out = tmp_path / "ws.jsonl"
+    convs = warm_start.conversations(
+        problems, executor, search, out, samples_per_problem=2, max_turns=3, p_correct=0.4
+    )
+    assert len(convs) == 2 * len(problems)
+    by_prompt = {P.first_turn_messages(p, show_tests=True)[-1]["content"]: p for p in problems}
+    stopped_right = repeated = 0
+    for conv in convs:
+        assert conv[-1]["role"] == "assistant"
+        problem = by_prompt[next(m["content"] for m in conv if m["role"] == "user")]
+        answers = [_code(m["content"]) for m in conv if m["role"] == "assistant"]
+        first = answers[0].strip()
+        if first == problem.reference.strip():
+            assert len(answers) == 1  # the public test passed: the search stops at turn 1
+            stopped_right += 1
+        elif len(answers) > 1:
+            # It failed the public test: real feedback (the failing test) then the same answer.
+            feedback = [m["content"] for m in conv if m["role"] == "user"][1]
+            assert "assert" in feedback or "Error" in feedback or "fail" in feedback.lower()
+            assert len(answers) == 3 and len(set(answers)) == 1
+            repeated += 1
+    assert stopped_right > 0 and repeated > 0
+    # Resumable: a second call reads the finished file and returns the same conversations.
+    again = warm_start.conversations(
+        problems, executor, search, out, samples_per_problem=2, max_turns=3, p_correct=0.4
+    )
+    assert again == convs
+
+
+def test_script_answers_only_its_problems_and_rejects_bad_sizes(problems, executor, tmp_path):
+    search = rollout.SearchConfig(show_tests=True)
+    script = warm_start.NoisyScript(problems[:2], search, p_correct=1.0)
+    first = P.first_turn_messages(problems[0], show_tests=True)
+    (answer,) = script.complete([first], seeds=[0])
+    assert _code(answer.text).strip() == problems[0].reference.strip()
+    other = P.first_turn_messages(problems[5], show_tests=True)
+    with pytest.raises(ValueError, match="not given"):
+        script.complete([other], seeds=[0])
+    with pytest.raises(ValueError, match="samples_per_problem >= 1"):
+        warm_start.conversations(
+            problems,
+            executor,
+            search,
+            tmp_path / "x.jsonl",
+            samples_per_problem=0,
+            max_turns=2,
+            p_correct=0.5,
+        )
