@@ -80,7 +80,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.warm_start.kind_weights = ml_collections.ConfigDict(
         dict(reading=2.0, overfit=1.0)
     )
-    c.warm_start.sft = _train(sft_defaults(), lr=3e-3, epochs=4, batch=8, max_length=256)
+    c.warm_start.sft = _train(sft_defaults(), lr=3e-3, epochs=3, batch=8, max_length=256)
     c.warm_start.sft.optim.warmup_steps = 20
     c.warm_start.sft.data.prefix_expansion = False
     c.warm_start.sft.data.target = "all"  # every turn of the scripted conversations
@@ -117,7 +117,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # default (verifier recipe and schedule, relabel key, examples per SFT step).
     c.protocol = "custom"
     for search in (c.rollout.search, c.eval.search):
-        search.feedback.body = "failed"
+        search.feedback.body = "binary"
         search.prompt_form = "stripped"
         search.extraction = "fenced"
     c.executor.cpu_seconds, c.executor.wall_seconds, c.executor.run_as_script = 4.0, None, False

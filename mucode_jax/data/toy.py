@@ -646,7 +646,7 @@ def toy_problems(
             "pass a smaller n (or None for all)."
         )
     order_key = f"toy-order/{seed}/{split}" + ("" if variant == "hidden" else f"/{variant}")
-    chosen = _balanced_order(pool, random.Random(order_key))
+    chosen = _balanced_order(pool, random.Random(order_key), paired=variant == "shown")
     return [
         _build(f, p, seed=seed, num_private=num_private, split=split, variant=variant)
         for f, p in chosen[: len(chosen) if n is None else n]
@@ -654,27 +654,32 @@ def toy_problems(
 
 
 def _balanced_order(
-    pool: list[tuple[_Family, Params]], rng: random.Random
+    pool: list[tuple[_Family, Params]], rng: random.Random, *, paired: bool = False
 ) -> list[tuple[_Family, Params]]:
     """Shuffles within each family, then deals round-robin, so any prefix is family-balanced.
 
     The families have from 16 to ~800 problems (their parameter grids differ); without this a
-    small demo subset would be mostly `affine` and `divide`.
+    small demo subset would be mostly `affine` and `divide`. With ``paired`` the unit dealt is
+    a statement (all its readings, adjacent), so a prefix holds both readings of most of its
+    statements: a model trained on it cannot tell the reading from the statement alone and
+    must read the shown test (the "shown" variant's point).
     """
-    by_family: dict[str, list[tuple[_Family, Params]]] = {}
-    for item in pool:
-        by_family.setdefault(item[0].name, []).append(item)
+    by_family: dict[str, dict[str, list[tuple[_Family, Params]]]] = {}
+    for f, p in pool:
+        unit = _statement_key(f, _visible(p)) if paired else repr(sorted(p.items()))
+        by_family.setdefault(f.name, {}).setdefault(unit, []).append((f, p))
     queues = []
     for name in sorted(by_family):
-        items = by_family[name]
-        rng.shuffle(items)
-        queues.append(items)
+        units = list(by_family[name].values())
+        rng.shuffle(units)
+        queues.append(units)
     out: list[tuple[_Family, Params]] = []
     depth = 0
     while len(out) < len(pool):
         layer = [q[depth] for q in queues if depth < len(q)]
         rng.shuffle(layer)
-        out.extend(layer)
+        for unit in layer:
+            out.extend(unit)
         depth += 1
     return out
 

@@ -215,3 +215,23 @@ def test_noisy_solution_kind_weights(shown):
     assert only <= {"flip", "reading", "off_by_one", "overfit"} and len(only) >= 1
     with pytest.raises(ValueError, match="kind_weights"):
         toy.noisy_solution(p, rng, 0.0, {"overfit": -1.0})
+
+
+def test_shown_prefixes_hold_both_readings_of_their_statements(shown):
+    """The demo trains on a prefix: both readings of a statement sit side by side in it, so the
+    statement alone never tells the reading (the shown test does)."""
+    readings = {f.name: len(f.hidden) for f in toy.SHOWN_FAMILIES}
+    first, i = [], 0
+    while i < 60:  # whole statements: each unit is one statement's readings, adjacent
+        unit = shown[i : i + readings[shown[i].metadata["family"]]]
+        assert len({p.statement for p in unit}) == 1
+        assert len({p.metadata["hidden"] for p in unit}) == len(unit)
+        assert len({p.public_tests["tests"][0] for p in unit}) == len(unit)
+        first += unit
+        i += len(unit)
+    assert len({p.metadata["family"] for p in first}) > 5
+    # affine shows its value at n = 0: the expected value is the shift, with its sign.
+    affine = next(p for p in shown if p.metadata["family"] == "affine")
+    b = affine.metadata["params"]["b"]
+    shift = b if affine.metadata["hidden"] == "+" else -b
+    assert affine.public_tests["tests"][0].endswith(f"(0) == {shift}")
