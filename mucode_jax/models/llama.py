@@ -301,6 +301,16 @@ _LLAMA3_SCALING_8 = (
 # Building blocks
 
 
+def _layer_fn(inv_freq: np.ndarray, last_only: bool):
+    """A layer call for ``nnx.remat`` with its static options closed over (remat traces
+    every argument it is given, defaults included)."""
+
+    def fn(layer, x, positions, mask):
+        return layer(x, positions, mask, inv_freq, last_only=last_only)[0]
+
+    return fn
+
+
 def rope_inv_freq(config: LlamaConfig) -> np.ndarray:
     """Inverse RoPE frequencies [H/2], float32, with llama3 scaling as HF computes them."""
     dim = config.head_dim
@@ -657,10 +667,7 @@ class Llama(nnx.Module):
             layer_cache = None if cache is None else cache.layers[i]
             last = last_only and i == len(self.layers) - 1
             if c.remat and cache is None:
-                fn = nnx.remat(
-                    lambda lyr, x, p, m, last=last: lyr(x, p, m, inv_freq, last_only=last)[0],
-                    policy=REMAT_POLICIES[c.remat_policy],
-                )
+                fn = nnx.remat(_layer_fn(inv_freq, last), policy=REMAT_POLICIES[c.remat_policy])
                 x = fn(layer, x, positions, mask)
             else:
                 x, layer_cache = layer(x, positions, mask, inv_freq, layer_cache, end, last)

@@ -32,8 +32,9 @@ def _demo():
         ("data.tests.toy.name", "mbbp", "Unknown dataset 'mbbp' in config.data.tests.toy.name"),
         ("eval.sampled.num_trajectories", 1, "config.eval.sampled.pass_k"),
         ("protocol", "pytorch", "Unknown config.protocol 'pytorch'"),
-        # The demo keeps our feedback body, so it cannot claim the official protocol.
-        ("protocol", "official", "feedback.body='failed' contradicts config.protocol='official'"),
+        # The demo keeps its own settings (EOS training, a binary feedback body), so it cannot
+        # claim the official protocol; the first contradiction is named.
+        ("protocol", "official", r"contradicts config.protocol='official', which sets"),
         ("warm_start.enabled", False, "config.base is empty"),
         ("rollout.search.extraction", "regex", "Unknown code extraction mode 'regex'"),
         ("eval.search.prompt_form", "raw", "Unknown prompt form 'raw'"),

@@ -201,13 +201,18 @@ def warm_start(workdir, overrides):
     """The driver's first stage alone (`Driver.base`) for `configs/demo_ci.py`."""
     from configs.demo_ci import get_config
     from mucode_jax.algorithms import mucode
+    from mucode_jax.algorithms.config import executor_options
+    from mucode_jax.execution import Executor
     from mucode_jax.training import inputs
 
     c = _apply(get_config(), overrides)
     train = mucode.load_problem_set(c.data.train)
     tests = {name: mucode.load_problem_set(c.data.tests[name]) for name in c.data.tests}
     tok = inputs.tokenizer_from_config(c)
-    art = mucode.Driver(c, workdir, None, tok, train, tests).base()
+
+    # The warm start's conversations run through the rollout engine, so it needs an executor.
+    with Executor(**executor_options(c)) as executor:
+        art = mucode.Driver(c, workdir, executor, tok, train, tests).base()
     return {"artifact": art.path.parent.name}
 
 
