@@ -3,13 +3,13 @@
   python launch/mucode.py --config configs/demo.py --workdir workdir/demo
 
 A 0.92M-parameter Llama and a fixed 1,024-word vocabulary shipped in the package (no downloads,
-no BPE training) are warm-started by SFT on noisy first-turn solutions of four binary-reading
-toy families (`mucode_jax.data.toy`, variant "shown": the public test is in the prompt), then
+no BPE training) are warm-started by SFT on noisy solutions of three binary-reading toy
+families (`mucode_jax.data.toy`, variant "shown": the public test is in the prompt), then
 improved by μCode expert iteration — rollouts with execution feedback, a Bradley–Terry
 verifier trained from the warm start, one-step relabeling, SFT from the warm start — and
 compared with the multi-turn RFT baseline (multi_star). Ends with a table of test BoN@1..3.
-Re-running with the same --workdir reuses every finished stage. One run took 36 minutes on 2 CPU
-cores (docs/mucode.md); `--config.iterations=2` runs the paper's second iteration.
+Re-running with the same --workdir reuses every finished stage. One run took 11 minutes on 2
+idle CPU cores (docs/mucode.md); `--config.iterations=2` runs the paper's second iteration.
 `configs/demo_ci.py` is the shrunken variant the driver test runs.
 """
 
@@ -67,9 +67,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.tests = ml_collections.ConfigDict()
     c.data.tests.toy = ml_collections.ConfigDict(dict(name="toy", split="test", limit=200, **toy))
 
-    # The warm start stands in for a pretrained model: SFT on noisy first-turn solutions of
-    # every toy train problem of the families (never a test statement), one turn only, so it
-    # has never seen feedback.
+    # The warm start stands in for a pretrained model: SFT on noisy scripted conversations of
+    # every toy train problem of the families (1,320; never a test statement), 3 per problem;
+    # a wrong first answer may be repeated after its feedback (`turns` below), so the warm
+    # start has seen feedback but not learned to act on it.
     c.warm_start.enabled = True
     c.warm_start.num_problems = -1  # -1: every toy train problem of the families
     c.warm_start.samples_per_problem = 3
