@@ -33,8 +33,13 @@ def _demo():
         ("eval.sampled.num_trajectories", 1, "config.eval.sampled.pass_k"),
         ("protocol", "pytorch", "Unknown config.protocol 'pytorch'"),
         # The demo keeps its own settings (EOS training, a binary feedback body), so it cannot
-        # claim the official protocol; the first contradiction is named.
-        ("protocol", "official", r"contradicts config.protocol='official', which sets"),
+        # claim the official protocol; the first contradiction is named with the official value.
+        (
+            "protocol",
+            "official",
+            r"config\.sft\.data\.train_eos=True contradicts config\.protocol='official', which "
+            r"sets False",
+        ),
         ("warm_start.enabled", False, "config.base is empty"),
         ("rollout.search.extraction", "regex", "Unknown code extraction mode 'regex'"),
         ("eval.search.prompt_form", "raw", "Unknown prompt form 'raw'"),
