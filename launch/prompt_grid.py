@@ -28,10 +28,12 @@ def main(argv):
     from mucode_jax import multihost, prompt_grid
     from mucode_jax.training import inputs
 
-    try:
-        multihost.require_single_process("The prompt grid")
-    except multihost.MultihostError as e:
-        sys.exit(f"prompt_grid: {e}")
+    if multihost.wants_distributed():
+        sys.exit(
+            "prompt_grid: The prompt grid runs on one process (the environment describes a "
+            "multi-process job); start it once, on one host, without JAX_COORDINATOR_ADDRESS, "
+            "SLURM or MPI tasks: it uses every device of that host."
+        )
     inputs.quiet_checkpoint_logs()
     start = time.monotonic()
     try:

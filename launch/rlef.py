@@ -29,11 +29,6 @@ def main(argv):
     sharding.maybe_initialize_distributed()
     compile_cache.enable()
     from mucode_jax import multihost, report
-
-    try:
-        multihost.require_single_process("The RLEF driver")
-    except multihost.MultihostError as e:
-        sys.exit(f"rlef: {e}")
     from mucode_jax.algorithms.rl import driver
     from mucode_jax.training import inputs
 
@@ -41,8 +36,10 @@ def main(argv):
     logging.info("config:\n%s", _CONFIG.value)
     try:
         summary = driver.run(_CONFIG.value, _WORKDIR.value)
-    except ValueError as e:  # a user-facing mistake (config, data): one sentence, no trace
+    except (ValueError, multihost.MultihostError) as e:  # a user-facing mistake: one sentence
         sys.exit(f"rlef: {e}")
+    if not multihost.is_main():
+        return  # every process holds the same summary; process 0 prints it
     print()
     print(report.summary_table(summary["models"]))
     print(f"summary: {Path(_WORKDIR.value) / 'summary.json'}")

@@ -94,6 +94,10 @@ def run_driver(driver: mucode.Driver) -> dict[str, Any]:
         name = f"rlef/{algorithm}"
         results[name] = driver.evaluate_all(gen, None, name)
     summary = {"models": results, "timings": driver.store.timings}
+    from mucode_jax import multihost
+
+    if not multihost.is_main():
+        return summary  # process 0 writes; every process returns the same summary
     report.write_json_atomic(driver.workdir / "summary.json", summary)
     (driver.workdir / "summary.md").write_text(report.summary_table(results))
     flat = {f"{m} {t}": res for m, by_test in results.items() for t, res in by_test.items()}
@@ -102,12 +106,20 @@ def run_driver(driver: mucode.Driver) -> dict[str, Any]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
-    """Checks the config, starts the executor, loads problems and tokenizer, runs the job."""
+    """Checks the config, starts the executor, loads problems and tokenizer, runs the job.
+
+    On several processes every process runs this with the same config, as the μCode
+    driver: they must agree on the config and the problems, each starts its own executor
+    for the programs of its share of the episodes, process 0 writes every file.
+    """
+    from mucode_jax import evaluation, multihost
+    from mucode_jax.algorithms.config import executor_options
     from mucode_jax.execution import Executor
     from mucode_jax.training.inputs import tokenizer_from_config
 
     check_config(config)
     check_rl_config(config)
+    multihost.check_same(config, "the driver config")
     tokenizer = tokenizer_from_config(config)
     train = mucode.load_problem_set(config.data.train)
     if not train:
@@ -116,7 +128,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     empty = [name for name, probs in tests.items() if not probs]
     if empty:
         raise ValueError(f"The test set {empty[0]!r} is empty; check config.data.tests.{empty[0]}.")
-    cache = Path(workdir) / "reference_cpu.jsonl"
-    with Executor(workers=config.executor.workers or None, reference_cache=cache) as executor:
+    multihost.check_same([train, tests], "the train and test problems")
+    cache = evaluation.reference_cache(workdir)
+    with Executor(**executor_options(config), reference_cache=cache) as executor:
         driver = mucode.Driver(config, Path(workdir), executor, tokenizer, train, tests)
         return run_driver(driver)

@@ -38,7 +38,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mucode_jax import rollout
+from mucode_jax import multihost, rollout
 from mucode_jax.algorithms.rl import episodes as E
 from mucode_jax.algorithms.rl.advantages import group_advantages, turn_advantages
 from mucode_jax.algorithms.rl.trainer import RLTrainer
@@ -47,6 +47,18 @@ from mucode_jax.training.writers import MetricsLog, Progress, TensorBoardWriter
 from mucode_jax.types import Problem
 
 log = logging.getLogger("mucode_jax.rlef")
+
+
+class _Null:
+    """A writer that writes nothing (processes other than 0)."""
+
+    def write(self, *args, **kwargs):
+        pass
+
+    scalars = write
+
+    def close(self):
+        pass
 
 
 def round_problems(problems: Sequence[Problem], cursor: int, n: int, seed: int) -> list[Problem]:
@@ -155,10 +167,14 @@ def train(
         start, cursor, updates = int(data["iteration"]), int(data["cursor"]), int(data["updates"])
         log.info("resumed %s at round %d", workdir, start)
     trainer.sync(policy.sampler)
-    metrics = MetricsLog(workdir / "metrics.jsonl", resume_step=updates)
-    rounds = MetricsLog(workdir / "rounds.jsonl", resume_step=start)
-    tb = TensorBoardWriter(workdir / "tensorboard", resume_step=updates)
-    bar = Progress(cfg.iterations, start, enabled=bool(cfg.progress), desc=f"rlef {cfg.algorithm}")
+    # Every process computes the same records; process 0 writes them.
+    main = multihost.is_main()
+    metrics = MetricsLog(workdir / "metrics.jsonl", resume_step=updates) if main else _Null()
+    rounds = MetricsLog(workdir / "rounds.jsonl", resume_step=start) if main else _Null()
+    tb = TensorBoardWriter(workdir / "tensorboard", resume_step=updates) if main else _Null()
+    bar = Progress(
+        cfg.iterations, start, enabled=bool(cfg.progress) and main, desc=f"rlef {cfg.algorithm}"
+    )
     feedback = cfg.feedback.to_dict()
     last: dict[str, Any] = {}
     try:
@@ -199,7 +215,7 @@ def train(
                 train_value=train_value,
             )
             trainer.sync(policy.sampler)
-            host = jax.device_get(device_metrics)
+            host = jax.device_get(device_metrics)  # replicated scalars
             t2 = time.perf_counter()
             per_update = [summarize_update(m) for m in host]
             for rec in per_update:

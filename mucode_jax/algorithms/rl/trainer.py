@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 from flax import nnx, struct
 
+from mucode_jax import multihost
 from mucode_jax import sharding as sh
 from mucode_jax.algorithms.rl import losses as L
 from mucode_jax.training import optim, steps
@@ -198,7 +199,13 @@ class RLTrainer:
         p_sh, v_sh = self.shardings.policy.params, self.shardings.value.params
         jitted = jax.jit(score, in_shardings=(p_sh, p_sh, v_sh, in_sh), out_shardings=out_sh)
         self.score_in_sh = in_sh
-        return jitted
+        s = self.abstract_state()
+        # Compiled now, like the steps: on several processes every one has its programs
+        # before the first collective runs (CPU collectives give up after 30 s).
+        compiled = jitted.lower(s.policy.params, s.reference, s.value.params, self.score_spec)
+        compiled = compiled.compile()
+        multihost.barrier("rl trainer compiled")
+        return compiled
 
     def score(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """log π_old, log π_ref per target ([N, T]) and V per row ([N]) of ``rows``."""
@@ -222,10 +229,10 @@ class RLTrainer:
                         s.policy.params,
                         s.reference,
                         s.value.params,
-                        steps.put_batch(batch, self.score_in_sh),
+                        put_global(batch, self.score_in_sh),
                     )
                 )
-        host = [jax.device_get(o) for o in outs]  # one sync after every chunk is dispatched
+        host = [_to_host(o) for o in outs]  # one sync after every chunk is dispatched
         cat = {
             k: np.concatenate([h[k].reshape(mb, *h[k].shape[2:]) for h in host])[:n]
             for k in host[0]
@@ -266,10 +273,10 @@ class RLTrainer:
                     s = self.state
                     policy, value = s.policy, s.value
                     if train_policy:
-                        pb = steps.put_batch({k: batch[k] for k in POLICY_KEYS}, self.p_batch_sh)
+                        pb = put_global({k: batch[k] for k in POLICY_KEYS}, self.p_batch_sh)
                         policy, m["policy"] = self.policy_step(policy, pb)
                     if train_value:
-                        vb = steps.put_batch({k: batch[k] for k in VALUE_KEYS}, self.v_batch_sh)
+                        vb = put_global({k: batch[k] for k in VALUE_KEYS}, self.v_batch_sh)
                         value, m["value"] = self.value_step(value, vb)
                     self.state = RLState(policy=policy, value=value, reference=s.reference)
                     out.append(m)
@@ -298,6 +305,31 @@ class RLTrainer:
 
     def abstract_state(self) -> RLState:
         return abstract_like(self.state, self.shardings)
+
+
+def put_global(batch: dict[str, np.ndarray], shardings: dict[str, Any]) -> dict[str, jax.Array]:
+    """A host batch that every process holds whole -> global sharded arrays (each process
+    places only its own devices' slices)."""
+    if jax.process_count() == 1:
+        return {k: jax.device_put(x, shardings[k]) for k, x in batch.items()}
+    return {
+        k: jax.make_array_from_callback(x.shape, shardings[k], lambda i, x=x: x[i])
+        for k, x in batch.items()
+    }
+
+
+def _to_host(tree: Any) -> Any:
+    """Device outputs -> host numpy; on several processes every process gets the whole."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(
+        lambda x: np.asarray(
+            x if x.is_fully_addressable else multihost_utils.process_allgather(x, tiled=True)
+        ),
+        tree,
+    )
 
 
 def _take(x: np.ndarray, idx: np.ndarray, size: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """A small RLEF loop (random tiny Llama, toy problems, real sampler and executor) in WORKDIR;
-the kill-and-resume test runs it, SIGKILLs it, and runs it again."""
+the kill-and-resume test runs it, SIGKILLs it, and runs it again; the multi-process test
+runs it as 1 process x 8 devices and as 2 processes x 4 (`JAX_COORDINATOR_ADDRESS` etc.)."""
 
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ from mucode_jax.models.llama import Llama, LlamaConfig
 from mucode_jax.training.inputs import cache_dir
 
 
-def main(workdir: str, iterations: int):
+def main(workdir: str, iterations: int, minibatch: int = 4):
+    from mucode_jax import multihost, sharding
+
+    sharding.maybe_initialize_distributed()
     workdir = Path(workdir)
     tokenizer = tk.build_tokenizer(toy.toy_corpus(), 1024, cache_dir=cache_dir() / "tokenizers")
     base = workdir / "base"
@@ -34,7 +38,8 @@ def main(workdir: str, iterations: int):
             head_dim=8,
             eos_token_id=eos[0] if eos else None,
         )
-        save_pretrained(Llama(mc, rngs=nnx.Rngs(0)), base)
+        save_pretrained(Llama(mc, rngs=nnx.Rngs(0)), base)  # process 0 writes
+    multihost.barrier("base written")
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
@@ -43,7 +48,7 @@ def main(workdir: str, iterations: int):
     r.problems_per_iteration = 3
     r.episodes_per_problem = 2
     r.max_length = 272
-    r.minibatch_size = 4
+    r.minibatch_size = minibatch  # a multiple of the device count
     r.epochs = 1
     r.policy_optim.lr = 1e-3
     r.value_optim.lr = 1e-3
@@ -80,4 +85,4 @@ def main(workdir: str, iterations: int):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], *map(int, sys.argv[2:]))

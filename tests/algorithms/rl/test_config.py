@@ -1,6 +1,9 @@
 """The RLEF configs load, and a bad rl setting fails up front with one sentence."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,33 @@ def test_bad_settings_fail_with_one_sentence(field, value, match):
     node[last] = value
     with pytest.raises(ValueError, match=match):
         check_rl_config(c)
+
+
+@pytest.mark.parametrize(
+    "launcher,config,setting,start",
+    [
+        ("rlef", "rlef_demo.py:ci", "--config.rl.algorithm=a2c", "rlef: Unknown rl algorithm"),
+        ("prompt_grid", "prompt_grid_toy.py", "--config.multi.max_turns=0", "prompt_grid: config.multi"),
+    ],
+)
+def test_launchers_report_a_bad_setting_in_one_line(tmp_path, launcher, config, setting, start):
+    """The launchers themselves (not just the checks): start, reach the config check, and
+    exit with one sentence, having written nothing."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch" / f"{launcher}.py"),
+            f"--config={ROOT / 'configs' / config}",
+            setting,
+            f"--workdir={tmp_path / 'w'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(start) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "w" / "artifacts").exists()
