@@ -30,7 +30,15 @@ def get_config(arg: str = ""):
     r.iterations = 16
     r.problems_per_iteration = 32
     r.episodes_per_problem = 4
-    r.max_length = c.sampling.max_prompt_length + c.sampling.max_new_tokens
+    # The toy environment's own feedback (the μCode demo's rollouts and every evaluation use
+    # it): the shared warm start learned its conversations on it, and RLEF's template is
+    # mostly outside the fixed toy vocabulary (spelled out letter by letter, never seen), so
+    # with it turns 2-3 are noise and training would not match the evaluation's environment.
+    # The real configs keep RLEF's template (rl_defaults).
+    r.feedback = c.rollout.search.feedback.copy_and_resolve_references()
+    # Toy rows are short: 3 turns of at most 48 tokens with their feedback stay under 256
+    # (longer rows are dropped and counted in rounds.jsonl's rows_dropped_long).
+    r.max_length = 256
     r.minibatch_size = 32
     r.epochs = 2
     r.kl = "k1"

@@ -27,7 +27,11 @@ def test_demo_config_shares_the_mucode_demo_warm_start():
     check_rl_config(c)
     assert c.warm_start.to_dict() == demo.warm_start.to_dict()
     assert c.data.to_dict() == demo.data.to_dict()
-    assert c.rl.feedback.body == c.rl.feedback.wrapper == "rlef"
+    # The demo trains in the environment it is evaluated in (the toy feedback the warm
+    # start knows); the paper's config keeps RLEF's template.
+    assert c.rl.feedback.to_dict() == c.eval.search.feedback.to_dict()
+    real = load("rlef_codecontests_llama3p1_8b")
+    assert real.rl.feedback.body == real.rl.feedback.wrapper == "rlef"
     assert c.rl.rewards.to_dict() == {"correct": 1.0, "incorrect": -1.0, "invalid": -0.2}
     assert (c.rl.gamma, c.rl.lam, c.rl.max_turns) == (1.0, 1.0, 3)
     check_rl_config(load("rlef_codecontests_llama3p1_8b"))
