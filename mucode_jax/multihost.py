@@ -36,6 +36,7 @@ import zlib
 from typing import Any
 
 import jax
+import numpy as np
 
 log = logging.getLogger("mucode_jax.multihost")
 
@@ -289,3 +290,13 @@ def all_gather(value: Any, what: str, *, timeout_s: float | None = None) -> list
 
 
 _gathered: list[str] = []  # this process's key of the previous all_gather, deleted after the next
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A device array -> host numpy; on several processes every process gets the whole
+    array (gathered when it is not fully addressable here)."""
+    if not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))

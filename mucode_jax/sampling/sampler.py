@@ -391,7 +391,7 @@ class Sampler:
                 if self.compact_every is None:
                     m = np.int32(self.max_new_tokens)
                     state = self._call("decode", self._decode, method, None, self._params, state, m)
-                    steps = int(_to_host(state.step)) - 1
+                    steps = int(multihost.to_host(state.step)) - 1
                     self.stats["row_steps"] += len(owner) * steps
                     self._count_tokens(state, np.flatnonzero(owner >= 0))
                 else:
@@ -572,8 +572,8 @@ class Sampler:
             state = self._call(
                 "decode", self._decode, method, window, self._params, state, np.int32(stop)
             )
-            done = _to_host(state.done)
-            new_step = int(_to_host(state.step))
+            done = multihost.to_host(state.done)
+            new_step = int(multihost.to_host(state.step))
             self.stats["row_steps"] += len(owner) * (new_step - step)
             step = new_step
             live = np.flatnonzero(~done & (owner >= 0))
@@ -617,7 +617,7 @@ class Sampler:
 
     def _count_tokens(self, state, rows: np.ndarray) -> None:
         """Add the tokens of batch rows ``rows`` (real prompts) to the useful row-steps."""
-        self.stats["useful_row_steps"] += int(_to_host(state.lengths)[rows].sum())
+        self.stats["useful_row_steps"] += int(multihost.to_host(state.lengths)[rows].sum())
 
     def reset_stats(self) -> dict[str, int]:
         """Returns `stats` (row-steps computed, and those that produced a prompt's token) and
@@ -633,7 +633,7 @@ class Sampler:
 
     def _collect(self, owner: np.ndarray, out, results: dict, rows=None) -> None:
         """Results of batch rows ``rows`` (default: every row with an owner >= 0)."""
-        tokens, logprobs, slogprobs, lengths = (_to_host(x) for x in out)
+        tokens, logprobs, slogprobs, lengths = (multihost.to_host(x) for x in out)
         rows = np.flatnonzero(owner >= 0) if rows is None else rows
         for j in rows:
             i = owner[j]
@@ -665,14 +665,6 @@ def _signature(x: Any) -> Any:
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return (tuple(x.shape), str(x.dtype))
     return x
-
-
-def _to_host(x: Array) -> np.ndarray:
-    if not x.is_fully_addressable:  # multi-host: every host gets the whole batch
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
 
 
 # ---------------------------------------------------------------------------------------

@@ -232,7 +232,8 @@ class RLTrainer:
                         put_global(batch, self.score_in_sh),
                     )
                 )
-        host = [_to_host(o) for o in outs]  # one sync after every chunk is dispatched
+        # Fetched once every chunk is dispatched.
+        host = [jax.tree.map(multihost.to_host, o) for o in outs]
         cat = {
             k: np.concatenate([h[k].reshape(mb, *h[k].shape[2:]) for h in host])[:n]
             for k in host[0]
@@ -316,20 +317,6 @@ def put_global(batch: dict[str, np.ndarray], shardings: dict[str, Any]) -> dict[
         k: jax.make_array_from_callback(x.shape, shardings[k], lambda i, x=x: x[i])
         for k, x in batch.items()
     }
-
-
-def _to_host(tree: Any) -> Any:
-    """Device outputs -> host numpy; on several processes every process gets the whole."""
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
-    return jax.tree.map(
-        lambda x: np.asarray(
-            x if x.is_fully_addressable else multihost_utils.process_allgather(x, tiled=True)
-        ),
-        tree,
-    )
 
 
 def _take(x: np.ndarray, idx: np.ndarray, size: int) -> np.ndarray:
