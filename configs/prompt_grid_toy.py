@@ -26,9 +26,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     del arg
     c = grid_defaults()
     c.driver = demo.get_config()
-    c.problems = ml_collections.ConfigDict(
-        dict(name="toy", split="test", limit=24, seed=0, families=demo.FAMILIES, path="")
-    )
+    c.problems = ml_collections.ConfigDict(c.driver.data.tests.toy.to_dict())  # the demo's test set
+    c.problems.limit = 24
     c.batch_size = 64
     c.bootstrap = 1000
     c.single.num_samples = 4

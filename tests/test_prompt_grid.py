@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mucode_jax import metrics, prompt_grid, rollout
+from mucode_jax.algorithms import mucode
 from mucode_jax.execution.results import ExecResult, TestResult
 from mucode_jax.types import Problem
 
@@ -110,6 +111,11 @@ def test_grid_cells_and_config_checks():
         cfg = mod.get_config()
         prompt_grid.check_grid_config(cfg)
         assert len(prompt_grid.grid_cells(cfg)) == 9 * 6 + 5
+    # The toy grid studies the demo's test problems (the variant its warm start was trained on).
+    cfg = prompt_grid_toy.get_config()
+    problems = mucode.load_problem_set(cfg.problems)
+    demo_tests = mucode.load_problem_set(cfg.driver.data.tests.toy)
+    assert len(problems) == 24 and [p.id for p in problems] == [p.id for p in demo_tests[:24]]
 
 
 def test_grid_resumes_without_redoing_finished_cells(tmp_path, monkeypatch):
