@@ -26,8 +26,9 @@ def get_config(arg: str = ""):
     r.search.num_searches = 8
     r.search.feedback = c.rollout.search.feedback
     r.optim.lr = c.sft.optim.lr  # 1e-3 (cosine, 10 warm-up steps, to 10 % as the paper)
-    # The demo's warm start never repairs a failed program (it has never seen feedback), so the
-    # paper's multi-turn-only filter keeps nothing: keep the single-turn successes too. (This
-    # changes config.relabel, so in a demo workdir the other modes' data stages rerun.)
+    # The demo's warm start has seen feedback but does not act on it (4 of 877 correct CoT-retry
+    # trajectories were multi-turn in docs/zheng.md's run), so the paper's multi-turn-only
+    # filter keeps next to nothing: keep the single-turn successes too. (This changes
+    # config.relabel, so in a demo workdir the other modes' data stages rerun.)
     c.relabel.rft_multi_turn_only = False
     return c
