@@ -50,6 +50,41 @@ def env_for(devices: int, process: int | None = None, processes: int = 1, port: 
     return env
 
 
+def launch(
+    argv_for, processes: int, log_for, timeout_s: float, **env_extra
+) -> tuple[list[int], list[str]]:
+    """Runs ``argv_for(i)`` as 1 process x 8 CPU devices or ``processes`` x 8/``processes``
+    joined by jax.distributed (each in its own session, so its executor's workers go with it),
+    output to ``log_for(i)``; kills whatever still runs after ``timeout_s``. Return codes, logs."""
+    port = free_port()
+    procs, logs = [], []
+    for i in range(processes):
+        if processes == 1:
+            env = env_for(8, **env_extra)
+        else:
+            env = env_for(8 // processes, i, processes, port, **env_extra)
+        logs.append(Path(log_for(i)))
+        procs.append(
+            subprocess.Popen(
+                argv_for(i),
+                cwd=Path(__file__).resolve().parents[2],
+                env=env,
+                stdout=open(logs[-1], "w"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    deadline = time.time() + timeout_s
+    try:
+        codes = [p.wait(timeout=max(deadline - time.time(), 1)) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return codes, [log.read_text() for log in logs]
+
+
 class Job:
     """A running job: its processes and their logs."""
 

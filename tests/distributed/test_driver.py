@@ -14,14 +14,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mucode_jax import records
-from tests.distributed.procs import JOB, env_for, free_port
+from tests.distributed.procs import JOB, env_for, launch
 
 ROOT = Path(__file__).resolve().parents[2]
 # The shrunken demo, shrunk further: half the rollout searches, a quarter of the verifier
@@ -54,30 +53,12 @@ def _warm_start(workdir: Path) -> Path:
 
 def _start(workdir: Path, processes: int, extra=None, cmd=CMD) -> tuple[list[int], list[str]]:
     """Runs the driver as ``processes`` processes; their return codes and logs."""
-    port = free_port()
-    procs, logs = [], []
-    for i in range(processes):
-        env = env_for(8) if processes == 1 else env_for(8 // processes, i, processes, port)
-        logs.append(workdir.parent / f"{workdir.name}.{i}.log")
-        procs.append(
-            subprocess.Popen(
-                [*cmd, "--workdir", str(workdir), *(extra[i] if extra else [])],
-                cwd=ROOT,
-                env=env,
-                stdout=open(logs[-1], "w"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its executor's workers go with it
-            )
-        )
-    deadline = time.time() + TIMEOUT_S
-    try:
-        codes = [p.wait(timeout=max(deadline - time.time(), 1)) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return codes, [log.read_text() for log in logs]
+    return launch(
+        lambda i: [*cmd, "--workdir", str(workdir), *(extra[i] if extra else [])],
+        processes,
+        lambda i: workdir.parent / f"{workdir.name}.{i}.log",
+        TIMEOUT_S,
+    )
 
 
 def _run(workdir: Path, processes: int) -> list[str]:

@@ -4,16 +4,14 @@ same episodes, the same losses update by update, one set of logs written by proc
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mucode_jax import records
 from mucode_jax.training.writers import read_metrics
-from tests.distributed.procs import env_for, free_port
+from tests.distributed.procs import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = ROOT / "tests" / "algorithms" / "rl" / "run_rl_job.py"
@@ -23,31 +21,13 @@ TIMEOUT_S = 1200
 
 def _run(workdir: Path, processes: int) -> list[str]:
     workdir.mkdir(parents=True)
-    port = free_port()
-    procs, logs = [], []
-    for i in range(processes):
-        env = env_for(8) if processes == 1 else env_for(8 // processes, i, processes, port)
-        env["PYTHONPATH"] = str(ROOT)
-        logs.append(workdir / f"job.{i}.log")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(JOB), str(workdir), str(ROUNDS), "8"],  # minibatch of 8 rows
-                cwd=ROOT,
-                env=env,
-                stdout=open(logs[-1], "w"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    deadline = time.time() + TIMEOUT_S
-    try:
-        codes = [p.wait(timeout=max(deadline - time.time(), 1)) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    texts = [log.read_text() for log in logs]
+    codes, texts = launch(
+        lambda i: [sys.executable, str(JOB), str(workdir), str(ROUNDS), "8"],  # minibatch of 8
+        processes,
+        lambda i: workdir / f"job.{i}.log",
+        TIMEOUT_S,
+        PYTHONPATH=str(ROOT),
+    )
     for code, text in zip(codes, texts):
         assert code == 0, text[-4000:]
     return texts
