@@ -44,8 +44,7 @@ def test_every_config_is_covered():
 def test_config_builds_and_passes_its_checks(name, arg):
     c = load(name, arg)
     if "single" in c:  # launch/prompt_grid.py
-        prompt_grid.check_grid_config(c)
-        check_config(c.driver)
+        prompt_grid.check_grid_config(c)  # checks c.driver too
         if c.problems.name == "toy":
             assert mucode.load_problem_set(c.problems)
         driver = c.driver

@@ -1,6 +1,5 @@
 """The RLEF configs load, and a bad rl setting fails up front with one sentence."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,15 +9,9 @@ import pytest
 
 from mucode_jax.algorithms.config import check_config
 from mucode_jax.algorithms.rl.config import check_rl_config
+from tests.test_configs import load
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def load(name, arg=""):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg) if arg else mod.get_config()
 
 
 def test_demo_config_shares_the_mucode_demo_warm_start():
@@ -65,7 +58,12 @@ def test_bad_settings_fail_with_one_sentence(field, value, match):
     "launcher,config,setting,start",
     [
         ("rlef", "rlef_demo.py:ci", "--config.rl.algorithm=a2c", "rlef: Unknown rl algorithm"),
-        ("prompt_grid", "prompt_grid_toy.py", "--config.multi.max_turns=0", "prompt_grid: config.multi"),
+        (
+            "prompt_grid",
+            "prompt_grid_toy.py",
+            "--config.multi.max_turns=0",
+            "prompt_grid: config.multi",
+        ),
     ],
 )
 def test_launchers_report_a_bad_setting_in_one_line(tmp_path, launcher, config, setting, start):
