@@ -112,6 +112,9 @@ class SearchConfig:
       prompt: Zheng et al.'s prompt strategy (a `prompts.PromptStrategy` or the dict of its
         fields): a reasoning turn before the code, an instruction prompt, CoT-retry.
       system: a system message before the first prompt (None: none, as the official runs).
+      skip_failed: never select a candidate whose program this search already submitted and
+        saw fail its public tests, unless every candidate is one (the official search may
+        resubmit it; a selector with a fixed preference then spends its later turns on it).
       batch_size: conversations per policy call.
       seed: base seed; each search and turn derive theirs from it.
     """
@@ -128,6 +131,7 @@ class SearchConfig:
     extraction: str = "fenced"
     system: str | None = None
     prompt: P.PromptStrategy = P.PromptStrategy()
+    skip_failed: bool = False
     batch_size: int = 64
     seed: int = 0
 
@@ -167,6 +171,8 @@ class SearchConfig:
             prompt += "/system"
         if not self.prompt.plain:
             prompt += f"/{self.prompt.name}"
+        if self.skip_failed:
+            prompt += "/skip_failed"
         return SearchSettings(self.select, self.num_candidates, self.feedback.name, prompt)
 
 
@@ -398,7 +404,16 @@ class _Scheduler:
             )
         t = len(s.turns)
         rng = random.Random(_seed(c.seed, s.problem.id, s.index, t, "select"))
-        chosen = 0 if len(cands) == 1 else _select(c.select, cands, rng)
+        eligible = list(range(len(cands)))
+        if c.skip_failed:
+            picked = [t.candidates[t.selected] for t in s.turns]
+            failed = {_program(x) for x in picked if not x.public_passed}
+            eligible = [k for k in eligible if _program(cands[k]) not in failed] or eligible
+        chosen = (
+            eligible[0]
+            if len(eligible) == 1
+            else eligible[_select(c.select, [cands[k] for k in eligible], rng)]
+        )
         sel = cands[chosen]
         user = s.messages[-1]["content"]
         s.messages.append({"role": "assistant", "content": sel.completion})
@@ -448,6 +463,11 @@ class _Scheduler:
                 "elapsed_s": elapsed,
             }
         )
+
+
+def _program(c: Candidate) -> str | None:
+    """A candidate's program up to surrounding whitespace (None: no code)."""
+    return None if c.code is None else c.code.strip()
 
 
 def _first_prompt(messages: Sequence[Message]) -> str:

@@ -238,6 +238,35 @@ def test_bon_selection_modes(tmp_path):
         )
 
 
+def test_skip_failed_never_reselects_a_program_that_failed(tmp_path):
+    """The policy offers the same 4 programs every turn; the verifier likes #3 best, which
+    fails its public tests. The official search resubmits it every turn; ``skip_failed``
+    moves on to the next best (#0, failing too) and then to #2, which passes."""
+
+    def picks(skip, select="lv"):
+        cfg = rollout.SearchConfig(
+            num_candidates=len(CANDS), max_turns=3, select=select, skip_failed=skip
+        )
+        out = tmp_path / f"{select}_{skip}.jsonl"
+        (rec,) = rollout.run_search(
+            toy_problems(1), CandidatePolicy(), FakeExecutor(), cfg, out, scorer=FakeScorer()
+        )
+        return [t.selected for t in rec.turns], rec
+
+    assert picks(False)[0] == [3, 3, 3]
+    chosen, rec = picks(True)
+    assert chosen == [3, 0, 2] and rec.labels[-1]
+    assert rec.settings.prompt.endswith("/skip_failed")
+    # When every candidate already failed, the selection mode picks among all of them.
+    one = [CANDS[3]]
+    orig = CANDS[:]
+    CANDS[:] = one
+    try:
+        assert picks(True, "random")[0] == [0, 0, 0]
+    finally:
+        CANDS[:] = orig
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="at least 1"):
         rollout.SearchConfig(max_turns=0)

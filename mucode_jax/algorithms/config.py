@@ -130,6 +130,7 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.eval.top_p = 1.0
     c.eval.pass_k = (1, 5)
     c.eval.search = _search(num_candidates=5)
+    c.eval.search.skip_failed = False  # official: a failed program may be selected again
     # Which verifier evaluates π_i: "official" (trained on the pairs of π_0..π_i; Multi-STaR:
     # on π_i's own rollouts) or "previous" (R_i, trained on π_0..π_{i-1}).
     c.eval.verifier = "official"

@@ -58,6 +58,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         **{f"{s}.search.{k}": v for s in ("rollout", "eval") for k, v in _OFFICIAL_SEARCH.items()},
         # SGLang also stops on <|eom_id|>.
         "sampling.stop_on_eom": True,
+        # The multi-turn BoN search may select a program that already failed (best_of_n).
+        "eval.search.skip_failed": False,
     },
     "paper": {
         "relabel.oracle_assisted": False,
@@ -72,6 +74,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "eval.verifier": "previous",
         **{f"{s}.search.{k}": v for s in ("rollout", "eval") for k, v in _OUR_SEARCH.items()},
         "sampling.stop_on_eom": False,
+        "eval.search.skip_failed": False,
     },
     "custom": {},
 }
