@@ -96,6 +96,10 @@ def mucode_defaults() -> ml_collections.ConfigDict:
     c.warm_start = ml_collections.ConfigDict()
     c.warm_start.enabled = False
     c.warm_start.num_problems = 0  # 0: the driver's train problems; -1: every toy train problem
+    # With num_problems != 0: leave out the statements of the driver's train problems, so the
+    # loop's rollouts meet statements the warm start never saw (as a pretrained model meets
+    # MBPP's train split) instead of solutions it memorised.
+    c.warm_start.exclude_train = False
     c.warm_start.samples_per_problem = 1
     c.warm_start.p_correct = 0.5
     # Turns of each scripted warm-start conversation (`algorithms.warm_start`): after a failed
@@ -245,4 +249,11 @@ def check_config(c: ml_collections.ConfigDict) -> None:
         _fail(
             "config.base is empty; point it at an HF generator directory or enable "
             "config.warm_start."
+        )
+    ws = c.warm_start
+    if ws.enabled and ws.get("exclude_train", False) and not ws.num_problems:
+        _fail(
+            "config.warm_start.exclude_train leaves out the loop's train problems, but "
+            "warm_start.num_problems=0 means exactly those; set num_problems (-1: every toy "
+            "train problem) or exclude_train=False."
         )

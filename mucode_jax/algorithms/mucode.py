@@ -111,6 +111,27 @@ def load_problem_set(cfg: ml_collections.ConfigDict) -> list[Problem]:
     return list(probs)[: cfg.limit] if cfg.get("limit") else list(probs)
 
 
+def warm_start_problems(c: ml_collections.ConfigDict, train: Sequence[Problem]) -> list[Problem]:
+    """The problems of the warm start's scripted conversations (``config.warm_start``).
+
+    The warm start stands in for pretraining: with ``num_problems`` != 0 it sees more toy train
+    problems than the μCode loop (``-1``: every one of the families; never a test statement,
+    the toy split is by statement); with ``exclude_train`` none whose statement is one of the
+    loop's ``train`` problems (both readings of it), so the loop's rollouts meet statements
+    the warm start never saw, as a pretrained model meets MBPP's train split.
+    """
+    ws = c.warm_start
+    if not ws.get("num_problems", 0):
+        return list(train)
+    d = c.data.train
+    n = max(ws.num_problems, 0)
+    problems = toy_problem_set("train", n, d.seed, d.get("families", ()), **toy_options(d))
+    if ws.get("exclude_train", False):
+        seen = {p.statement for p in train}
+        problems = [p for p in problems if p.statement not in seen]
+    return problems
+
+
 def toy_options(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     """The `toy.toy_problems` options a toy data config may set (variant, test_fraction)."""
     return {k: cfg[k] for k in ("variant", "test_fraction") if k in cfg}
@@ -199,13 +220,7 @@ class Driver:
             return Artifact("base", content_key(str(path.resolve())), path, reused=True)
 
         ws = c.warm_start
-        # The warm start stands in for pretraining: it may see more toy train problems than the
-        # μCode loop (never a test statement: the toy split is by statement).
-        problems = self.train
-        if ws.get("num_problems", 0):  # -1: every toy train problem (of the families)
-            d = c.data.train
-            n = max(ws.num_problems, 0)
-            problems = toy_problem_set("train", n, d.seed, d.get("families", ()), **toy_options(d))
+        problems = warm_start_problems(c, self.train)
         # Its conversations run through the rollout engine with the rollouts' search settings.
         search = rollout.SearchConfig(**c.rollout.search.to_dict(), seed=c.seed)
 

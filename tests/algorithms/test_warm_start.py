@@ -76,3 +76,26 @@ def test_script_answers_only_its_problems_and_rejects_bad_sizes(problems, execut
             max_turns=2,
             p_correct=0.5,
         )
+
+
+def test_warm_start_problems_can_leave_out_the_loops_statements():
+    from mucode_jax.algorithms.config import check_config
+    from mucode_jax.algorithms.mucode import load_problem_set, warm_start_problems
+
+    import configs.demo as demo
+
+    c = demo.get_config()
+    train = load_problem_set(c.data.train)
+    every = warm_start_problems(c, train)
+    ids = {p.id for p in every}
+    assert {p.id for p in train} <= ids  # by default the warm start has seen the loop's problems
+    c.warm_start.exclude_train = True
+    kept = warm_start_problems(c, train)
+    statements = {p.statement for p in train}
+    assert not statements & {p.statement for p in kept}
+    assert {p.id for p in kept} == {p.id for p in every if p.statement not in statements}
+    # Both readings of each loop statement are left out, nothing else.
+    assert len(every) - len(kept) == len(train)
+    c.warm_start.num_problems = 0  # the loop's own problems: nothing would be left
+    with pytest.raises(ValueError, match="exclude_train"):
+        check_config(c)
