@@ -79,10 +79,9 @@ def test_script_answers_only_its_problems_and_rejects_bad_sizes(problems, execut
 
 
 def test_warm_start_problems_can_leave_out_the_loops_statements():
+    import configs.demo as demo
     from mucode_jax.algorithms.config import check_config
     from mucode_jax.algorithms.mucode import load_problem_set, warm_start_problems
-
-    import configs.demo as demo
 
     c = demo.get_config()
     train = load_problem_set(c.data.train)
