@@ -6,7 +6,7 @@ AOT `compile_step`, AdamW + clipping, float32 master weights, ``--dtype`` comput
 PyTorch's is `LlamaForCausalLM` + `torch.optim.AdamW` + `clip_grad_norm_`, eager,
 float32 weights with ``torch.autocast`` for bf16.
 
-  CPU:  python launch/bench_train.py
+  CPU:  python launch/bench_train.py --attention=xla,grouped
   GPU:  python launch/bench_train.py --model=llama3.2-1b --seq=4096 --batch=4 --dtype=bfloat16 --remat
 
 MFU = FLOPs/token × tokens/s / peak, with FLOPs/token = 6·N + 12·L·H·Q·T (PaLM,
@@ -32,6 +32,9 @@ _BATCH = flags.DEFINE_integer("batch", 4, "Sequences per step.")
 _SEQ = flags.DEFINE_integer("seq", 256, "Sequence length.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _REMAT = flags.DEFINE_bool("remat", False, "Rematerialise decoder layers (ours).")
+_ATTENTION = flags.DEFINE_list(
+    "attention", ["xla"], "LlamaConfig.attention values to time ours with, e.g. xla,grouped."
+)
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating timed rounds; the best round counts.")
@@ -167,12 +170,20 @@ def timed(run, n):
 
 
 def best_of(run, name):
-    run(_WARMUP.value)
-    best = float("inf")
+    return best_of_each({name: run})[name]
+
+
+def best_of_each(runs):
+    """Best seconds per step of each named run, the runs' timed rounds interleaved (so that
+    a drift in the machine's speed does not favour the one timed first)."""
+    for run in runs.values():
+        run(_WARMUP.value)
+    best = dict.fromkeys(runs, float("inf"))
     for r in range(_ROUNDS.value):
-        sec, loss = timed(run, _STEPS.value)
-        best = min(best, sec)
-        print(f"round {r}: {name}: {sec * 1e3:.1f} ms/step, loss {loss:.4f}", flush=True)
+        for name, run in runs.items():
+            sec, loss = timed(run, _STEPS.value)
+            best[name] = min(best[name], sec)
+            print(f"round {r}: {name}: {sec * 1e3:.1f} ms/step, loss {loss:.4f}", flush=True)
     return best
 
 
@@ -211,8 +222,13 @@ def main(argv):
     rows = {}
     if _TORCH.value:
         rows["pytorch eager"] = torch_in_child()
-    run = bench_ours(cfg, batch, seq)
-    rows["jax (ours)"] = best_of(run, "jax (ours)")
+    runs = {
+        "jax (ours)" if impl == "xla" else f"jax (ours, attention={impl})": bench_ours(
+            cfg.replace(attention=impl), batch, seq
+        )
+        for impl in _ATTENTION.value
+    }
+    rows.update(best_of_each(runs))
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
@@ -227,7 +243,9 @@ def main(argv):
         },
     }  # fmt: skip
     if "pytorch eager" in rows:
-        result["speedup_vs_pytorch"] = rows["pytorch eager"] / rows["jax (ours)"]
+        result["speedup_vs_pytorch"] = {
+            name: rows["pytorch eager"] / s for name, s in rows.items() if name != "pytorch eager"
+        }
     print(json.dumps(result, indent=2))
     if _OUT.value:
         Path(_OUT.value).write_text(json.dumps(result, indent=2))

@@ -54,6 +54,16 @@ def main() -> None:
     assert tuple(out.sharding.spec)[:1] == (("data", "fsdp"),), out.sharding.spec
     np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5, rtol=0)
 
+    # The grouped (CPU) attention under the same shardings: heads split over "tensor".
+    grouped = mucode_jax.load_pretrained(ck, mesh=mesh, attention="grouped")
+    g_graphdef, g_state = nnx.split(grouped)
+    g_fn = jax.jit(
+        lambda state, tokens, mask: nnx.merge(g_graphdef, state)(tokens, attention_mask=mask),
+        in_shardings=(sh.state_shardings(g_state, mesh), batch_sharding, batch_sharding),
+    )
+    with sh.use_mesh(mesh):
+        np.testing.assert_allclose(np.asarray(g_fn(g_state, tokens, mask)), ref, atol=1e-5, rtol=0)
+
     # Creating a model directly in its sharded layout.
     cfg = LlamaConfig.from_hf(hf.config)
     made = sh.create_sharded(lambda: Llama(cfg, rngs=nnx.Rngs(0)), mesh)

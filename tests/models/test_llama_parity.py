@@ -42,6 +42,43 @@ def test_verifier_scores_match_sequence_classification(name, pad):
     np.testing.assert_allclose(scores, ref, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["gqa2_untied_llama3", "mqa_odd_sizes"])
+def test_grouped_attention_matches_transformers_and_xla_gradients(name):
+    """`LlamaConfig.attention="grouped"` (the CPU path): same logits and verifier scores as
+    transformers, same gradients as the default path to float32 rounding, packed rows too."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    hf = hf_utils.hf_model(name)
+    cfg = LlamaConfig.from_hf(hf.config)
+    ours = from_state_dict(hf.state_dict(), cfg.replace(attention="grouped"))
+    tokens, mask, positions = hf_utils.batch(hf.config.vocab_size, pad="right")
+    ref = hf_utils.torch_forward(hf, tokens, mask, positions).logits.numpy()
+    valid = mask.astype(bool)
+    got = np.asarray(ours(tokens, attention_mask=mask))
+    np.testing.assert_array_less(np.abs(got - ref)[valid].max(), TOL)
+
+    default = from_state_dict(hf.state_dict(), cfg)
+    segments = np.where(valid, 1 + (np.arange(mask.shape[1]) >= 5), 0).astype(np.int32)
+
+    def loss(model):
+        out = model(tokens, segment_ids=segments)
+        return jnp.mean(jnp.where(segments[..., None] > 0, out, 0.0) ** 2)
+
+    grads = [nnx.grad(loss)(m) for m in (default, ours)]
+    flat = [jax.tree.leaves(nnx.state(g)) for g in grads]
+    assert len(flat[0]) == len(flat[1]) > 0
+    for a, b in zip(*flat):
+        scale = float(np.abs(np.asarray(a)).max()) + 1e-12
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5 * scale, rtol=0)
+
+
+def test_unknown_attention_is_named():
+    with pytest.raises(ValueError, match="attention='flash' is unknown"):
+        LlamaConfig.tiny(attention="flash")
+
+
 def test_packed_sequences_equal_separate_forwards():
     hf = hf_utils.hf_model("gqa2_untied_llama3")
     ours = from_state_dict(hf.state_dict(), LlamaConfig.from_hf(hf.config))
