@@ -76,10 +76,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.warm_start.samples_per_problem = 3
     c.warm_start.p_correct = 0.6
     # What the warm start gets wrong: another reading (the shown test and the feedback tell which
-    # was meant), programs overfit to the shown test (they pass it and fail the private tests:
-    # only a verifier catches them), and small slips in the statement's numbers or words.
+    # was meant) and programs overfit to the shown test (they pass it and fail the private tests:
+    # only a verifier catches them). Slipped numbers (`off_by_one`) and flipped visible choices
+    # (`flip`) are listed at weight 0, so `--config.warm_start.kind_weights.off_by_one=0.5` can
+    # try them (docs/mucode.md: the tiny model learns to slip); a 0 weight changes nothing.
     c.warm_start.kind_weights = ml_collections.ConfigDict(
-        dict(reading=2.0, overfit=1.0)
+        dict(reading=2.0, overfit=1.0, off_by_one=0.0, flip=0.0)
     )
     c.warm_start.sft = _train(sft_defaults(), lr=3e-3, epochs=3, batch=8, max_length=256)
     c.warm_start.sft.optim.warmup_steps = 20
