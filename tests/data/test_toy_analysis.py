@@ -65,3 +65,26 @@ def test_a_search_of_another_problem_set_is_named(problem):
     traj = Trajectory(problem_id="toy-shown/nope", dataset="toy", search=0, seed=0, turns=())
     with pytest.raises(ValueError, match="'toy-shown/nope' has no toy problem"):
         toy_analysis.search_report([traj], {problem.id: problem})
+
+
+def test_pair_kinds_come_from_the_rollouts_execution(problem):
+    family, params = toy._family_and_params(problem)
+    slip = _cand(toy._code(family, {**params, "b": params["b"] + 3}), False, False)
+    right = _cand(problem.reference, True, True)
+    rollout = Trajectory(
+        problem_id=problem.id,
+        dataset="toy",
+        search=0,
+        seed=0,
+        turns=(Turn(user="x", candidates=(slip,)), Turn(user="f", candidates=(right,))),
+    )
+    pairs = [
+        {"problem_id": problem.id, "chosen": right.completion, "rejected": slip.completion},
+        {"problem_id": problem.id, "chosen": right.completion, "rejected": slip.completion},
+        {"problem_id": problem.id, "chosen": right.completion, "rejected": right.completion},
+    ]
+    got = toy_analysis.pair_report(pairs, [rollout], {problem.id: problem})
+    assert got == {("affine", "other"): 2, ("affine", "right"): 1}
+    stray = [{**pairs[0], "rejected": "```python\ndef scale(n):\n    return 0\n```"}]
+    with pytest.raises(ValueError, match="no rollout of the given file holds"):
+        toy_analysis.pair_report(stray, [rollout], {problem.id: problem})
