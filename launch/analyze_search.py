@@ -45,8 +45,8 @@ def main(argv):
     problems = {p.id: p for cfg in sets if cfg.name == "toy" for p in load_problem_set(cfg)}
     if not problems:
         sys.exit(f"error: the config's {_SPLIT.value} problems are not toy problems.")
-    trajectories = records.read_trajectories(path)
     try:
+        trajectories = records.read_trajectories(path)
         report = toy_analysis.search_report(trajectories, problems)
         if _PAIRS.value:
             pairs = [json.loads(line) for line in Path(_PAIRS.value).read_text().splitlines()]

@@ -88,3 +88,19 @@ def test_pair_kinds_come_from_the_rollouts_execution(problem):
     stray = [{**pairs[0], "rejected": "```python\ndef scale(n):\n    return 0\n```"}]
     with pytest.raises(ValueError, match="no rollout of the given file holds"):
         toy_analysis.pair_report(stray, [rollout], {problem.id: problem})
+
+
+def test_launcher_names_a_missing_search_file(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    missing = tmp_path / "search_lv.jsonl"
+    out = subprocess.run(
+        [sys.executable, "launch/analyze_search.py", "--config", "configs/demo.py",
+         f"--search={missing}"],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert f"error: --search='{missing}' is not a file; give a search_<mode>.jsonl." in out.stderr
