@@ -241,10 +241,13 @@ class Driver:
             res = train_sft(ws.sft, convs, out / "train", tokenizer=self.tokenizer)
             _move_on_main(res.hf_path, out / "hf")
 
+        # The scripted searches set their own count, candidates, turns and selection, so the
+        # rollouts' N (or T) can change without retraining the warm start.
+        unused = ("num_searches", "num_candidates", "max_turns", "select")
         inputs = {
             "problems": content_key([p.id for p in problems]),
             "cfg": ws,
-            "search": c.rollout.search,
+            "search": {k: v for k, v in c.rollout.search.to_dict().items() if k not in unused},
             "seed": c.seed,
         }
         art = self.store.run("warm_start", inputs, fn)

@@ -98,3 +98,30 @@ def test_warm_start_problems_can_leave_out_the_loops_statements():
     c.warm_start.num_problems = 0  # the loop's own problems: nothing would be left
     with pytest.raises(ValueError, match="exclude_train"):
         check_config(c)
+
+
+def test_warm_start_key_ignores_what_its_scripted_searches_override(tmp_path, monkeypatch):
+    import configs.demo as demo
+    from mucode_jax.algorithms import mucode
+    from mucode_jax.algorithms.artifacts import Artifact
+
+    keys = []
+
+    def fake_run(self, name, inputs, fn):
+        keys.append(mucode.content_key(name, inputs))
+        return Artifact(name, keys[-1], tmp_path, reused=True)
+
+    monkeypatch.setattr(mucode.Store, "run", fake_run)
+
+    def key(**search):
+        c = demo.get_config("ci")
+        c.rollout.search.update(search)
+        mucode.Driver(c, tmp_path, None, None, [], {}).base()
+        return keys[-1]
+
+    default = key()
+    # The scripted searches set their own N, candidates and turns: the rollouts' do not matter.
+    assert key(num_searches=15) == default
+    assert key(max_turns=2) == default
+    # What shapes its conversations does.
+    assert key(prompt_form="official") != default
