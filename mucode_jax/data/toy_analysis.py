@@ -1,5 +1,6 @@
 """What a search did on toy problems: each candidate's kind, the verifier's scores by kind, and
-how often the selection picked a right program when it had the choice.
+how often the selection picked a right program when it had the choice (and how often it
+resubmitted a program the search had already seen fail).
 
 The per-family analyses of docs/mucode.md (`launch/analyze_search.py`). A candidate's kind:
 
@@ -21,6 +22,10 @@ from mucode_jax.data import toy
 from mucode_jax.types import Candidate, Problem, Trajectory
 
 KINDS = ("right", "reading", "overfit", "no_code", "other")
+
+
+def _program(c: Candidate) -> str | None:
+    return None if c.code is None else c.code.strip()
 
 
 def _norm(code: str) -> str:
@@ -52,13 +57,15 @@ def search_report(
 
     Returns:
       ``{"kinds": {(family, turn): {kind: n}}, "scores": {(family, kind): [score, ...]},
-      "mixed": {(family, turn): (turns, picked right, mean fraction right)}}``; turns are
-      1-based; "mixed" covers the turns whose candidates hold right and wrong programs (the
-      mean fraction right is what a uniformly random selection picks on average).
+      "mixed": {(family, turn): (turns, picked right, mean fraction right, resubmitted)}}``;
+      turns are 1-based; "mixed" covers the turns whose candidates hold right and wrong
+      programs (the mean fraction right is what a uniformly random selection picks on
+      average; "resubmitted" counts picks of a program the search already selected and saw
+      fail its public tests, whitespace around it aside, as `eval.search.skip_failed` does).
     """
     kinds: dict[tuple[str, int], collections.Counter] = collections.defaultdict(collections.Counter)
     scores: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
-    mixed: dict[tuple[str, int], list[float]] = collections.defaultdict(lambda: [0, 0, 0.0])
+    mixed: dict[tuple[str, int], list[float]] = collections.defaultdict(lambda: [0, 0, 0.0, 0])
     for traj in trajectories:
         if traj.problem_id not in problems:
             raise ValueError(
@@ -67,6 +74,7 @@ def search_report(
             )
         problem = problems[traj.problem_id]
         family = problem.metadata["family"]
+        failed: set[str] = set()  # programs this search selected and saw fail
         for t, turn in enumerate(traj.turns, start=1):
             ks = [candidate_kind(problem, c) for c in turn.candidates]
             kinds[family, t].update(ks)
@@ -79,10 +87,16 @@ def search_report(
                 m[0] += 1
                 m[1] += ks[turn.selected] == "right"
                 m[2] += right / len(ks)
+                m[3] += _program(turn.candidates[turn.selected]) in failed
+            pick = turn.candidates[turn.selected]
+            if pick.code is not None and not pick.public_passed:
+                failed.add(_program(pick))
     return {
         "kinds": {key: dict(c) for key, c in sorted(kinds.items())},
         "scores": dict(sorted(scores.items())),
-        "mixed": {key: (int(n), int(r), f / n) for key, (n, r, f) in sorted(mixed.items())},
+        "mixed": {
+            key: (int(n), int(r), f / n, int(u)) for key, (n, r, f, u) in sorted(mixed.items())
+        },
     }
 
 
@@ -133,9 +147,10 @@ def format_report(report: Mapping[str, Any]) -> str:
             lines.append(f"| {family} | {k} | {len(v)} | {sum(v) / len(v):+.2f} |")
     lines += [
         "",
-        "| family | turn | mixed turns | selection right | random (mean fraction right) |",
-        "|---|---|---|---|---|",
+        "| family | turn | mixed turns | selection right | random (mean fraction right) "
+        "| resubmitted a failed program |",
+        "|---|---|---|---|---|---|",
     ]
-    for (family, t), (n, r, f) in report["mixed"].items():
-        lines.append(f"| {family} | {t} | {n} | {r / n:.2f} | {f:.2f} |")
+    for (family, t), (n, r, f, u) in report["mixed"].items():
+        lines.append(f"| {family} | {t} | {n} | {r / n:.2f} | {f:.2f} | {u} |")
     return "\n".join(lines)

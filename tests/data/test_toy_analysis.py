@@ -56,9 +56,27 @@ def test_kinds_scores_and_selections(problem):
     assert report["kinds"][("affine", 2)] == {"overfit": 1, "right": 1}
     assert report["scores"][("affine", "right")] == [2.0, 2.0, 2.0, 2.0]
     assert report["scores"][("affine", "other")] == [3.0]
-    assert report["mixed"] == {("affine", 1): (1, 0, 0.25), ("affine", 2): (1, 1, 0.5)}
+    assert report["mixed"] == {("affine", 1): (1, 0, 0.25, 0), ("affine", 2): (1, 1, 0.5, 0)}
     text = toy_analysis.format_report(report)
     assert "| affine | 1 | 1 | 1 | 0 | 1 | 1 |" in text and "| affine | other | 1 | +3.00 |" in text
+
+
+def test_resubmissions_of_a_failed_program_are_counted(problem):
+    family, params = toy._family_and_params(problem)
+    slip = toy._code(family, {**params, "b": params["b"] + 3})
+    right = _cand(problem.reference, True, True)
+    failed = _cand(slip, False, False)
+    again = _cand(slip + "\n\n", False, False)  # the same program, whitespace aside
+    other = _cand(toy._code(family, {**params, "b": params["b"] + 5}), False, False)
+    turns = (
+        Turn(user="x", candidates=(failed, right), selected=0),
+        Turn(user="f", candidates=(right, again), selected=1),  # resubmits turn 1's program
+        Turn(user="f", candidates=(other, right), selected=0),  # wrong, but new
+    )
+    traj = Trajectory(problem_id=problem.id, dataset="toy", search=0, seed=0, turns=turns)
+    report = toy_analysis.search_report([traj], {problem.id: problem})
+    assert [report["mixed"][("affine", t)][3] for t in (1, 2, 3)] == [0, 1, 0]
+    assert "| affine | 2 | 1 | 0.00 | 0.50 | 1 |" in toy_analysis.format_report(report)
 
 
 def test_a_search_of_another_problem_set_is_named(problem):
