@@ -407,8 +407,8 @@ class _Scheduler:
         eligible = list(range(len(cands)))
         if c.skip_failed:
             picked = [t.candidates[t.selected] for t in s.turns]
-            failed = {_program(x) for x in picked if not x.public_passed}
-            eligible = [k for k in eligible if _program(cands[k]) not in failed] or eligible
+            failed = {program_key(x) for x in picked if not x.public_passed}
+            eligible = [k for k in eligible if program_key(cands[k]) not in failed] or eligible
         chosen = (
             eligible[0]
             if len(eligible) == 1
@@ -465,8 +465,9 @@ class _Scheduler:
         )
 
 
-def _program(c: Candidate) -> str | None:
-    """A candidate's program up to surrounding whitespace (None: no code)."""
+def program_key(c: Candidate) -> str | None:
+    """A candidate's program up to surrounding whitespace (None: no code): what `skip_failed`
+    compares."""
     return None if c.code is None else c.code.strip()
 
 

@@ -241,9 +241,10 @@ class Driver:
             res = train_sft(ws.sft, convs, out / "train", tokenizer=self.tokenizer)
             _move_on_main(res.hf_path, out / "hf")
 
-        # The scripted searches set their own count, candidates, turns and selection, so the
-        # rollouts' N (or T) can change without retraining the warm start.
-        unused = ("num_searches", "num_candidates", "max_turns", "select")
+        from mucode_jax.algorithms.warm_start import SCRIPTED_FIELDS
+
+        # The rollouts' N (or T) can change without retraining the warm start.
+        unused = set(SCRIPTED_FIELDS)
         inputs = {
             "problems": content_key([p.id for p in problems]),
             "cfg": ws,

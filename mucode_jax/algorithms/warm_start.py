@@ -28,6 +28,10 @@ from mucode_jax import rollout
 from mucode_jax.data import toy
 from mucode_jax.types import Message, Problem
 
+# The search fields its scripted searches set themselves (see `conversations`): the rollouts'
+# values of these do not shape the warm start.
+SCRIPTED_FIELDS = ("num_searches", "num_candidates", "max_turns", "select")
+
 
 class NoisyScript:
     """A `rollout.Policy` for toy problems: noisy at turn 1, repeats itself afterwards.
@@ -106,15 +110,10 @@ def conversations(
             f"warm_start needs samples_per_problem >= 1 and turns >= 1, got "
             f"{samples_per_problem} and {max_turns}."
         )
-    cfg = rollout.SearchConfig(
-        **{
-            **_fields(search),
-            "num_searches": samples_per_problem,
-            "num_candidates": 1,
-            "max_turns": max_turns,
-            "select": "random",
-        }
+    scripted = dict(
+        zip(SCRIPTED_FIELDS, (samples_per_problem, 1, max_turns, "random"), strict=True)
     )
+    cfg = rollout.SearchConfig(**{**_fields(search), **scripted})
     script = NoisyScript(problems, cfg, p_correct=p_correct, kind_weights=kind_weights)
     trajectories = rollout.run_search(problems, script, executor, cfg, output)
     return [t.messages for t in trajectories]

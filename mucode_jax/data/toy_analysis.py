@@ -18,14 +18,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mucode_jax import rollout
 from mucode_jax.data import toy
 from mucode_jax.types import Candidate, Problem, Trajectory
 
 KINDS = ("right", "reading", "overfit", "no_code", "other")
-
-
-def _program(c: Candidate) -> str | None:
-    return None if c.code is None else c.code.strip()
 
 
 def _norm(code: str) -> str:
@@ -61,7 +58,7 @@ def search_report(
       turns are 1-based; "mixed" covers the turns whose candidates hold right and wrong
       programs (the mean fraction right is what a uniformly random selection picks on
       average; "resubmitted" counts picks of a program the search already selected and saw
-      fail its public tests, whitespace around it aside, as `eval.search.skip_failed` does).
+      fail its public tests, as `eval.search.skip_failed` compares them: `rollout.program_key`).
     """
     kinds: dict[tuple[str, int], collections.Counter] = collections.defaultdict(collections.Counter)
     scores: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
@@ -76,6 +73,7 @@ def search_report(
         family = problem.metadata["family"]
         failed: set[str] = set()  # programs this search selected and saw fail
         for t, turn in enumerate(traj.turns, start=1):
+            pick = turn.candidates[turn.selected]
             ks = [candidate_kind(problem, c) for c in turn.candidates]
             kinds[family, t].update(ks)
             for c, k in zip(turn.candidates, ks):
@@ -87,10 +85,9 @@ def search_report(
                 m[0] += 1
                 m[1] += ks[turn.selected] == "right"
                 m[2] += right / len(ks)
-                m[3] += _program(turn.candidates[turn.selected]) in failed
-            pick = turn.candidates[turn.selected]
-            if pick.code is not None and not pick.public_passed:
-                failed.add(_program(pick))
+                m[3] += rollout.program_key(pick) in failed
+            if not pick.public_passed:
+                failed.add(rollout.program_key(pick))
     return {
         "kinds": {key: dict(c) for key, c in sorted(kinds.items())},
         "scores": dict(sorted(scores.items())),
