@@ -18,13 +18,16 @@ OrderedDict, Counter,   ``{"od": ...}``, ``{"ct": ...}``, ``{"dd": ...}`` (items
 defaultdict, deque      ``{"dq": [...]}``
 Decimal / Fraction      ``{"dec": str}`` / ``{"fr": [num, den]}``
 re.Match                ``{"m": [group0, start, end]}``
+numpy scalar, 0-d array its ``.item()`` (a Python scalar, encoded as above)
 anything else           ``{"o": type name}`` (an `Opaque` value on the host)
 =====================  ======================================================
 
 `encode` (child side) checks exact types (``type(x) is int``, never ``isinstance``), so a
 subclass with a rigged ``__eq__`` becomes `Opaque` and compares unequal to everything. `decode`
 (host side) parses with `json` and rebuilds only genuine built-in types, with depth and size
-limits; anything malformed raises `DecodeError`. A program that tampers with the encoder in its
+limits; anything malformed raises `DecodeError`, and so do sets and dicts whose keys collide
+in one hash (a forged record of such keys would take quadratic time to rebuild and stall the
+service for every other run) and integers too long to compare cheaply. A program that tampers with the encoder in its
 own process can only choose which plain value it reports — the same as returning that value.
 """
 
@@ -39,6 +42,9 @@ import re
 
 MAX_DEPTH = 64
 MAX_ITEMS = 2_000_000
+MAX_INT_HEX = 100_000  # hex digits of a reported integer (400,000 bits)
+MAX_FRACTION_HEX = 10_000  # of a Fraction's numerator or denominator (gcd is quadratic)
+MAX_SAME_HASH = 64  # keys of one set or dict with one hash: never by chance, only by design
 _INT64 = 1 << 63
 
 _type = type
@@ -158,7 +164,26 @@ def to_jsonable(x, _depth: int = 0, _budget: list | None = None):
         }
     if t is _MATCH:
         return {"m": [to_jsonable(x.group(0), d, _budget), x.start(), x.end()]}
+    item = _numpy_item(x, t)
+    if item is not _NONE:
+        return to_jsonable(item, d, _budget)
     return {"o": _type_name(x)}
+
+
+_NONE = object()
+
+
+def _numpy_item(x, t):
+    """The Python scalar of a numpy scalar or 0-d array (what ``==`` and ``bool`` of it
+    give in an official harness: ``np.int64(2) == 2``, ``not np.bool_(False)``), else `_NONE`.
+    Whatever a program's object claims, only the exact types above can come out of it."""
+    try:
+        if t.__module__ != "numpy" or x.ndim != 0:
+            return _NONE
+        item = x.item()
+    except Exception:  # noqa: BLE001 - not numpy's, or a hostile attribute: stays opaque
+        return _NONE
+    return _NONE if _type(item) is t else item
 
 
 def encode(x) -> str:
@@ -179,6 +204,21 @@ def _hashable(v):
     return v
 
 
+def _few_collisions(keys: list) -> list:
+    """`keys` if no more than `MAX_SAME_HASH` of them share a hash, else `DecodeError`."""
+    if len(keys) > MAX_SAME_HASH:
+        counts = collections.Counter(hash(k) for k in keys)
+        if max(counts.values()) > MAX_SAME_HASH:
+            raise DecodeError(f"more than {MAX_SAME_HASH} keys of one set or dict share a hash")
+    return keys
+
+
+def _int_hex(val, limit: int):
+    if type(val) is not str or len(val) > limit + 3 or not re.fullmatch(r"-?0x[0-9a-f]+", val):
+        raise DecodeError(f"bad big integer (at most {limit} hex digits)")
+    return int(val, 16)
+
+
 def _items(obj, depth, budget):
     if type(obj) is not list:
         raise DecodeError("items must be a list of pairs")
@@ -192,6 +232,7 @@ def _items(obj, depth, budget):
                 from_jsonable(pair[1], depth, budget),
             )
         )
+    _few_collisions([k for k, _ in out])
     return out
 
 
@@ -220,15 +261,12 @@ def from_jsonable(obj, _depth: int = 0, _budget: list | None = None):
         raise DecodeError("expected a one-key tag object")
     ((tag, val),) = obj.items()
     if tag == "I":
-        if type(val) is not str or not re.fullmatch(r"-?0x[0-9a-f]+", val) or len(val) > 2_000_000:
-            raise DecodeError("bad big integer")
-        return int(val, 16)
+        return _int_hex(val, MAX_INT_HEX)
     if tag == "t":
         return tuple(_seq(val, d, _budget))
-    if tag == "s":
-        return {_hashable(v) for v in _seq(val, d, _budget)}
-    if tag == "fs":
-        return frozenset(_hashable(v) for v in _seq(val, d, _budget))
+    if tag in ("s", "fs"):
+        keys = _few_collisions([_hashable(v) for v in _seq(val, d, _budget)])
+        return set(keys) if tag == "s" else frozenset(keys)
     if tag == "d":
         return dict(_items(val, d, _budget))
     if tag == "od":
@@ -260,8 +298,13 @@ def from_jsonable(obj, _depth: int = 0, _budget: list | None = None):
         except decimal.InvalidOperation as e:
             raise DecodeError("bad decimal") from e
     if tag == "fr":
-        parts = _seq(val, d, _budget)
-        if len(parts) != 2 or not all(type(p) is int for p in parts) or parts[1] == 0:
+        if type(val) is not list or len(val) != 2:
+            raise DecodeError("bad fraction")
+        parts = [
+            _int_hex(p["I"], MAX_FRACTION_HEX) if type(p) is dict and list(p) == ["I"] else p
+            for p in val
+        ]
+        if not all(type(p) is int for p in parts) or parts[1] == 0:
             raise DecodeError("bad fraction")
         return fractions.Fraction(parts[0], parts[1])
     if tag == "m":

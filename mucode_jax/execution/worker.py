@@ -41,6 +41,7 @@ import time
 from mucode_jax.execution import harness, protocol
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 RESULT_CAP = 64 << 20
@@ -68,7 +69,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _prctl(option: int, arg: int) -> None:
-    import ctypes  # only where needed: a sandboxed worker usually gets by without (`_lock_down`)
+    import ctypes  # imported once, by `_lock_down`
 
     ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
 
@@ -76,16 +77,24 @@ def _prctl(option: int, arg: int) -> None:
 def _lock_down(sandboxed: bool) -> None:
     """The process attributes every child inherits, set once (after each fork they would cost
     more than the fork): no_new_privs (irrevocable: execve can never grant privileges, e.g. via
-    setuid binaries) and adoption of every orphan, so no process of a run escapes `_sweep`.
+    setuid binaries), adoption of every orphan, so no process of a run escapes `_sweep`, and
+    not dumpable.
 
     In its sandbox the worker is pid 1 of the pid namespace (``bwrap --as-pid-1``), which
-    adopts orphans anyway, and bwrap has set no_new_privs; both are checked, not assumed."""
+    adopts orphans anyway, and bwrap has set no_new_privs; both are checked, not assumed.
+
+    Not dumpable: without root there is no per-run uid (`Worker.uid` is None), so a run has the
+    worker's uid, and the kernel would let it open ``/proc/1/fd/*``: the worker's pipe to the
+    service (a forged reply frame shifts the verdicts of every later run) and the service's
+    stderr. A non-dumpable process's /proc entries belong to root and pass no same-uid ptrace
+    check, and its forked children inherit the flag (a run can set it back only for itself)."""
     if os.getpid() != 1:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
     with open("/proc/self/status", "rb") as f:
         no_new_privs = b"\nNoNewPrivs:\t1\n" in f.read()
     if not no_new_privs:
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(PR_SET_DUMPABLE, 0)
     if not sandboxed:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -161,6 +170,8 @@ class Worker:
         if self.to_import:
             self._import_named(spec)
         scratch = self.scratch
+        if os.path.lexists(scratch):  # a wipe that failed (never expected; see `_wipe`)
+            self._wipe(scratch)
         os.mkdir(scratch, 0o700)
         if self.uid is not None:
             os.chown(scratch, self.uid, self.uid)
@@ -362,13 +373,19 @@ class Worker:
             time.sleep(min(0.001 * (attempt + 1), 0.02))
         return found
 
-    @staticmethod
-    def _wipe(path: str) -> None:
+    def _wipe(self, path: str) -> None:
+        """Empty the scratch directory `path` for the next run, whatever the last one left.
+
+        Never raises and never leaves `path` behind: a tree too deep for `shutil.rmtree` (it
+        recurses: 3,000 nested directories raise RecursionError) or for full paths (PATH_MAX)
+        is removed one level at a time (`_remove_deep`); one that still resists is renamed
+        aside, so the next run gets a fresh directory and the worker keeps serving."""
         try:
             os.rmdir(path)  # the usual case: the run left the directory empty
             return
         except OSError:
             pass
+        import shutil  # only when a run left files behind (shutil is slow to import)
 
         def retry(func, p, _exc):
             with contextlib.suppress(OSError):
@@ -377,11 +394,45 @@ class Worker:
                     os.chmod(p, stat.S_IRWXU)
                 func(p)
 
-        import shutil  # only when a run left files behind (shutil's imports slow start-up)
+        for remove in (lambda: shutil.rmtree(path, onerror=retry), lambda: _remove_deep(path)):
+            if not os.path.lexists(path):
+                return
+            with contextlib.suppress(Exception):
+                remove()
+        if os.path.lexists(path):
+            os.rename(path, f"{path}.left-{os.getpid()}-{self.runs}")
 
-        shutil.rmtree(path, onerror=retry)
-        if os.path.exists(path):
-            shutil.rmtree(path, ignore_errors=True)
+
+def _remove_deep(path: str) -> None:
+    """Remove the directory tree `path` without recursion or long paths: walk it with chdir,
+    one directory at a time (the run's processes are gone, so nothing moves meanwhile; only
+    real directories are entered, so ``..`` leads back the way it came)."""
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.chmod(path, stat.S_IRWXU)
+        os.chdir(path)
+        names: list[str] = []
+        while True:
+            sub = None
+            with os.scandir(".") as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        sub = e.name
+                        break
+                    os.unlink(e.name)
+            if sub is not None:
+                os.chmod(sub, stat.S_IRWXU)
+                os.chdir(sub)
+                names.append(sub)
+            elif names:
+                os.chdir("..")
+                os.rmdir(names.pop())
+            else:
+                break
+    finally:
+        os.fchdir(home)
+        os.close(home)
+    os.rmdir(path)
 
 
 def _site() -> None:

@@ -296,3 +296,63 @@ def test_no_stray_processes_after_detached_grandchildren(hostile_executor):
     results = ex.map([code] * 4, ASSERT, limits=LIMITS)
     assert all(r.passed for r in results)  # f is correct; its leftovers are removed
     assert _sandbox_procs(ex.info.get("uids", [])) == []
+
+
+# Writes a forged reply frame (header + records claiming test 0 passed) into every pipe of the
+# worker it can open through /proc/1/fd, then answers wrongly: if one opened, this run would be
+# credited with the forgery and every later run with its predecessor's reply.
+FORGE_WORKER_PIPE = r"""
+import json, os, struct
+def f(x):
+    records = b'{"loaded":1}\n{"i":0,"v":[2]}\n{"done":1}\n'
+    head = json.dumps({"exit": 0, "signal": None, "killed": None, "cpu": 0.001, "wall": 0.001,
+                       "maxrss_kb": 1000, "leftovers": 0, "_blobs": [0, 0, len(records)]}).encode()
+    frame = struct.pack(">II", len(head) + len(records), len(head)) + head + records
+    opened = []
+    for fd in os.listdir('/proc/1/fd') if os.access('/proc/1/fd', os.R_OK) else []:
+        try:
+            w = os.open('/proc/1/fd/' + fd, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(w, frame)
+            opened.append(fd)
+        except OSError:
+            pass
+    return 0
+"""
+# A tree deeper than shutil.rmtree can recurse or PATH_MAX can name, ending in a locked directory.
+DEEP_TREE = _f(
+    "pass",
+    top="import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
+    "open('f', 'w').write('x')\nos.chmod('.', 0)",
+)
+
+
+def test_one_worker_keeps_its_verdicts_after_hostile_runs():
+    """With one worker every later run is served by the worker the hostile run was in: its
+    scratch directory must come back empty, and its pipe to the service must be out of reach
+    (without root a run has the worker's uid; the worker is not dumpable for that)."""
+    wrong = "def f(x):\n    return 0\n"
+    with Executor(workers=1) as ex:
+        results = ex.map(
+            [DEEP_TREE, GOOD, FORGE_WORKER_PIPE, GOOD, wrong, GOOD, wrong], ASSERT, limits=LIMITS
+        )
+        verdicts = [r.verdict for r in results]
+        assert verdicts[0] == "passed", results[0]  # f is right; the tree it leaves is removed
+        expected = ["passed", "wrong_answer", "passed", "wrong_answer", "passed", "wrong_answer"]
+        assert verdicts[1:] == expected, verdicts
+        fresh = ex.run(_f("import os\nassert os.listdir('.') == []"), ASSERT, limits=LIMITS)
+        assert fresh.passed, fresh
+
+
+def test_worker_is_not_dumpable():
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes\nfrom mucode_jax.execution import worker\nworker._lock_down(True)\n"
+        "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
+    )
+    assert out.stdout.strip() == "0", out

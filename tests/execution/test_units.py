@@ -97,6 +97,59 @@ def test_serial_limits_depth():
         serial.encode(deep)
 
 
+def test_serial_numpy_scalars_report_their_python_value():
+    np = pytest.importorskip("numpy")
+    # What an official harness sees: np.int64(2) == 2 holds and np.bool_(False) is falsy.
+    for value, plain in [
+        (np.int64(2), 2),
+        (np.float64(0.5), 0.5),
+        (np.bool_(False), False),
+        (np.str_("ab"), "ab"),
+        (np.array(7), 7),
+        ([np.int32(1), (np.float32(0.25),)], [1, (0.25,)]),
+    ]:
+        back = serial.decode(serial.encode(value))
+        assert back == plain and type(back) is type(plain), (value, back)
+    assert isinstance(serial.decode(serial.encode(np.array([1, 2]))), serial.Opaque)
+
+    class Fake:  # a program's object that claims to be numpy's
+        __module__ = "numpy"
+        ndim = 0
+
+        def item(self):
+            return Fake()
+
+    assert isinstance(serial.decode(serial.encode(Fake())), serial.Opaque)
+
+
+def test_serial_decode_rejects_keys_built_to_collide():
+    # Ints equal modulo 2**61 - 1 share a hash: 20,000 of them would take seconds to put in a
+    # set (quadratic), and a 64 MB record could hold a million.
+    colliding = [{"I": hex(k * (2**61 - 1))} for k in range(1, 20_000)]
+    for text in (
+        json.dumps({"s": colliding}),
+        json.dumps({"fs": colliding}),
+        json.dumps({"d": [[k, 0] for k in colliding]}),
+        json.dumps({"ct": [[k, 1] for k in colliding]}),
+    ):
+        with pytest.raises(serial.DecodeError, match="share a hash"):
+            serial.decode(text)
+    ordinary = set(range(50_000)) | {2**70 + k for k in range(100)}
+    assert serial.decode(serial.encode(ordinary)) == ordinary
+
+
+def test_serial_decode_bounds_integer_sizes():
+    big = 1 << (4 * serial.MAX_INT_HEX - 1)
+    assert serial.decode(serial.encode(big)) == big
+    with pytest.raises(serial.DecodeError, match="hex digits"):
+        serial.decode(serial.encode(big << 8))
+    huge = fractions.Fraction(3**20_000, 2**50_000 + 1)
+    with pytest.raises(serial.DecodeError, match="hex digits"):
+        serial.decode(serial.encode(huge))
+    ok = fractions.Fraction(3**100, 2**200 + 1)
+    assert serial.decode(serial.encode(ok)) == ok
+
+
 # -- assert splitting ---------------------------------------------------------------------------
 
 
