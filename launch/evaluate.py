@@ -32,14 +32,15 @@ def main(argv):
 
     sharding.maybe_initialize_distributed()
     compile_cache.enable()
-    from mucode_jax import multihost
+    from mucode_jax import errors
     from mucode_jax.evaluation import evaluate_from_config
 
     config = _CONFIG.value
     logging.info("config:\n%s", config)
     try:
+        errors.check_workdir(_WORKDIR.value)
         metrics = evaluate_from_config(config, _WORKDIR.value)
-    except (ValueError, multihost.MultihostError) as e:
+    except errors.USER_ERRORS as e:
         sys.exit(f"error: {e}")
     for mode, m in metrics["modes"].items():
         bon = ", ".join(f"BoN@{b['t']}={100 * b['mean']:.1f}%" for b in m["bon"])

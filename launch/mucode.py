@@ -26,15 +26,16 @@ def main(argv):
 
     sharding.maybe_initialize_distributed()
     compile_cache.enable()
-    from mucode_jax import multihost, report
+    from mucode_jax import errors, multihost, report
     from mucode_jax.algorithms import mucode
     from mucode_jax.training import inputs
 
     inputs.quiet_checkpoint_logs()
     logging.info("config:\n%s", _CONFIG.value)
     try:
+        errors.check_workdir(_WORKDIR.value)
         summary = mucode.run(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, multihost.MultihostError) as e:  # a user-facing mistake: one sentence
+    except errors.USER_ERRORS as e:  # a user-facing mistake: one sentence
         sys.exit(f"mucode: {e}")
     if not multihost.is_main():
         return  # every process holds the same summary; process 0 prints it

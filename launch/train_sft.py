@@ -23,7 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    from mucode_jax import compile_cache, multihost, sharding
+    from mucode_jax import compile_cache, errors, sharding
 
     sharding.maybe_initialize_distributed()
     compile_cache.enable()
@@ -33,11 +33,12 @@ def main(argv):
     inputs.quiet_checkpoint_logs()
     config = _CONFIG.value
     logging.info("config:\n%s", config)
-    tokenizer = inputs.tokenizer_from_config(config)
-    conversations = inputs.sft_conversations_from_config(config)
     try:
+        errors.check_workdir(_WORKDIR.value)
+        tokenizer = inputs.tokenizer_from_config(config)
+        conversations = inputs.sft_conversations_from_config(config)
         result = train_sft(config, conversations, _WORKDIR.value, tokenizer=tokenizer)
-    except (ValueError, multihost.MultihostError) as e:  # a user mistake: one sentence
+    except errors.USER_ERRORS as e:  # a user mistake: one sentence
         sys.exit(f"train_sft: {e}")
     logging.info(
         "done: %d steps, last %s, export %s", result.num_steps, result.last_metrics, result.hf_path

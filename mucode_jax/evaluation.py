@@ -172,6 +172,10 @@ def _check_eval_config(config) -> tuple[list[str], Path]:
             "The lv and pt_lv modes need a learned verifier; set --config.verifier to its "
             "checkpoint directory."
         )
+    from mucode_jax.training.config import DTYPES
+
+    if config.dtype not in DTYPES:
+        raise ValueError(f"config.dtype {config.dtype!r} is not one of {', '.join(DTYPES)}.")
     ckpt = Path(config.checkpoint)
     if not config.checkpoint or not (ckpt / "config.json").is_file():
         raise ValueError(

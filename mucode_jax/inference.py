@@ -20,6 +20,7 @@ from mucode_jax import rollout
 from mucode_jax import sharding as sh
 from mucode_jax.data.tokenizer import eos_token_ids
 from mucode_jax.models.hf import load_pretrained
+from mucode_jax.models.verifier import Verifier
 from mucode_jax.sampling import Sampler
 from mucode_jax.sampling.methods import make_method
 from mucode_jax.scoring import VerifierScorer
@@ -91,6 +92,11 @@ class Models:
     def scorer(self, hf_dir: str | os.PathLike) -> VerifierScorer:
         """The verifier in ``hf_dir`` as a batched scorer of (x, y) pairs."""
         verifier = self._load(hf_dir)
+        if not isinstance(verifier, Verifier):
+            raise ValueError(
+                f"{str(hf_dir)!r} is a {type(verifier).__name__} checkpoint (a generator); a "
+                "verifier is a LlamaForSequenceClassification checkpoint (train_verifier's hf/)."
+            )
         if self._scorer is None:
             self._scorer = VerifierScorer(
                 verifier,

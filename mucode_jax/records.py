@@ -15,12 +15,15 @@ sentence naming the file: the package never reads what an older layout wrote.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from mucode_jax.types import Trajectory
+
+log = logging.getLogger("mucode_jax.records")
 
 VERSION = 1
 
@@ -38,20 +41,34 @@ def append_trajectory(f: IO[str], trajectory: Trajectory) -> None:
     f.flush()
 
 
-def _read(path: Path, kind: str) -> list[dict[str, Any]]:
-    """The complete ``kind`` lines of ``path`` (a torn last line is cut from the file)."""
+def _read(path: Path, kind: str, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The complete ``kind`` lines of ``path``.
+
+    Only the *last* line may be incomplete (a writer killed mid-line): it is skipped, and with
+    ``repair`` (a writer about to append) cut from the file, with a warning either way. Any
+    other line that is not a JSON object raises `ValueError` naming the file and line; the file
+    is never changed then (so a wrong path or a damaged file loses nothing).
+    """
     if not path.exists():
         return []
     data = path.read_bytes()
-    rows, good_end, pos = [], 0, 0
-    for raw in data.splitlines(keepends=True):
-        pos += len(raw)
-        if not raw.endswith(b"\n"):
-            break
+    lines = data.splitlines(keepends=True)
+    rows, good_end = [], 0
+    for lineno, raw in enumerate(lines, 1):
         try:
             row = json.loads(raw)
-        except json.JSONDecodeError:
-            break
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if lineno < len(lines):
+                raise ValueError(
+                    f"{path}:{lineno} is not a JSON {kind} record ({e}); fix or remove that "
+                    "line, or pass the right file (the file was not changed)."
+                ) from None
+            what = "cut from the file" if repair else "skipped"
+            log.warning("%s: the incomplete last line (%d bytes) is %s.", path, len(raw), what)
+            if repair:
+                with open(path, "r+b") as f:
+                    f.truncate(good_end)
+            return rows
         if not isinstance(row, dict) or row.get("version") != VERSION:
             version = row.get("version") if isinstance(row, dict) else None
             raise ValueError(
@@ -64,16 +81,19 @@ def _read(path: Path, kind: str) -> list[dict[str, Any]]:
                 "of the stage that writes them."
             )
         rows.append(row)
-        good_end = pos
-    if good_end != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
+        good_end += len(raw)
+    if repair and not data.endswith(b"\n") and data:  # a complete last line without its newline
+        with open(path, "ab") as f:
+            f.write(b"\n")
     return rows
 
 
-def read_trajectories(path: str | os.PathLike) -> list[Trajectory]:
-    """The trajectories of a rollout JSONL, in file order (none if it does not exist)."""
-    return [Trajectory.from_json(r) for r in _read(Path(path), "trajectory")]
+def read_trajectories(path: str | os.PathLike, *, repair: bool = False) -> list[Trajectory]:
+    """The trajectories of a rollout JSONL, in file order (none if it does not exist).
+
+    An incomplete last line (a crash mid-write) is skipped; ``repair=True`` (a writer that will
+    append to the file) also cuts it from the file. Any other bad line raises `ValueError`."""
+    return [Trajectory.from_json(r) for r in _read(Path(path), "trajectory", repair=repair)]
 
 
 def write_trajectories(path: str | os.PathLike, trajectories: Iterable[Trajectory]) -> None:

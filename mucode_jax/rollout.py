@@ -481,7 +481,7 @@ def read_finished(path: str | os.PathLike) -> dict[tuple[str, int], Trajectory]:
     A last line cut short by a crash is dropped (and cut from the file), so a restarted run
     appends after the last complete search.
     """
-    return {t.key: t for t in records.read_trajectories(path)}
+    return {t.key: t for t in records.read_trajectories(path, repair=True)}
 
 
 def run_search(

@@ -104,6 +104,11 @@ def test_bad_inputs_give_one_sentence(checkpoint, shared_data, tmp_path):
         evaluate_from_config(make_config(tmp_path / "missing", shared_data), tmp_path)
     with pytest.raises(ValueError, match="need a learned verifier"):
         evaluate_from_config(make_config(checkpoint, shared_data, modes="pt,lv"), tmp_path)
+    with pytest.raises(ValueError, match="config.dtype 'float42' is not one of float32"):
+        evaluate_from_config(make_config(checkpoint, shared_data, dtype="float42"), tmp_path)
+    generator = make_config(checkpoint, shared_data, modes="lv", verifier=str(checkpoint))
+    with pytest.raises(ValueError, match=r"is a Llama checkpoint \(a generator\); a verifier is"):
+        evaluate_from_config(generator, tmp_path / "lv")
 
 
 def test_eval_configs_load():

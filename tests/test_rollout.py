@@ -524,6 +524,33 @@ def test_a_record_of_another_version_is_refused_in_one_sentence(tmp_path):
         records_io.read_trajectories(scores)
 
 
+def test_a_damaged_or_wrong_file_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / "s.jsonl"
+    cfg = rollout.SearchConfig(max_turns=1)
+    trajs = rollout.run_search(toy_problems(3), CandidatePolicy(), FakeNoCode(), cfg, path)
+    good = path.read_bytes()
+    lines = good.splitlines(keepends=True)
+    damaged = lines[0] + b"{not json\n" + lines[2]
+    path.write_bytes(damaged)
+    for repair in (False, True):
+        with pytest.raises(ValueError, match=r"s.jsonl:2 is not a JSON trajectory record"):
+            records_io.read_trajectories(path, repair=repair)
+        assert path.read_bytes() == damaged
+    text = tmp_path / "README.md"  # a wrong --search path: refused, never cut to nothing
+    text.write_text("# title\n\nsome prose\n")
+    with pytest.raises(ValueError, match=r"README.md:1 is not a JSON"):
+        records_io.read_trajectories(text)
+    assert text.read_text() == "# title\n\nsome prose\n"
+
+    torn = good + lines[0][:20]  # a writer killed mid-line: a reader skips it and changes nothing
+    path.write_bytes(torn)
+    assert records_io.read_trajectories(path) == trajs and path.read_bytes() == torn
+    assert records_io.read_trajectories(path, repair=True) == trajs  # a writer cuts it
+    assert path.read_bytes() == good
+    path.write_bytes(good[:-1])  # complete, but its newline is missing: a writer restores it
+    assert records_io.read_trajectories(path, repair=True) == trajs and path.read_bytes() == good
+
+
 def test_official_protocol_reaches_the_rollout(shared_data, executor, tmp_path):
     """Official prompt form, extraction and feedback body: the first prompt is the official
     text, the program the first ```python block, the feedback the script's raw stderr (MBPP)

@@ -245,6 +245,21 @@ def check_config(c: ml_collections.ConfigDict) -> None:
             f"config.eval.sampled.pass_k {tuple(s.pass_k)} needs k <= num_trajectories "
             f"({s.num_trajectories}); lower k or sample more trajectories (0 disables them)."
         )
+    from mucode_jax.training.config import check_train_config
+
+    stages = [("sft", c.sft), ("verifier", c.verifier)]
+    if c.warm_start.enabled:
+        stages.append(("warm_start.sft", c.warm_start.sft))
+    for name, stage in stages:
+        try:
+            check_train_config(stage, f"config.{name}")
+        except (KeyError, AttributeError) as e:
+            _fail(f"config.{name} is missing a training field ({e}); start it from the defaults.")
+        except ValueError as e:
+            _fail(str(e))
+    for split, d in sets:
+        if d.get("limit") is not None and (not isinstance(d.limit, int) or d.limit < 0):
+            _fail(f"config.data.{split}.limit must be an integer >= 0 (0: all), got {d.limit!r}.")
     if not c.warm_start.enabled and not c.base:
         _fail(
             "config.base is empty; point it at an HF generator directory or enable "

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
     except OSError as e:
         parser.error(f"cannot read --input {args.input!r} ({e.strerror}); check the path.")
+    out_dir = os.path.dirname(os.path.abspath(args.output)) if args.output != "-" else "."
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        parser.error(f"cannot write --output {args.output!r} (no writable directory {out_dir!r}).")
     bad = 0
     try:
         ex = Executor(args.workers, sandbox=args.sandbox, reference_cache=args.reference_cache)

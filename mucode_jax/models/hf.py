@@ -223,6 +223,13 @@ def _architecture(d: Mapping[str, Any], source: str) -> str:
     return arch
 
 
+def _corrupt(file: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{str(file)!r} is truncated or corrupt ({type(e).__name__}: {str(e)[:120]}); copy or "
+        "re-export the checkpoint."
+    )
+
+
 def _safetensor_files(path: Path) -> dict[str, Path]:
     """HF tensor name -> file holding it."""
     index = path / "model.safetensors.index.json"
@@ -240,8 +247,11 @@ def _safetensor_files(path: Path) -> dict[str, Path]:
     if single.is_file():
         from safetensors import safe_open
 
-        with safe_open(str(single), framework="numpy") as f:
-            return {name: single for name in f.keys()}
+        try:
+            with safe_open(str(single), framework="numpy") as f:
+                return {name: single for name in f.keys()}
+        except Exception as e:  # noqa: BLE001 - safetensors' own error types vary by version
+            raise _corrupt(single, e) from None
     found = sorted(p.name for p in path.glob("*.safetensors"))
     if found:
         raise CheckpointError(
@@ -290,9 +300,12 @@ def load_pretrained(
 
     def get(name: str) -> np.ndarray:
         f = files[name]
-        if f not in handles:
-            handles[f] = safe_open(str(f), framework="numpy")
-        x = handles[f].get_tensor(name)
+        try:
+            if f not in handles:
+                handles[f] = safe_open(str(f), framework="numpy")
+            x = handles[f].get_tensor(name)
+        except Exception as e:  # noqa: BLE001 - safetensors' own error types vary by version
+            raise _corrupt(f, e) from None
         if x.dtype.kind not in "fV" and str(x.dtype) != "bfloat16":
             raise CheckpointError(f"Tensor {name!r} in {source} has dtype {x.dtype}, not a float.")
         return x

@@ -130,6 +130,54 @@ def verifier_defaults() -> ml_collections.ConfigDict:
     return c
 
 
+def check_train_config(c: ml_collections.ConfigDict, name: str = "config") -> None:
+    """Raises ValueError with one sentence naming the first bad value of training config `c`
+    (`name` says which config: ``config.sft``, ``config.verifier``, ...), before any work."""
+    import math
+
+    from mucode_jax.training.optim import HORIZONS, SCHEDULES
+
+    def need(ok: bool, field: str, what: str) -> None:
+        if not ok:
+            value = c
+            for part in field.split("."):
+                value = value[part]
+            raise ValueError(f"{name}.{field} must be {what}, got {value!r}.")
+
+    def number(x) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    o = c.optim
+    need(isinstance(c.batch_size, int) and c.batch_size >= 1, "batch_size", "a positive integer")
+    need(isinstance(c.grad_accum, int) and c.grad_accum >= 1, "grad_accum", "a positive integer")
+    need(isinstance(c.num_epochs, int) and c.num_epochs >= 1, "num_epochs", "a positive integer")
+    need(isinstance(c.max_steps, int) and c.max_steps >= 0, "max_steps", ">= 0 (0: no cap)")
+    need(number(o.lr) and o.lr >= 0, "optim.lr", "a number >= 0")
+    need(o.schedule in SCHEDULES, "optim.schedule", f"one of {', '.join(SCHEDULES)}")
+    need(o.horizon in HORIZONS, "optim.horizon", f"one of {', '.join(HORIZONS)}")
+    need(isinstance(o.warmup_steps, int) and o.warmup_steps >= 0, "optim.warmup_steps", ">= 0")
+    need(number(o.final_lr_fraction) and 0 <= o.final_lr_fraction <= 1,
+         "optim.final_lr_fraction", "in [0, 1]")  # fmt: skip
+    need(number(o.b1) and 0 <= o.b1 < 1, "optim.b1", "in [0, 1)")
+    need(number(o.b2) and 0 <= o.b2 < 1, "optim.b2", "in [0, 1)")
+    need(number(o.eps) and o.eps > 0, "optim.eps", "> 0")
+    need(number(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", ">= 0")
+    need(o.clip_norm is None or (number(o.clip_norm) and o.clip_norm >= 0),
+         "optim.clip_norm", ">= 0 (0: no clipping)")  # fmt: skip
+    for field in ("dtype", "param_dtype"):
+        need(c.model[field] in DTYPES, f"model.{field}", f"one of {', '.join(DTYPES)}")
+    if "loss" in c:
+        need(c.loss in ("bt", "bce"), "loss", "'bt' or 'bce'")
+    if "data" in c and "max_length" in c.data:
+        need(isinstance(c.data.max_length, int) and c.data.max_length >= 2,
+             "data.max_length", "an integer >= 2")  # fmt: skip
+    if c.batch_size % c.grad_accum:
+        raise ValueError(
+            f"{name}.batch_size={c.batch_size} is not a multiple of {name}.grad_accum="
+            f"{c.grad_accum}; make the batch a whole number of micro-batches."
+        )
+
+
 def dtype_of(name: str | Any) -> Any:
     if not isinstance(name, str):
         return name

@@ -19,7 +19,9 @@ others wait for it at a barrier at the end.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +108,9 @@ def run(
       evaluate: optional (graphdef, state) -> metrics, run every ``eval_every`` steps and at
         the end; its values join that step's log record.
     """
+    from mucode_jax.training.config import check_train_config
+
+    check_train_config(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     multihost.check_same(config, "the training config")
@@ -124,6 +129,7 @@ def run(
     multihost.check_same(num_steps, "the number of training steps")
     if num_steps == 0:
         raise ValueError("The dataset yields no batch; nothing to train on.")
+    check_resume(workdir, config, data_fingerprint, num_steps)
     optimizer, schedule = make_optimizer(num_steps)
 
     graphdef, state, shardings = create_train_state(
@@ -234,6 +240,65 @@ def run(
             tb.close()
     multihost.barrier("training finished")
     return LoopResult(graphdef=graphdef, state=state, num_steps=num_steps, last_metrics=last)
+
+
+RUN_SETTINGS = "run_settings.json"
+# What a resumed run may change: how it reports and saves, and the device layout (orbax
+# restores the checkpoint onto any mesh).
+_FREE = ("progress", "checkpoint", "log_every", "export_hf", "mesh", "rules")
+
+
+def run_settings(config: ml_collections.ConfigDict, data_fingerprint: str, num_steps: int):
+    """What makes a run the same run: its config (less `_FREE`), its data and its steps."""
+    cfg = {k: v for k, v in config.to_dict().items() if k not in _FREE}
+    out = {"config": cfg, "data": data_fingerprint, "num_steps": num_steps}
+    return json.loads(json.dumps(out, sort_keys=True, default=repr))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_resume(
+    workdir: Path, config: ml_collections.ConfigDict, data_fingerprint: str, num_steps: int
+) -> None:
+    """Refuses to resume a checkpointed run of `workdir` with other settings (a changed batch
+    size, epoch count, learning rate or data would continue another run's steps and mix both
+    in ``metrics.jsonl``); otherwise records this run's settings there (process 0).
+
+    Raises:
+      ValueError: one sentence naming what changed.
+    """
+    path = workdir / RUN_SETTINGS
+    new = run_settings(config, data_fingerprint, num_steps)
+    ckpts = workdir / "checkpoints"
+    checkpointed = ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+    if checkpointed and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        if old != new:
+            a, b = _flat(old if isinstance(old, dict) else {}), _flat(new)
+            names = {"data": "the training data", "num_steps": "the number of steps"}
+            changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            what = [names.get(k, k.removeprefix("config.")) for k in changed]
+            more = f" and {len(what) - 6} more" if len(what) > 6 else ""
+            raise ValueError(
+                f"{workdir} holds checkpoints of a run with other settings ("
+                f"{', '.join(what[:6])}{more} changed); use a fresh workdir, or the old "
+                "settings to resume that run."
+            )
+        return
+    if jax.process_index() == 0:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(new, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
 
 def _count_steps(dataset: grain.IterDataset) -> int:

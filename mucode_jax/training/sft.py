@@ -69,6 +69,11 @@ def build_model(
             return verifier_from_base(
                 model, seed=config.seed, score_init=config.get("score_init", "official")
             )
+        if not verifier and isinstance(model, Verifier):
+            raise ValueError(
+                f"init_from {str(init)!r} is a verifier checkpoint "
+                "(LlamaForSequenceClassification); generator SFT needs a LlamaForCausalLM."
+            )
         return model
     mc = config_lib.model_config(config, vocab_size)
     cls = Verifier if verifier else Llama

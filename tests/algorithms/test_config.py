@@ -91,3 +91,38 @@ def test_official_protocol_is_the_default():
     c.data.train.name = "humaneval"
     with pytest.raises(ValueError, match="public_tests='all' is for MBPP only"):
         check_config(c)
+
+
+@pytest.mark.parametrize(
+    "field, value, sentence",
+    [
+        ("sft.optim.lr", -1.0, r"config.sft.optim.lr must be a number >= 0, got -1.0."),
+        ("verifier.optim.schedule", "bogus", r"config.verifier.optim.schedule must be one of"),
+        ("verifier.loss", "bogus", r"config.verifier.loss must be 'bt' or 'bce', got 'bogus'."),
+        ("warm_start.sft.batch_size", 0, r"config.warm_start.sft.batch_size must be a positive"),
+        ("sft.num_epochs", -1, r"config.sft.num_epochs must be a positive integer, got -1."),
+        ("sft.grad_accum", 3, r"config.sft.batch_size=16 is not a multiple of config.sft.grad"),
+        ("data.train.limit", -5, r"config.data.train.limit must be an integer >= 0 \(0: all\)"),
+    ],
+)
+def test_stage_training_configs_are_checked_before_any_work(field, value, sentence):
+    c = mucode_defaults()
+    c.base = "/ckpt/base"
+    c.warm_start.enabled = True
+    parent, _, leaf = field.rpartition(".")
+    node = c
+    for part in parent.split("."):
+        node = node[part]
+    setattr(node, leaf, value)
+    with pytest.raises(ValueError, match=sentence):
+        check_config(c)
+
+
+def test_a_workdir_that_is_a_file_is_named(tmp_path):
+    from mucode_jax import errors
+
+    errors.check_workdir(tmp_path / "new")  # absent: the run creates it
+    errors.check_workdir(tmp_path)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"--workdir '.*f' is a file; give a directory"):
+        errors.check_workdir(tmp_path / "f")

@@ -151,3 +151,15 @@ def test_missing_tensor_is_named(tmp_path):
     save_file(tensors, str(f), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="model.layers.1.self_attn.k_proj.weight"):
         mucode_jax.load_pretrained(tmp_path / "ck")
+
+
+def test_truncated_weights_are_named(tmp_path):
+    hf = hf_utils.hf_model("gqa2_untied_llama3")
+    hf.save_pretrained(tmp_path / "ck")
+    f = tmp_path / "ck" / "model.safetensors"
+    data = f.read_bytes()
+    for cut in (100, len(data) // 2):  # inside the header; inside the tensors
+        f.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="is truncated or corrupt") as e:
+            mucode_jax.load_pretrained(tmp_path / "ck")
+        assert "model.safetensors" in str(e.value) and _one_sentence(str(e.value))

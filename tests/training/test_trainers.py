@@ -87,3 +87,38 @@ def test_sft_export_then_verifier_from_the_base_model(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(got["layers"][1]["mlp"]["up"]), np.asarray(want["layers"][1]["mlp"]["up"])
     )
+
+
+def test_a_checkpointed_workdir_refuses_other_settings(tmp_path):
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from configs.sft_tiny import get_config
+    from mucode_jax.training.sft import train_sft
+
+    c = get_config()
+    c.data.num_problems = 8
+    c.data.max_length = 128
+    c.max_steps = 2
+    c.progress = False
+    c.export_hf = False
+    tok = inputs.tokenizer_from_config(c)
+    convs = inputs.sft_conversations_from_config(c)
+    train_sft(c, convs, tmp_path, tokenizer=tok)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    c.progress, c.checkpoint.every_steps = True, 1  # how a run reports and saves may change
+    train_sft(c, convs, tmp_path, tokenizer=tok)
+    for field, value in (("batch_size", 4), ("optim.lr", 1e-3), ("max_steps", 3)):
+        other = c.copy_and_resolve_references()
+        parent, _, leaf = field.rpartition(".")
+        setattr(other[parent] if parent else other, leaf, value)
+        with pytest.raises(
+            ValueError, match=rf"other settings \({field}\b.*changed\); use a fresh"
+        ):
+            train_sft(other, convs, tmp_path, tokenizer=tok)
+    with pytest.raises(ValueError, match=r"other settings \(the training data changed\)"):
+        train_sft(c, convs[:-2], tmp_path, tokenizer=tok)
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing of the run was touched
