@@ -143,7 +143,10 @@ class SearchConfig:
         if self.max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {self.max_turns}; set it to 1..T.")
         if self.num_searches < 1 or self.num_candidates < 1:
-            raise ValueError("num_searches and num_candidates must be at least 1.")
+            raise ValueError(
+                f"num_searches and num_candidates must be at least 1, got {self.num_searches} "
+                f"and {self.num_candidates}."
+            )
         if self.select not in SELECT_MODES:
             raise ValueError(f"Unknown selection mode {self.select!r}; use one of {SELECT_MODES}.")
         if self.prompt_form not in P.PROMPT_FORMS:

@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
                         bad += 1
                         record = {"id": item_id, "line": lineno, "error": f"line {lineno}: {e}"}
                 out.write(json.dumps(record) + "\n")
+    if bad:
+        print(
+            f"{bad} input line(s) could not be run; their records in --output have an "
+            '"error" field saying why.',
+            file=sys.stderr,
+        )
     return 1 if bad else 0
 
 

@@ -11,6 +11,7 @@ the latest and the half-written one is ignored and cleaned up on restart.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -63,12 +64,36 @@ class Checkpointer:
                     data=ocp.args.JsonRestore(),
                 ),
             )
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(
-                f"Checkpoint step {step} in {self.manager.directory} does not match this run's model "
-                f"or optimizer ({type(e).__name__}: {str(e)[:200]}); use a fresh --workdir."
-            ) from e
+        except Exception as e:  # noqa: BLE001 - orbax's errors vary; each becomes one sentence
+            raise self._restore_error(step, e) from e
         return type(abstract_state).from_dict(out["state"]), dict(out["data"] or {})
+
+    def _restore_error(self, step: int, e: Exception) -> ValueError:
+        directory = Path(self.manager.directory)
+        d = directory / str(step)
+        why = " ".join(f"{type(e).__name__}: {e}".split())
+        why = why if len(why) <= 160 else why[:157].rsplit(" ", 1)[0] + " ..."
+        items = [d / "state", d / "data"]
+        incomplete = (
+            not all(p.is_dir() and any(p.iterdir()) for p in items)
+            or isinstance(e, FileNotFoundError)
+            or any(m in why.lower() for m in ("not found", "not_found", "no such file"))
+        )
+        if incomplete:
+            older = [s for s in self.manager.all_steps() if s < step]
+            fix = (
+                f"delete {d} to resume from step {max(older)}, the newest before it"
+                if older
+                else f"delete {d} to start the run over"
+            )
+            return ValueError(
+                f"Checkpoint step {step} in {directory} is incomplete (files of it are missing: "
+                f"{why}); {fix}."
+            )
+        return ValueError(
+            f"Checkpoint step {step} in {directory} does not match this run's model or optimizer "
+            f"({why}); use a fresh --workdir, or the settings that wrote it."
+        )
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -172,7 +172,11 @@ def run(
     start = 0
     latest = ckpt.latest_step()
     if latest is not None:
-        state, data_state = ckpt.restore(latest, abstract_like(state, shardings))
+        try:
+            state, data_state = ckpt.restore(latest, abstract_like(state, shardings))
+        except ValueError:
+            ckpt.close()  # its background threads must not outlive the one-sentence exit
+            raise
         it.set_state(data_state)
         start = int(latest)
         log.info("resumed from %s at step %d", workdir / "checkpoints", start)

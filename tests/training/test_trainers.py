@@ -122,3 +122,39 @@ def test_a_checkpointed_workdir_refuses_other_settings(tmp_path):
     with pytest.raises(ValueError, match=r"other settings \(the training data changed\)"):
         train_sft(c, convs[:-2], tmp_path, tokenizer=tok)
     assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing of the run was touched
+
+
+def test_an_incomplete_checkpoint_names_the_step_to_delete(tmp_path):
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from configs.sft_tiny import get_config
+    from mucode_jax.training.sft import train_sft
+
+    c = get_config()
+    c.data.num_problems = 8
+    c.data.max_length = 128
+    c.max_steps = 2
+    c.progress = False
+    c.export_hf = False
+    c.checkpoint.every_steps = 1
+    tok = inputs.tokenizer_from_config(c)
+    convs = inputs.sft_conversations_from_config(c)
+    train_sft(c, convs, tmp_path, tokenizer=tok)
+    shutil.rmtree(tmp_path / "checkpoints" / "2" / "data")  # as if a copy stopped half-way
+    last = tmp_path / "checkpoints" / "2"
+    with pytest.raises(
+        ValueError, match=rf"step 2 in .* is incomplete .*; delete {last} to resume from step 1"
+    ):
+        train_sft(c, convs, tmp_path, tokenizer=tok)
+    shutil.rmtree(last)
+    train_sft(c, convs, tmp_path, tokenizer=tok)  # resumes from step 1 and finishes
+    assert (tmp_path / "checkpoints" / "2").is_dir()
+    wider = c.copy_and_resolve_references()
+    wider.model.overrides.hidden_size = 2 * get_config().model.overrides.get("hidden_size", 64)
+    with pytest.raises(ValueError, match=r"other settings \(model.overrides.hidden_size changed\)"):
+        train_sft(wider, convs, tmp_path, tokenizer=tok)
