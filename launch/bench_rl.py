@@ -186,4 +186,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from mucode_jax import cli
+
+    app.run(main, flags_parser=cli.parse_flags)

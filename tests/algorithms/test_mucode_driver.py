@@ -111,3 +111,19 @@ def test_a_bad_config_fails_before_any_stage(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("mucode: Unknown data mode 'foo'")
     assert not (tmp_path / "w" / "artifacts").exists()  # no stage ran
     assert time.monotonic() - start < 120
+
+
+def test_a_misspelled_config_field_is_one_sentence(tmp_path):
+    proc = subprocess.run(
+        [*CMD, "--config.sft.optim.lrr=1e-3", "--workdir", str(tmp_path / "w")],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "error: --config.sft.optim.lrr names no field of the config; did you mean 'lr'?"
+    ), proc.stderr[-2000:]
+    assert not (tmp_path / "w").exists()
