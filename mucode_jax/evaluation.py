@@ -190,14 +190,23 @@ def _check_eval_config(config) -> tuple[list[str], Path]:
     return modes, ckpt
 
 
+def _same_paths(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with its paths normalised (``ckpt/`` and ``ckpt`` are one checkpoint)."""
+    out = dict(settings)
+    for k in ("checkpoint", "verifier", "dataset_path"):
+        if isinstance(out.get(k), str) and out[k]:
+            out[k] = os.path.normpath(out[k])
+    return out
+
+
 def _check_resume(config, workdir: Path) -> Callable[[], None]:
     """Refuses a workdir whose searches used other settings; returns the function that
     records this run's settings (called once the inputs are known to load)."""
     settings = {k: config.get(k) for k in _RESUME_KEYS}
-    settings = json.loads(json.dumps(settings, default=str))
+    settings = _same_paths(json.loads(json.dumps(settings, default=str)))
     path = workdir / "eval_config.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = _same_paths(json.loads(path.read_text()))
         changed = sorted(k for k in settings if old.get(k) != settings[k])
         if changed:
             raise ValueError(

@@ -84,6 +84,8 @@ def test_evaluate_writes_metrics_plot_and_resumes(checkpoint, shared_data, tmp_p
     monkeypatch.setattr(rollout.ModelPolicy, "complete", refuse)
     again = evaluate_from_config(config, tmp_path)
     assert json.loads(json.dumps(again)) == saved
+    slash = make_config(f"{checkpoint}/", shared_data)  # the same checkpoint, spelled otherwise
+    assert json.loads(json.dumps(evaluate_from_config(slash, tmp_path))) == saved
     assert {m: (tmp_path / f"search_{m}.jsonl").read_text() for m in jsonl} == jsonl
     # A resumed workdir with other settings is refused.
     with pytest.raises(ValueError, match="other settings"):

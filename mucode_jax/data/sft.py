@@ -32,24 +32,33 @@ Example = dict[str, np.ndarray]
 
 
 def _messages(row: Any, index: int) -> list[Mapping[str, Any]]:
+    """The messages of conversation `index` (0-based; messages say "row index + 1", the line of
+    a JSONL file)."""
+    n = index + 1
     if isinstance(row, Trajectory):
         return row.messages
     if isinstance(row, Mapping):
         if "messages" not in row:
             raise ValueError(
-                f"SFT row {index} is a dict without a 'messages' list; pass "
+                f"SFT row {n} is a dict without a 'messages' list; pass "
                 "{'messages': [{'role': ..., 'content': ...}, ...]} or the list itself."
             )
         row = row["messages"]
     if isinstance(row, str) or not isinstance(row, Sequence):
         raise ValueError(
-            f"SFT row {index} is a {type(row).__name__}, not a list of "
+            f"SFT row {n} is a {type(row).__name__}, not a list of "
             "{'role': ..., 'content': ...} messages."
         )
     for j, m in enumerate(row):
         if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
             raise ValueError(
-                f"SFT row {index}, message {j} is not a {{'role': ..., 'content': ...}} dict: {m!r:.60}."
+                f"SFT row {n}, message {j + 1} is not a {{'role': ..., 'content': ...}} dict: "
+                f"{m!r:.60}."
+            )
+        if not isinstance(m["content"], str | list):  # a list: a template's content parts
+            raise ValueError(
+                f"SFT row {n}, message {j + 1} has content of type "
+                f"{type(m['content']).__name__}; give the text as a string."
             )
     return list(row)
 

@@ -87,8 +87,10 @@ def test_overflow_is_counted(tokenizer):
 
 
 def test_malformed_rows_and_empty_dataset(tokenizer):
-    with pytest.raises(ValueError, match="SFT row 1, message 0"):
+    with pytest.raises(ValueError, match="SFT row 2, message 1 is not a"):
         sft_examples_from_conversations([_conv(1), [{"text": "x"}]], tokenizer)
+    with pytest.raises(ValueError, match="SFT row 1, message 1 has content of type int"):
+        sft_examples_from_conversations([[{"role": "user", "content": 5}]], tokenizer)
     with pytest.raises(ValueError, match="dataset is empty"):
         pipeline.sft_dataset([], seq_len=8, rows=2)
 
