@@ -171,11 +171,17 @@ def check_train_config(c: ml_collections.ConfigDict, name: str = "config") -> No
     if "data" in c and "max_length" in c.data:
         need(isinstance(c.data.max_length, int) and c.data.max_length >= 2,
              "data.max_length", "an integer >= 2")  # fmt: skip
-    if c.batch_size % c.grad_accum:
+    micro_batch_size(c, name)
+
+
+def micro_batch_size(c: ml_collections.ConfigDict, name: str = "config") -> int:
+    """Rows per micro-batch: ``batch_size / grad_accum`` (ValueError unless it divides)."""
+    if c.grad_accum < 1 or c.batch_size % c.grad_accum:
         raise ValueError(
             f"{name}.batch_size={c.batch_size} is not a multiple of {name}.grad_accum="
             f"{c.grad_accum}; make the batch a whole number of micro-batches."
         )
+    return c.batch_size // c.grad_accum
 
 
 def dtype_of(name: str | Any) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,8 +35,10 @@ from flax import nnx
 
 from mucode_jax import multihost
 from mucode_jax import sharding as sh
+from mucode_jax.report import write_json_atomic
 from mucode_jax.training import steps as steps_lib
 from mucode_jax.training.checkpoint import Checkpointer
+from mucode_jax.training.config import check_train_config, micro_batch_size
 from mucode_jax.training.feed import BatchFeed
 from mucode_jax.training.state import TrainState, abstract_like, create_train_state
 from mucode_jax.training.writers import MetricsLog, Progress, TensorBoardWriter
@@ -67,15 +68,6 @@ class LoopResult:
 def mesh_and_rules(config: ml_collections.ConfigDict) -> tuple[jax.sharding.Mesh, sh.LogicalRules]:
     rules = tuple(tuple(r) for r in config.rules) if config.rules else sh.DEFAULT_RULES
     return sh.make_mesh(tuple(tuple(a) for a in config.mesh)), rules
-
-
-def micro_batch_size(config: ml_collections.ConfigDict) -> int:
-    if config.grad_accum < 1 or config.batch_size % config.grad_accum:
-        raise ValueError(
-            f"batch_size={config.batch_size} is not a multiple of grad_accum={config.grad_accum}; "
-            "make the batch a whole number of micro-batches."
-        )
-    return config.batch_size // config.grad_accum
 
 
 def run(
@@ -108,8 +100,6 @@ def run(
       evaluate: optional (graphdef, state) -> metrics, run every ``eval_every`` steps and at
         the end; its values join that step's log record.
     """
-    from mucode_jax.training.config import check_train_config
-
     check_train_config(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -300,9 +290,7 @@ def check_resume(
             )
         return
     if jax.process_index() == 0:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(new, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, new)
 
 
 def _count_steps(dataset: grain.IterDataset) -> int:

@@ -97,16 +97,20 @@ def test_killed_run_resumes_to_the_same_summary(tmp_path):
     assert summary_b["models"] == summary_a["models"]
 
 
-def test_a_bad_config_fails_before_any_stage(tmp_path):
-    start = time.monotonic()
-    proc = subprocess.run(
-        [*CMD, "--config.mode=foo", "--workdir", str(tmp_path / "w")],
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CMD, *args],
         cwd=ROOT,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_a_bad_config_fails_before_any_stage(tmp_path):
+    start = time.monotonic()
+    proc = _run_cli("--config.mode=foo", "--workdir", str(tmp_path / "w"))
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("mucode: Unknown data mode 'foo'")
     assert not (tmp_path / "w" / "artifacts").exists()  # no stage ran
@@ -114,14 +118,7 @@ def test_a_bad_config_fails_before_any_stage(tmp_path):
 
 
 def test_a_misspelled_config_field_is_one_sentence(tmp_path):
-    proc = subprocess.run(
-        [*CMD, "--config.sft.optim.lrr=1e-3", "--workdir", str(tmp_path / "w")],
-        cwd=ROOT,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _run_cli("--config.sft.optim.lrr=1e-3", "--workdir", str(tmp_path / "w"))
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         "error: --config.sft.optim.lrr names no field of the config; did you mean 'lr'?"

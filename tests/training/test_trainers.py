@@ -1,6 +1,7 @@
 """train_verifier end to end on the built-in toy samples, and the HF export of the result."""
 
 import numpy as np
+import pytest
 
 from mucode_jax.training import inputs
 from mucode_jax.training.writers import read_metrics
@@ -89,11 +90,11 @@ def test_sft_export_then_verifier_from_the_base_model(tmp_path):
     )
 
 
-def test_a_checkpointed_workdir_refuses_other_settings(tmp_path):
+def _tiny_sft(**overrides):
+    """The tiny SFT config on 8 toy problems for 2 steps, its tokenizer, its conversations and
+    `train_sft`."""
     import sys
     from pathlib import Path
-
-    import pytest
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from configs.sft_tiny import get_config
@@ -105,16 +106,19 @@ def test_a_checkpointed_workdir_refuses_other_settings(tmp_path):
     c.max_steps = 2
     c.progress = False
     c.export_hf = False
-    tok = inputs.tokenizer_from_config(c)
-    convs = inputs.sft_conversations_from_config(c)
+    c.update_from_flattened_dict(overrides)
+    return c, inputs.tokenizer_from_config(c), inputs.sft_conversations_from_config(c), train_sft
+
+
+def test_a_checkpointed_workdir_refuses_other_settings(tmp_path):
+    c, tok, convs, train_sft = _tiny_sft()
     train_sft(c, convs, tmp_path, tokenizer=tok)
     before = (tmp_path / "metrics.jsonl").read_text()
     c.progress, c.checkpoint.every_steps = True, 1  # how a run reports and saves may change
     train_sft(c, convs, tmp_path, tokenizer=tok)
     for field, value in (("batch_size", 4), ("optim.lr", 1e-3), ("max_steps", 3)):
         other = c.copy_and_resolve_references()
-        parent, _, leaf = field.rpartition(".")
-        setattr(other[parent] if parent else other, leaf, value)
+        other.update_from_flattened_dict({field: value})
         with pytest.raises(
             ValueError, match=rf"other settings \({field}\b.*changed\); use a fresh"
         ):
@@ -126,24 +130,8 @@ def test_a_checkpointed_workdir_refuses_other_settings(tmp_path):
 
 def test_an_incomplete_checkpoint_names_the_step_to_delete(tmp_path):
     import shutil
-    import sys
-    from pathlib import Path
 
-    import pytest
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from configs.sft_tiny import get_config
-    from mucode_jax.training.sft import train_sft
-
-    c = get_config()
-    c.data.num_problems = 8
-    c.data.max_length = 128
-    c.max_steps = 2
-    c.progress = False
-    c.export_hf = False
-    c.checkpoint.every_steps = 1
-    tok = inputs.tokenizer_from_config(c)
-    convs = inputs.sft_conversations_from_config(c)
+    c, tok, convs, train_sft = _tiny_sft(**{"checkpoint.every_steps": 1})
     train_sft(c, convs, tmp_path, tokenizer=tok)
     shutil.rmtree(tmp_path / "checkpoints" / "2" / "data")  # as if a copy stopped half-way
     last = tmp_path / "checkpoints" / "2"
@@ -155,6 +143,6 @@ def test_an_incomplete_checkpoint_names_the_step_to_delete(tmp_path):
     train_sft(c, convs, tmp_path, tokenizer=tok)  # resumes from step 1 and finishes
     assert (tmp_path / "checkpoints" / "2").is_dir()
     wider = c.copy_and_resolve_references()
-    wider.model.overrides.hidden_size = 2 * get_config().model.overrides.get("hidden_size", 64)
+    wider.model.overrides.hidden_size = 128  # the tiny preset's width is 64
     with pytest.raises(ValueError, match=r"other settings \(model.overrides.hidden_size changed\)"):
         train_sft(wider, convs, tmp_path, tokenizer=tok)
