@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +217,7 @@ def test_cli_round_trip_with_a_malformed_line(tmp_path: Path):
         timeout=120,
     )
     assert proc.returncode == 1, proc.stderr  # malformed lines make the exit status 1
+    assert re.search(r"\b4 input line\(s\) could not be run; their records", proc.stderr)
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(results) == 7
     assert (
@@ -246,3 +248,24 @@ def test_the_package_never_imports_jax():
         [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_refuses_an_output_it_cannot_write_before_running_anything(tmp_path: Path):
+    src = tmp_path / "programs.jsonl"
+    src.write_text(json.dumps({"id": "ok", "code": ADD, "tests": ASSERTS}) + "\n")
+    out = tmp_path / "missing" / "results.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mucode_jax.execution", "--input", str(src), "--output", str(out)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"cannot write --output {str(out)!r} (no writable directory {str(out.parent)!r})."
+        )
+    )

@@ -146,3 +146,20 @@ def test_an_incomplete_checkpoint_names_the_step_to_delete(tmp_path):
     wider.model.overrides.hidden_size = 128  # the tiny preset's width is 64
     with pytest.raises(ValueError, match=r"other settings \(model.overrides.hidden_size changed\)"):
         train_sft(wider, convs, tmp_path, tokenizer=tok)
+
+
+def test_sft_refuses_a_verifier_checkpoint_to_start_from(tmp_path):
+    from flax import nnx
+
+    from mucode_jax.models.hf import save_pretrained
+    from mucode_jax.models.verifier import Verifier
+    from mucode_jax.training.config import model_config
+
+    c, tok, convs, train_sft = _tiny_sft()
+    save_pretrained(Verifier(model_config(c, len(tok)), rngs=nnx.Rngs(0)), tmp_path / "ver")
+    c.init_from = str(tmp_path / "ver")
+    with pytest.raises(
+        ValueError,
+        match=r"init_from '.*ver' is a verifier checkpoint .*; generator SFT needs a LlamaForCausalLM",
+    ):
+        train_sft(c, convs, tmp_path / "run", tokenizer=tok)
