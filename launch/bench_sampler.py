@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import multiprocessing
 import os
 import platform
@@ -64,6 +65,7 @@ flags.DEFINE_integer("repeats", 2, "Timed rounds per measurement (the best is re
 flags.DEFINE_list(
     "hf_threads", [], "CPU: torch threads of the HF child, one run each (default: cores)."
 )
+flags.DEFINE_string("out", "", "Also write the results as JSON to this file.")
 
 SMALL = dict(
     vocab_size=32_000, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
@@ -148,6 +150,12 @@ def ceiling(cfg: LlamaConfig, batch: int, context: float, bytes_per: int, bw: fl
     return batch * bw / step_bytes
 
 
+def bandwidth() -> float:
+    """Bytes/s of the ceiling: ``--bandwidth``, else the device kind's HBM figure, else 0."""
+    kind = jax.devices()[0].device_kind
+    return FLAGS.bandwidth or next((v for k, v in BANDWIDTH.items() if k in kind), 0.0)
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -170,14 +178,15 @@ def main(argv):
             for child in children:
                 child.close()
     report(ours.config, rows, children)
+    if FLAGS.out:
+        write_json(FLAGS.out, ours.config, rows, children)
 
 
 def measure(ours, children: list[HFChild]) -> list[tuple]:
     """Per batch size: our tok/s (and decode-only), each HF child's tok/s, the ceiling."""
     cfg = ours.config
     p, m = FLAGS.prompt_len, FLAGS.new_tokens
-    kind = jax.devices()[0].device_kind
-    bw = FLAGS.bandwidth or next((v for k, v in BANDWIDTH.items() if k in kind), 0.0)
+    bw = bandwidth()
     bytes_per = 2 if FLAGS.dtype == "bfloat16" else 4
     rows = []
     for b in (int(x) for x in FLAGS.batch):
@@ -241,6 +250,34 @@ def report(cfg: LlamaConfig, rows: list[tuple], children: list[HFChild]) -> None
             f"| {datetime.date.today()} | {machine} | {FLAGS.preset} {FLAGS.dtype} | {b} | {p}+{m} "
             f"| {o:,.0f} ({d:,.0f}) | {hf} | {frac} |"
         )
+
+
+def write_json(path: str, cfg: LlamaConfig, rows: list[tuple], children: list[HFChild]) -> None:
+    """The rows of `report` as JSON (for `launch/bench_gpu.py` and scripts)."""
+    result = {
+        "date": str(datetime.date.today()),
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "jax": jax.__version__,
+        "torch": children[0].version if children else None,
+        "hf_device": children[0].device if children else None,
+        "model": FLAGS.preset, "dtype": FLAGS.dtype, "params": cfg.num_params,
+        "prompt_len": FLAGS.prompt_len, "new_tokens": FLAGS.new_tokens,
+        "bandwidth": bandwidth() or None, "load_avg": os.getloadavg(),
+        "rows": [
+            {
+                "batch": b, "tok_s": o, "decode_tok_s": d,
+                "ceiling_tok_s": None if np.isnan(c) else c,
+                "fraction_of_ceiling": None if np.isnan(c) else d / c,
+                "hf": [
+                    {"threads": ch.threads, "tok_s": h, "speedup": o / h, "same_tokens": s}
+                    for ch, h, s in zip(children, hs, same)
+                ],
+            }
+            for b, o, d, hs, c, same in rows
+        ],
+    }  # fmt: skip
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ _SEQ = flags.DEFINE_integer("seq", 256, "Sequence length.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _REMAT = flags.DEFINE_bool("remat", False, "Rematerialise decoder layers (ours).")
 _ATTENTION = flags.DEFINE_list(
-    "attention", ["xla"], "LlamaConfig.attention values to time ours with, e.g. xla,grouped."
+    "attention", ["auto"], "LlamaConfig.attention values to time ours with, e.g. xla,grouped."
 )
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
@@ -89,6 +89,9 @@ def peak_flops():
     return best, "measured float32 matmul (JAX, 2048^3, best of 5)"
 
 
+kernels: dict[str, bool] = {}  # whether each compiled step of ours holds cuDNN's attention
+
+
 def bench_ours(cfg, batch, seq):
     import jax
     import numpy as np
@@ -120,6 +123,9 @@ def bench_ours(cfg, batch, seq):
     )  # fmt: skip
     b = steps.put_batch(host, steps.batch_shardings(spec, mesh, rules))
     box = {"state": state}
+    kernels[
+        "cudnn attention in the step" + ("" if cfg.attention == "auto" else f" ({cfg.attention})")
+    ] = "cudnn$fmha" in compiled.as_text()
 
     def run(n):
         m = None
@@ -223,7 +229,7 @@ def main(argv):
     if _TORCH.value:
         rows["pytorch eager"] = torch_in_child()
     runs = {
-        "jax (ours)" if impl == "xla" else f"jax (ours, attention={impl})": bench_ours(
+        "jax (ours)" if impl == "auto" else f"jax (ours, attention={impl})": bench_ours(
             cfg.replace(attention=impl), batch, seq
         )
         for impl in _ATTENTION.value
@@ -236,7 +242,7 @@ def main(argv):
         "load_avg": os.getloadavg(),
         "model": _MODEL.value, "params": cfg.num_params, "batch": batch, "seq": seq,
         "dtype": _DTYPE.value, "remat": _REMAT.value, "flops_per_token": fpt,
-        "peak_tflops": peak / 1e12, "peak_source": peak_src, "command": " ".join(sys.argv), "steps": _STEPS.value, "rounds": _ROUNDS.value,
+        "peak_tflops": peak / 1e12, "peak_source": peak_src, "kernels": kernels, "command": " ".join(sys.argv), "steps": _STEPS.value, "rounds": _ROUNDS.value,
         "results": {
             name: {"ms_per_step": s * 1e3, "tokens_per_s": tokens / s, "mfu": fpt * tokens / s / peak}
             for name, s in rows.items()

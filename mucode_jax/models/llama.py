@@ -32,7 +32,7 @@ from mucode_jax.sharding import shard
 Array = jax.Array
 
 
-ATTENTION_IMPLS = ("xla", "grouped")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "grouped")
 REMAT_POLICIES = {
     "full": None,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
@@ -68,12 +68,14 @@ class LlamaConfig:
     # "dots" (also the results of its matmuls without batch dimensions: the projections and
     # the MLP, not the attention scores), "dots_all" (every matmul result).
     remat_policy: str = "full"
-    # How attention without a cache (training, scoring, prefill) is computed: "xla"
-    # (`jax.nn.dot_product_attention`: cuDNN's fused kernel on GPU) or "grouped" (each
-    # (batch, kv head) as two plain matmuls in the decode kernel's layout, `cached_attention`:
-    # on XLA:CPU about half the attention time fwd+bwd, a train step ~10 % faster
-    # (docs/benchmarks.md); equal to float32 rounding, not bitwise).
-    attention: str = "xla"
+    # How attention without a cache (training, scoring, prefill) is computed (`attention`):
+    # "auto" (cuDNN's fused flash kernel on a CUDA GPU where it applies: bf16/fp16, head_dim
+    # a multiple of 8; XLA's `jax.nn.dot_product_attention` otherwise), "xla" (always XLA's,
+    # which builds the [B, N, T, S] scores), "cudnn" (always cuDNN's; an error where it does
+    # not apply) or "grouped" (each (batch, kv head) as two plain matmuls in the decode
+    # kernel's layout, `cached_attention`: on XLA:CPU about half the attention time fwd+bwd,
+    # a train step ~10 % faster (docs/benchmarks.md); equal to float32 rounding, not bitwise).
+    attention: str = "auto"
 
     def __post_init__(self):
         if self.num_attention_heads % self.num_key_value_heads:
@@ -462,7 +464,7 @@ class Attention(nnx.Module):
             if c.attention == "grouped":
                 out = cached_attention(q, k.transpose(0, 2, 3, 1), v.swapaxes(1, 2), mask)
             else:
-                out = attention(q, k, v, mask)
+                out = attention(q, k, v, mask, c.attention)
         if cache is not None:
             put = lambda buf, new, axis: jax.lax.dynamic_update_slice_in_dim(
                 buf, new.astype(buf.dtype), cache_end, axis=axis
@@ -479,14 +481,34 @@ class Attention(nnx.Module):
         return out, cache
 
 
-def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+def attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "auto") -> Array:
     """q [B, T, N, H], k and v [B, S, K, H], mask [B, T, S] bool -> [B, T, N, H].
 
-    `jax.nn.dot_product_attention`: cuDNN's fused kernel on GPU where it applies, XLA
-    elsewhere; softmax in float32. A query row with nothing to attend to (padding) gets the
-    mean of the values, as in `attention_reference`.
+    `jax.nn.dot_product_attention`, whose own default is always XLA's implementation (the
+    [B, N, T, S] scores in memory). ``impl``: "auto" takes cuDNN's fused flash kernel when
+    the default backend is a GPU and q is bf16 or fp16, and XLA's when cuDNN refuses the
+    call (no cuDNN, a head dim it does not support, an odd length with a mask in training);
+    "cudnn" takes cuDNN's or raises; "xla" takes XLA's. A query row with nothing to attend
+    to (padding) gets the mean of the values, as in `attention_reference` (cuDNN turns the
+    mask into a large negative bias, so such a row is uniform there too).
     """
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
+    bias_mask = mask[:, None]
+    if impl == "cudnn" or (impl == "auto" and cudnn_may_apply(q)):
+        try:
+            return jax.nn.dot_product_attention(q, k, v, mask=bias_mask, implementation="cudnn")
+        except (NotImplementedError, RuntimeError, ValueError, TypeError) as e:
+            if impl == "cudnn":
+                raise ValueError(
+                    f"attention='cudnn' does not apply to q {q.dtype.name}{list(q.shape)} with "
+                    f"k {list(k.shape)} on {jax.default_backend()} ({e}); use "
+                    "LlamaConfig.attention='auto' or 'xla'."
+                ) from None
+    return jax.nn.dot_product_attention(q, k, v, mask=bias_mask, implementation="xla")
+
+
+def cudnn_may_apply(q: Array) -> bool:
+    """Whether "auto" attention tries cuDNN: a GPU default backend and a 16-bit q."""
+    return jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
 
 
 def _einsum_attention(q: Array, k: Array, v: Array, mask: Array, kv: str) -> Array:

@@ -30,10 +30,10 @@ def _common() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype ("bfloat16" on accelerators)
     c.model.param_dtype = "float32"  # master weights, kept float32 for training
     c.model.remat = False  # rematerialise each decoder layer in the backward pass
-    # "xla" (jax.nn.dot_product_attention; cuDNN on GPU) or "grouped" (faster on CPU, equal to
-    # float32 rounding, not bitwise; the demos keep "xla" so their tables stay reproducible):
-    # `LlamaConfig.attention`.
-    c.model.attention = "xla"
+    # "auto" (cuDNN's flash kernel on GPU for bf16/fp16, else XLA's), "xla", "cudnn" or
+    # "grouped" (faster on CPU, equal to float32 rounding, not bitwise; the demos keep "auto",
+    # XLA's on CPU, so their tables stay reproducible): `LlamaConfig.attention`.
+    c.model.attention = "auto"
     c.init_from = ""  # HF checkpoint directory; empty: random init from model.preset
     c.tokenizer = "toy"  # "toy" (built locally) or a tokenizer directory (launchers)
 
@@ -202,6 +202,6 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = Non
         dtype=dtype_of(config.model.dtype),
         param_dtype=dtype_of(config.model.param_dtype),
         remat=bool(config.model.remat),
-        attention=config.model.get("attention", "xla"),
+        attention=config.model.get("attention", "auto"),
         **overrides,
     )

@@ -63,7 +63,7 @@ def build_model(
             mesh=mesh,
             rules=rules,
             remat=bool(config.model.remat),
-            attention=config.model.get("attention", "xla"),
+            attention=config.model.get("attention", "auto"),
         )
         if verifier and not isinstance(model, Verifier):
             return verifier_from_base(

@@ -101,3 +101,55 @@ def test_decode_step_moves_no_cache_sized_array(window):
         if m and np.prod([int(x) for x in m.group(1).split(",")]) >= np.prod(cache_shape):
             moved.append(line.strip()[:160])
     assert moved == [], "\n".join(moved)
+
+
+def _spy(monkeypatch, backend: str) -> list:
+    """Pretends the default backend is ``backend`` and records each implementation that
+    `attention` asks `jax.nn.dot_product_attention` for (the real one still runs)."""
+    import mucode_jax.models.llama as llama
+
+    calls, real = [], jax.nn.dot_product_attention
+
+    def recording(*args, implementation=None, **kw):
+        calls.append(implementation)
+        return real(*args, implementation=implementation, **kw)
+
+    monkeypatch.setattr(llama.jax, "default_backend", lambda: backend)
+    monkeypatch.setattr(llama.jax.nn, "dot_product_attention", recording)
+    return calls
+
+
+def _inputs(dtype, t=32):
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(2, t, 4, 16)), dtype)
+    kv = jnp.asarray(rng.normal(size=(2, t, 2, 16)), dtype)
+    return q, kv, kv, jnp.asarray(_packed_mask(rng, 2, t))
+
+
+def test_auto_attention_tries_cudnn_on_a_gpu_for_16_bit_inputs(monkeypatch):
+    """ "auto" asks for cuDNN's kernel only where it can apply (a GPU, bf16/fp16) and takes
+    XLA's when cuDNN refuses the call: here there is no cuDNN, so the result is XLA's."""
+    q, k, v, mask = _inputs(jnp.bfloat16)
+    want = attention(q, k, v, mask, "xla")
+    calls = _spy(monkeypatch, "gpu")
+    got = attention(q, k, v, mask, "auto")
+    assert calls == ["cudnn", "xla"]
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+    calls.clear()
+    attention(*(x.astype(jnp.float32) for x in (q, k, v)), mask, "auto")
+    assert calls == ["xla"]  # cuDNN's flash kernel takes no float32
+    calls.clear()
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    attention(q, k, v, mask, "auto")
+    assert calls == ["xla"]
+
+
+def test_cudnn_attention_where_it_cannot_run_names_the_fix():
+    q, k, v, mask = _inputs(jnp.bfloat16)
+    with pytest.raises(ValueError, match="attention='cudnn' does not apply.*'auto' or 'xla'"):
+        attention(q, k, v, mask, "cudnn")
+
+
+def test_llama_config_refuses_an_unknown_attention():
+    with pytest.raises(ValueError, match="attention='flash' is unknown.*'auto', 'xla', 'cudnn'"):
+        LlamaConfig.tiny(attention="flash")
