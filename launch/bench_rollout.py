@@ -7,7 +7,7 @@ cached under ``--workdir``), with the same problems, seeds and executor:
 * ``plain``: one decode loop per call over the whole cache, every row prefilled;
 * ``compact``: decode in phases of 32 steps with finished rows compacted out of the batch;
 * ``all`` (the default sampler): ``compact`` plus decode windows and one prefill per distinct
-  prompt.
+  prompt; ``all16`` and ``all8``: the same with phases of 16 and 8 steps.
 
 For each it prints the fraction of computed row-steps that produced a token, the rows
 prefilled per row asked for, the wall time and whether the trajectories equal those of
@@ -42,6 +42,8 @@ SETTINGS = {
     "plain": dict(compact_every=None, share_prefill=False),
     "compact": dict(compact_every=32, share_prefill=False),
     "all": dict(compact_every=32, share_prefill=True),
+    "all16": dict(compact_every=16, share_prefill=True),
+    "all8": dict(compact_every=8, share_prefill=True),
 }
 
 

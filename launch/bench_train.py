@@ -32,6 +32,10 @@ _BATCH = flags.DEFINE_integer("batch", 4, "Sequences per step.")
 _SEQ = flags.DEFINE_integer("seq", 256, "Sequence length.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _REMAT = flags.DEFINE_bool("remat", False, "Rematerialise decoder layers (ours).")
+_REMAT_POLICY = flags.DEFINE_enum(
+    "remat_policy", "auto", ["auto", "full", "dots", "dots_all"],
+    "With --remat: what a layer keeps ('auto': 'dots' where the step fits the device, else 'full').",
+)  # fmt: skip
 _ATTENTION = flags.DEFINE_list(
     "attention", ["auto"], "LlamaConfig.attention values to time ours with, e.g. xla,grouped."
 )
@@ -52,7 +56,9 @@ def model_config():
     from mucode_jax.models.llama import LlamaConfig
 
     dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
-    kw = dict(dtype=dtype, param_dtype=jnp.float32, remat=_REMAT.value)
+    kw = dict(
+        dtype=dtype, param_dtype=jnp.float32, remat=_REMAT.value, remat_policy=_REMAT_POLICY.value
+    )
     if _MODEL.value == "bench-cpu":
         return LlamaConfig.tiny(
             vocab_size=4096, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
@@ -120,6 +126,7 @@ def bench_ours(cfg, batch, seq):
     compiled = steps.compile_step(
         steps.make_train_step(steps.sft_loss_fn(graphdef), opt), shardings,
         abstract_like(state, shardings), spec, mesh, rules,
+        remat_policies=("dots", "full") if cfg.remat and cfg.remat_policy == "auto" else (),
     )  # fmt: skip
     b = steps.put_batch(host, steps.batch_shardings(spec, mesh, rules))
     box = {"state": state}
@@ -241,7 +248,7 @@ def main(argv):
         "cpu_count": os.cpu_count(),
         "load_avg": os.getloadavg(),
         "model": _MODEL.value, "params": cfg.num_params, "batch": batch, "seq": seq,
-        "dtype": _DTYPE.value, "remat": _REMAT.value, "flops_per_token": fpt,
+        "dtype": _DTYPE.value, "remat": _REMAT.value, "remat_policy": _REMAT_POLICY.value, "flops_per_token": fpt,
         "peak_tflops": peak / 1e12, "peak_source": peak_src, "kernels": kernels, "command": " ".join(sys.argv), "steps": _STEPS.value, "rounds": _ROUNDS.value,
         "results": {
             name: {"ms_per_step": s * 1e3, "tokens_per_s": tokens / s, "mfu": fpt * tokens / s / peak}

@@ -17,6 +17,8 @@ compute; RMSNorm statistics, softmax and the returned logits are float32.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -38,6 +40,28 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "dots_all": jax.checkpoint_policies.dots_saveable,
 }
+# "auto": the train step's compiler picks "dots" where its planned memory fits the device and
+# "full" otherwise (`training.steps.compile_step`); anywhere else it means "full".
+REMAT_CHOICES = (*REMAT_POLICIES, "auto")
+_REMAT_OVERRIDE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mucode_jax_remat_policy", default=None
+)
+
+
+@contextlib.contextmanager
+def remat_policy_override(name: str | None):
+    """Models traced inside use remat policy ``name`` instead of their config's (None: theirs).
+
+    The step compiler traces one program per candidate policy under it; the policy is read at
+    trace time, so a program already traced keeps the policy it was traced with.
+    """
+    if name is not None and name not in REMAT_POLICIES:
+        raise ValueError(f"remat policy {name!r} is unknown; use one of {list(REMAT_POLICIES)}.")
+    token = _REMAT_OVERRIDE.set(name)
+    try:
+        yield
+    finally:
+        _REMAT_OVERRIDE.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +90,9 @@ class LlamaConfig:
     remat: bool = False  # rematerialise each decoder layer in the backward pass
     # What a rematerialised layer keeps for the backward pass: "full" (its input only),
     # "dots" (also the results of its matmuls without batch dimensions: the projections and
-    # the MLP, not the attention scores), "dots_all" (every matmul result).
+    # the MLP, not the attention scores), "dots_all" (every matmul result), "auto" ("dots"
+    # where the compiled train step fits the device's memory, else "full"; see
+    # `training.steps.compile_step`).
     remat_policy: str = "full"
     # How attention without a cache (training, scoring, prefill) is computed (`attention`):
     # "auto" (cuDNN's fused flash kernel on a CUDA GPU where it applies: bf16/fp16, head_dim
@@ -83,10 +109,10 @@ class LlamaConfig:
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                 f"num_key_value_heads={self.num_key_value_heads}; fix the model config."
             )
-        if self.remat_policy not in REMAT_POLICIES:
+        if self.remat_policy not in REMAT_CHOICES:
             raise ValueError(
                 f"remat_policy={self.remat_policy!r} is unknown; use one of "
-                f"{', '.join(map(repr, REMAT_POLICIES))}."
+                f"{', '.join(map(repr, REMAT_CHOICES))}."
             )
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(
@@ -704,7 +730,9 @@ class Llama(nnx.Module):
             layer_cache = None if cache is None else cache.layers[i]
             last = last_only and i == len(self.layers) - 1
             if c.remat and cache is None:
-                fn = nnx.remat(_layer_fn(inv_freq, last), policy=REMAT_POLICIES[c.remat_policy])
+                name = _REMAT_OVERRIDE.get() or c.remat_policy
+                policy = REMAT_POLICIES.get(name)  # "auto" outside the step compiler: "full"
+                fn = nnx.remat(_layer_fn(inv_freq, last), policy=policy)
                 x = fn(layer, x, positions, mask)
             else:
                 x, layer_cache = layer(x, positions, mask, inv_freq, layer_cache, end, last)

@@ -30,6 +30,10 @@ def _common() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype ("bfloat16" on accelerators)
     c.model.param_dtype = "float32"  # master weights, kept float32 for training
     c.model.remat = False  # rematerialise each decoder layer in the backward pass
+    # What a rematerialised layer keeps: "auto" (its matmul results, "dots", where the compiled
+    # step fits 90 % of the device's memory, else only its input, "full"), "full", "dots" or
+    # "dots_all" (`LlamaConfig.remat_policy`).
+    c.model.remat_policy = "auto"
     # "auto" (cuDNN's flash kernel on GPU for bf16/fp16, else XLA's), "xla", "cudnn" or
     # "grouped" (faster on CPU, equal to float32 rounding, not bitwise; the demos keep "auto",
     # XLA's on CPU, so their tables stay reproducible): `LlamaConfig.attention`.
@@ -135,6 +139,7 @@ def check_train_config(c: ml_collections.ConfigDict, name: str = "config") -> No
     (`name` says which config: ``config.sft``, ``config.verifier``, ...), before any work."""
     import math
 
+    from mucode_jax.models.llama import ATTENTION_IMPLS, REMAT_CHOICES
     from mucode_jax.training.optim import HORIZONS, SCHEDULES
 
     def need(ok: bool, field: str, what: str) -> None:
@@ -166,6 +171,12 @@ def check_train_config(c: ml_collections.ConfigDict, name: str = "config") -> No
          "optim.clip_norm", ">= 0 (0: no clipping)")  # fmt: skip
     for field in ("dtype", "param_dtype"):
         need(c.model[field] in DTYPES, f"model.{field}", f"one of {', '.join(DTYPES)}")
+    if "remat_policy" in c.model:
+        need(c.model.remat_policy in REMAT_CHOICES, "model.remat_policy",
+             f"one of {', '.join(REMAT_CHOICES)}")  # fmt: skip
+    if "attention" in c.model:
+        need(c.model.attention in ATTENTION_IMPLS, "model.attention",
+             f"one of {', '.join(ATTENTION_IMPLS)}")  # fmt: skip
     if "loss" in c:
         need(c.loss in ("bt", "bce"), "loss", "'bt' or 'bce'")
     if "data" in c and "max_length" in c.data:
@@ -202,6 +213,16 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = Non
         dtype=dtype_of(config.model.dtype),
         param_dtype=dtype_of(config.model.param_dtype),
         remat=bool(config.model.remat),
+        remat_policy=config.model.get("remat_policy", "auto"),
         attention=config.model.get("attention", "auto"),
         **overrides,
     )
+
+
+def remat_policies(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The remat policies the train step's compiler tries, best first (`steps.compile_step`):
+    ``("dots", "full")`` for a rematerialised model with ``remat_policy="auto"``, else none (the
+    model config's own policy)."""
+    if config.model.remat and config.model.get("remat_policy", "auto") == "auto":
+        return ("dots", "full")
+    return ()

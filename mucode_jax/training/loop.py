@@ -38,7 +38,7 @@ from mucode_jax import sharding as sh
 from mucode_jax.report import write_json_atomic
 from mucode_jax.training import steps as steps_lib
 from mucode_jax.training.checkpoint import Checkpointer
-from mucode_jax.training.config import check_train_config, micro_batch_size
+from mucode_jax.training.config import check_train_config, micro_batch_size, remat_policies
 from mucode_jax.training.feed import BatchFeed
 from mucode_jax.training.state import TrainState, abstract_like, create_train_state
 from mucode_jax.training.writers import MetricsLog, Progress, TensorBoardWriter
@@ -143,7 +143,7 @@ def run(
             spec = feed.global_spec(batch)
             exe = steps_lib.compile_step(
                 step_fn, shardings, abs_state, spec, mesh, rules,
-                log=log.info,
+                log=log.info, remat_policies=remat_policies(config),
             )  # fmt: skip
             compiled_by_micro[a] = (exe, feed.shardings(spec))
             # Processes finish compiling at different times; the next collectives must not

@@ -63,6 +63,7 @@ def build_model(
             mesh=mesh,
             rules=rules,
             remat=bool(config.model.remat),
+            remat_policy=config.model.get("remat_policy", "auto"),
             attention=config.model.get("attention", "auto"),
         )
         if verifier and not isinstance(model, Verifier):

@@ -17,7 +17,8 @@ It also keeps one optimizer update per step in the compiled program.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -26,7 +27,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from mucode_jax import multihost
 from mucode_jax import sharding as sh
+from mucode_jax.models.llama import remat_policy_override
 from mucode_jax.training import losses
 from mucode_jax.training.state import TrainState
 
@@ -191,27 +194,95 @@ def compile_step(
     rules: sh.LogicalRules,
     *,
     log: Callable[[str], None] | None = print,
+    remat_policies: Sequence[str] = (),
+    memory_budget: int | None = None,
 ):
     """Jits ``step`` with explicit shardings and donation, compiles it ahead of time and
     reports the memory it needs. Returns the compiled executable.
+
+    ``remat_policies``: candidate remat policies of the model's rematerialised layers, best
+    first (e.g. ``("dots", "full")`` for ``remat_policy="auto"``): the step is compiled with
+    each in turn and the first whose planned memory fits ``memory_budget`` bytes per device
+    (default: `device_memory_budget`) is kept, else the last; on several processes a policy
+    is kept only if it fits on all of them. Empty: the model config's own policy.
     """
     b_sh = batch_shardings(abstract_batch, mesh, rules)
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
-    jitted = jax.jit(
-        step,
-        in_shardings=(state_shardings, b_sh),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=(0,),
-    )
     abs_batch = {
         k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=b_sh[k])
         for k, v in abstract_batch.items()
     }
-    with sh.use_mesh(mesh, rules):
-        compiled = jitted.lower(abstract_state, abs_batch).compile()
+
+    def build(policy: str | None):
+        # A new function per policy: JAX caches traces by function, and the policy is read
+        # while tracing.
+        def traced(state, batch):
+            return step(state, batch)
+
+        jitted = jax.jit(
+            traced,
+            in_shardings=(state_shardings, b_sh),
+            out_shardings=(state_shardings, replicated),
+            donate_argnums=(0,),
+        )
+        with sh.use_mesh(mesh, rules), remat_policy_override(policy):
+            return jitted.lower(abstract_state, abs_batch).compile()
+
+    if not remat_policies:
+        compiled = build(None)
+        if log is not None:
+            log(describe_memory(compiled))
+        return compiled
+    budget = device_memory_budget() if memory_budget is None else int(memory_budget)
+    for i, policy in enumerate(remat_policies):
+        compiled = build(policy)
+        need = planned_bytes(compiled)
+        fits = budget is None or need is None or need <= budget
+        fits = all(multihost.all_gather(bool(fits), "whether the train step fits in memory"))
+        if log is not None:
+            gib = lambda x: "unknown" if x is None else f"{x / 2**30:.3f} GiB"
+            verdict = "kept" if fits or i == len(remat_policies) - 1 else "too big"
+            log(f"remat policy {policy!r}: {verdict} (planned {gib(need)}, budget {gib(budget)})")
+        if fits:
+            break
     if log is not None:
         log(describe_memory(compiled))
     return compiled
+
+
+def planned_bytes(compiled: Any) -> int | None:
+    """Per-device bytes a compiled program needs (XLA's analysis), or None if not reported."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        return None
+    if m is None:
+        return None
+    get = lambda name: int(getattr(m, name, 0) or 0)
+    return (
+        get("argument_size_in_bytes")
+        + get("output_size_in_bytes")
+        + get("temp_size_in_bytes")
+        - get("alias_size_in_bytes")
+        + get("generated_code_size_in_bytes")
+    )
+
+
+def device_memory_budget(fraction: float = 0.9) -> int | None:
+    """Bytes a program may plan per local device: ``fraction`` of the accelerator's memory
+    limit, or on CPU of the host's physical memory shared by its local devices."""
+    dev = jax.local_devices()[0]
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # noqa: BLE001 - not every backend reports
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(fraction * stats["bytes_limit"])
+    try:
+        host = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return int(fraction * host / max(1, jax.local_device_count()))
 
 
 def describe_memory(compiled: Any) -> str:

@@ -128,7 +128,9 @@ def test_fixed_vocabulary_is_shipped_and_release_independent():
     assert len(tok) == 1024 and tok.convert_ids_to_tokens(list(range(6))) == list(tk.SPECIAL_TOKENS)
     # A problem of a demo family (configs/demo.py): its names are words of the vocabulary.
     problem = next(
-        p for p in toy.toy_problems("test", variant="shown", test_fraction=0.3) if "/series/" in p.id
+        p
+        for p in toy.toy_problems("test", variant="shown", test_fraction=0.3)
+        if "/series/" in p.id
     )
     messages = prompts.first_turn_messages(problem) + [
         {"role": "assistant", "content": f"```python\n{problem.reference}```"}

@@ -101,3 +101,62 @@ def test_chunked_cross_entropy_equals_the_whole_logits_and_never_builds_them():
         "f32[4,32,512]"
         in jax.jit(jax.grad(lambda p: whole(p, mb)[0])).lower(params).compile().as_text()
     )
+
+
+def _compile_auto(cfg, budget, logs):
+    """compile_step of cfg's train step with the "auto" candidates under ``budget`` bytes."""
+    from mucode_jax.training.state import abstract_like
+
+    opt = optax.adamw(1e-2)
+    mesh = sh.make_mesh()
+    graphdef, state, shardings = create_train_state(lambda: Llama(cfg, rngs=nnx.Rngs(0)), opt, mesh)
+    batch = _batch()
+    spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+    exe = steps.compile_step(
+        steps.make_train_step(steps.sft_loss_fn(graphdef), opt), shardings,
+        abstract_like(state, shardings), spec, mesh, sh.DEFAULT_RULES,
+        log=logs.append, remat_policies=("dots", "full"), memory_budget=budget,
+    )  # fmt: skip
+    _, m = exe(state, steps.put_batch(batch, steps.batch_shardings(spec, mesh, sh.DEFAULT_RULES)))
+    # Rematerialising only the layer input ("full") recomputes the forward matmuls that
+    # "dots" keeps: the kept program's dot count says which policy it was traced with.
+    return steps.planned_bytes(exe), exe.as_text().count(" dot("), float(m["loss"])
+
+
+def test_auto_remat_keeps_the_dots_only_when_they_fit():
+    """remat_policy="auto": the step is compiled with "dots" (the projections and MLP saved)
+    and kept if its planned memory fits the budget, else compiled again with "full"."""
+    cfg = LlamaConfig.tiny(num_hidden_layers=2, vocab_size=256, remat=True, remat_policy="auto")
+    logs = []
+    need, dots_dots, loss_dots = _compile_auto(cfg, 2**40, logs)
+    assert logs[0].startswith("remat policy 'dots': kept") and len(logs) == 2
+    logs.clear()
+    _, full_dots, loss_full = _compile_auto(cfg, need - 1, logs)
+    assert logs[0].startswith("remat policy 'dots': too big")
+    # "full" is kept whether or not it fits: it is the last candidate.
+    assert logs[1].startswith("remat policy 'full': kept (planned")
+    assert full_dots > dots_dots  # the forward matmuls are recomputed
+    np.testing.assert_allclose(loss_full, loss_dots, rtol=1e-6)
+
+
+def test_remat_policy_choices_are_checked():
+    from mucode_jax.models.llama import remat_policy_override
+    from mucode_jax.training.config import check_train_config, remat_policies, sft_defaults
+
+    c = sft_defaults()
+    assert remat_policies(c) == ()  # no remat: nothing to choose
+    c.model.remat = True
+    assert remat_policies(c) == ("dots", "full")
+    c.model.remat_policy = "full"
+    assert remat_policies(c) == ()
+    c.model.remat_policy = "most"
+    with pytest.raises(
+        ValueError, match="config.model.remat_policy must be one of full, dots, dots_all, auto"
+    ):
+        check_train_config(c)
+    c.model.remat_policy, c.model.attention = "auto", "flash"
+    with pytest.raises(ValueError, match="config.model.attention must be one of auto, xla"):
+        check_train_config(c)
+    with pytest.raises(ValueError, match="remat policy 'auto' is unknown"):
+        with remat_policy_override("auto"):
+            pass
