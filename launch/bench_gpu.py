@@ -342,6 +342,8 @@ def summarize(out: Path, steps: dict[str, dict]) -> dict:
             + f"; cuDNN attention in the step: {next(iter(train.get('kernels', {}).values()), 'n/a')}"
             + " | >= 40 % MFU |"
         )
+        for line in train.get("compile_log", []):
+            lines.append(f"| train step, compiled | {line} | |")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return summary

@@ -96,6 +96,7 @@ def peak_flops():
 
 
 kernels: dict[str, bool] = {}  # whether each compiled step of ours holds cuDNN's attention
+compile_log: list[str] = []  # what compile_step said: the remat policy kept, the memory planned
 
 
 def bench_ours(cfg, batch, seq):
@@ -127,6 +128,7 @@ def bench_ours(cfg, batch, seq):
         steps.make_train_step(steps.sft_loss_fn(graphdef), opt), shardings,
         abstract_like(state, shardings), spec, mesh, rules,
         remat_policies=("dots", "full") if cfg.remat and cfg.remat_policy == "auto" else (),
+        log=lambda line: (print(line), compile_log.append(line)),
     )  # fmt: skip
     b = steps.put_batch(host, steps.batch_shardings(spec, mesh, rules))
     box = {"state": state}
@@ -249,7 +251,7 @@ def main(argv):
         "load_avg": os.getloadavg(),
         "model": _MODEL.value, "params": cfg.num_params, "batch": batch, "seq": seq,
         "dtype": _DTYPE.value, "remat": _REMAT.value, "remat_policy": _REMAT_POLICY.value, "flops_per_token": fpt,
-        "peak_tflops": peak / 1e12, "peak_source": peak_src, "kernels": kernels, "command": " ".join(sys.argv), "steps": _STEPS.value, "rounds": _ROUNDS.value,
+        "peak_tflops": peak / 1e12, "peak_source": peak_src, "kernels": kernels, "compile_log": compile_log, "command": " ".join(sys.argv), "steps": _STEPS.value, "rounds": _ROUNDS.value,
         "results": {
             name: {"ms_per_step": s * 1e3, "tokens_per_s": tokens / s, "mfu": fpt * tokens / s / peak}
             for name, s in rows.items()
