@@ -519,7 +519,7 @@ def attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "auto") -> 
     mask into a large negative bias, so such a row is uniform there too).
     """
     bias_mask = mask[:, None]
-    if impl == "cudnn" or (impl == "auto" and cudnn_may_apply(q)):
+    if impl == "cudnn" or (impl == "auto" and cudnn_may_apply(q, k)):
         try:
             return jax.nn.dot_product_attention(q, k, v, mask=bias_mask, implementation="cudnn")
         except (NotImplementedError, RuntimeError, ValueError, TypeError) as e:
@@ -532,9 +532,23 @@ def attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "auto") -> 
     return jax.nn.dot_product_attention(q, k, v, mask=bias_mask, implementation="xla")
 
 
-def cudnn_may_apply(q: Array) -> bool:
-    """Whether "auto" attention tries cuDNN: a GPU default backend and a 16-bit q."""
-    return jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+def cudnn_may_apply(q: Array, k: Array) -> bool:
+    """Whether "auto" attention tries cuDNN: a GPU default backend, 16-bit inputs, a head dim
+    that every cuDNN flash kernel takes (a multiple of 8, at most 128) and even lengths.
+
+    cuDNN checks the shapes of its training kernel only when the backward pass is traced,
+    which under `nnx.remat` happens outside `attention`'s fallback; the rules it would apply
+    there (head dim, even lengths with a mask) are checked here first.
+    """
+    h, t, s = q.shape[-1], q.shape[1], k.shape[1]
+    return (
+        jax.default_backend() == "gpu"
+        and q.dtype in (jnp.bfloat16, jnp.float16)
+        and h % 8 == 0
+        and h <= 128
+        and t % 2 == 0
+        and s % 2 == 0
+    )
 
 
 def _einsum_attention(q: Array, k: Array, v: Array, mask: Array, kv: str) -> Array:

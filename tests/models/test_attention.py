@@ -153,3 +153,16 @@ def test_cudnn_attention_where_it_cannot_run_names_the_fix():
 def test_llama_config_refuses_an_unknown_attention():
     with pytest.raises(ValueError, match="attention='flash' is unknown.*'auto', 'xla', 'cudnn'"):
         LlamaConfig.tiny(attention="flash")
+
+
+def test_auto_attention_keeps_xla_for_shapes_cudnn_would_refuse_in_training(monkeypatch):
+    """Odd lengths or a head dim that is not a multiple of 8: XLA's, without asking cuDNN
+    (whose training kernel would refuse them only when the backward pass is traced)."""
+    calls = _spy(monkeypatch, "gpu")
+    q, k, v, mask = _inputs(jnp.bfloat16, t=31)
+    attention(q, k, v, mask, "auto")
+    assert calls == ["xla"]
+    calls.clear()
+    q, k, v = (x[..., :12] for x in _inputs(jnp.bfloat16)[:3])
+    attention(q, k, v, _inputs(jnp.bfloat16)[3], "auto")
+    assert calls == ["xla"]
