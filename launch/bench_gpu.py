@@ -3,7 +3,7 @@ r"""The GPU checks of issue 15 as one prepared run: about 8 minutes on one H100 
   python3 launch/bench_gpu.py --out "$OUT"            # on the GPU machine (its own python3)
   python launch/bench_gpu.py --smoke --out /tmp/gpu   # the same steps on a tiny model, any CPU
 
-Three steps, each in a child process with its own time limit (a step that fails or runs out of
+Four steps, each in a child process with its own time limit (a step that fails or runs out of
 time is reported as such and the others still run); the summary is rewritten after each:
 
 1. ``probe``: the device, its memory bandwidth measured by an on-device elementwise pass
@@ -105,18 +105,36 @@ def attention_check(smoke: bool) -> dict:
     mask = jnp.asarray(mask & np.tril(np.ones((t, t), bool)))
     real = np.asarray(mask.any(-1))
     want = np.asarray(jax.jit(lambda *a: attention(*a, impl="xla"))(q, k, v, mask), np.float32)
+    weights = jnp.asarray(rng.normal(size=q.shape) * real[:, :, None, None], jnp.float32)
+
+    def grads(impl):  # the training kernels: d/d(q, k, v) of a weighted sum of the output
+        def total(q, k, v):
+            return (attention(q, k, v, mask, impl=impl).astype(jnp.float32) * weights).sum()
+
+        return jax.jit(jax.grad(total, argnums=(0, 1, 2)))
+
+    want_grads = [np.asarray(g, np.float32) for g in grads("xla")(q, k, v)]
     try:
         fn = jax.jit(lambda *a: attention(*a, impl="cudnn"))
         hlo = fn.lower(q, k, v, mask).compile().as_text()
         got = np.asarray(fn(q, k, v, mask), np.float32)
+        train = grads("cudnn")
+        train_hlo = train.lower(q, k, v).compile().as_text()
+        got_grads = [np.asarray(g, np.float32) for g in train(q, k, v)]
     except Exception as e:  # noqa: BLE001 - reported, not raised: the other checks go on
         return {"cudnn": f"not available: {type(e).__name__}: {str(e)[:300]}"}
     diff = np.abs(got - want)[real]
+    # Gradients relative to their scale: bf16 kernels differ at bf16 rounding.
+    grad_diff = [
+        float(np.abs(g - w).max() / max(np.abs(w).max(), 1e-30))
+        for g, w in zip(got_grads, want_grads)
+    ]
     return {
         "cudnn": "ran",
-        "cudnn_kernel_in_program": "cudnn$fmha" in hlo,
+        "cudnn_kernel_in_program": "cudnn$fmha" in hlo and "cudnn$fmha" in train_hlo,
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
+        "grad_max_rel_diff_qkv": grad_diff,
         "shape": [b, t, 32, 64],
     }
 
@@ -246,10 +264,16 @@ def run_step(name: str, cmd: list[str], limit: float, log: Path) -> dict:
             rc = proc.wait(timeout=limit)
             status = "ok" if rc == 0 else f"failed (exit {rc})"
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
             status = f"timed out after {limit:g} s"
-        reader.join(timeout=5)
+        finally:
+            # The whole group goes, also what a step left running (the HF child of decode)
+            # and also when this script is stopped (SIGTERM is turned into SystemExit).
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            reader.join()  # the pipe closes once the group is gone: the log is complete
     seconds = time.perf_counter() - t0
     print(f"== {name}: {status} in {seconds:.0f} s", flush=True)
     return {"status": status, "seconds": round(seconds, 1), "command": " ".join(cmd)}
@@ -291,8 +315,11 @@ def summarize(out: Path, steps: dict[str, dict]) -> dict:
     if probe_r:
         a = probe_r["attention_cudnn_vs_xla"]
         figure = (
-            f"max abs difference {a['max_abs_diff']:.3g} (mean {a['mean_abs_diff']:.2g}), "
-            f"cuDNN kernel in the program: {a['cudnn_kernel_in_program']}"
+            f"forward: max abs difference {a['max_abs_diff']:.3g} (mean "
+            f"{a['mean_abs_diff']:.2g}); gradients of q, k, v: max difference "
+            + ", ".join(f"{x:.2g}" for x in a["grad_max_rel_diff_qkv"])
+            + f" of their largest entry; cuDNN kernels in both programs: "
+            f"{a['cudnn_kernel_in_program']}"
             if a["cudnn"] == "ran"
             else a["cudnn"]
         )
@@ -305,6 +332,11 @@ def summarize(out: Path, steps: dict[str, dict]) -> dict:
                 f"| temporaries {gib(r['temp_bytes'])}, arguments {gib(r['argument_bytes'])}; "
                 f"cuDNN kernel: {r['cudnn_kernel_in_program']} | |"
             )
+    if decode and not probe_r and decode.get("bandwidth"):
+        lines.append(
+            f"| decode ceiling | the probe did not finish: the ceiling uses the device's spec "
+            f"bandwidth, {decode['bandwidth'] / 1e12:.2f} TB/s, not a measured one | |"
+        )
     if decode:
         for r in decode["rows"]:
             frac = r["fraction_of_ceiling"]
@@ -368,6 +400,7 @@ def main(argv):
             f"and --limits {len(STEP_NAMES)} numbers of seconds; fix the flag."
         )
     limits = dict(zip(STEP_NAMES, map(float, _LIMITS.value)))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run_step's cleanup then runs
     for name in STEP_NAMES:
         (out / f"{name}.json").unlink(missing_ok=True)  # no stale results in the summary
     steps: dict[str, dict] = {}

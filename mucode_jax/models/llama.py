@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -511,12 +512,13 @@ def attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "auto") -> 
     """q [B, T, N, H], k and v [B, S, K, H], mask [B, T, S] bool -> [B, T, N, H].
 
     `jax.nn.dot_product_attention`, whose own default is always XLA's implementation (the
-    [B, N, T, S] scores in memory). ``impl``: "auto" takes cuDNN's fused flash kernel when
-    the default backend is a GPU and q is bf16 or fp16, and XLA's when cuDNN refuses the
-    call (no cuDNN, a head dim it does not support, an odd length with a mask in training);
-    "cudnn" takes cuDNN's or raises; "xla" takes XLA's. A query row with nothing to attend
-    to (padding) gets the mean of the values, as in `attention_reference` (cuDNN turns the
-    mask into a large negative bias, so such a row is uniform there too).
+    [B, N, T, S] scores in memory). ``impl``: "auto" takes cuDNN's fused flash kernel where
+    `cudnn_may_apply` says it will work, and XLA's otherwise or when cuDNN refuses the call
+    while tracing; "cudnn" takes cuDNN's or raises; "xla" takes XLA's. A query row with
+    nothing to attend to (padding) gets the mean of the values, as in `attention_reference`
+    (cuDNN turns the mask into a large negative bias: -2^41 in bf16, so such a row is uniform
+    there too; -32768 in fp16, where it is a softmax of the raw scores; such rows are padding
+    and feed no loss).
     """
     bias_mask = mask[:, None]
     if impl == "cudnn" or (impl == "auto" and cudnn_may_apply(q, k)):
@@ -533,12 +535,14 @@ def attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "auto") -> 
 
 
 def cudnn_may_apply(q: Array, k: Array) -> bool:
-    """Whether "auto" attention tries cuDNN: a GPU default backend, 16-bit inputs, a head dim
-    that every cuDNN flash kernel takes (a multiple of 8, at most 128) and even lengths.
+    """Whether "auto" attention takes cuDNN: a GPU default backend, 16-bit inputs, a head dim
+    that every cuDNN flash kernel takes (a multiple of 8, at most 128), even lengths, and
+    `cudnn_compiles` for these head counts on this process's GPU.
 
-    cuDNN checks the shapes of its training kernel only when the backward pass is traced,
-    which under `nnx.remat` happens outside `attention`'s fallback; the rules it would apply
-    there (head dim, even lengths with a mask) are checked here first.
+    cuDNN checks the shapes of its training kernel only when the backward pass is traced
+    (under `nnx.remat`, outside `attention`'s fallback), and the GPU generation (flash
+    attention needs compute capability 8.0) only when the program is compiled, after any
+    fallback could act; both are settled here, before the choice.
     """
     h, t, s = q.shape[-1], q.shape[1], k.shape[1]
     return (
@@ -548,7 +552,36 @@ def cudnn_may_apply(q: Array, k: Array) -> bool:
         and h <= 128
         and t % 2 == 0
         and s % 2 == 0
+        and cudnn_compiles(q.dtype.name, q.shape[2], k.shape[2], h)
     )
+
+
+@functools.cache
+def cudnn_compiles(dtype: str, heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether cuDNN's attention, forward and gradient, compiles on this process's first GPU
+    for these head counts: one tiny masked [1, 64] program each, once per process."""
+    dev = jax.devices()[0]
+    capability = getattr(dev, "compute_capability", None)
+    try:
+        if capability is not None and float(capability) < 8.0:
+            return False
+    except ValueError:
+        pass
+    dt = jnp.dtype(dtype)
+    q = jax.ShapeDtypeStruct((1, 64, heads, head_dim), dt)
+    kv = jax.ShapeDtypeStruct((1, 64, kv_heads, head_dim), dt)
+    mask = jax.ShapeDtypeStruct((1, 1, 64, 64), jnp.bool_)
+
+    def total(q, k, v, mask):
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
+        return out.astype(jnp.float32).sum()
+
+    try:
+        jax.jit(total).lower(q, kv, kv, mask).compile()
+        jax.jit(jax.grad(total, argnums=(0, 1, 2))).lower(q, kv, kv, mask).compile()
+    except Exception:  # noqa: BLE001 - any refusal means: use XLA's
+        return False
+    return True
 
 
 def _einsum_attention(q: Array, k: Array, v: Array, mask: Array, kv: str) -> Array:

@@ -238,13 +238,17 @@ def run(
 
 RUN_SETTINGS = "run_settings.json"
 # What a resumed run may change: how it reports and saves, and the device layout (orbax
-# restores the checkpoint onto any mesh).
+# restores the checkpoint onto any mesh); in `model`, how attention is computed and what a
+# rematerialised layer keeps (the same function, other kernels and memory).
 _FREE = ("progress", "checkpoint", "log_every", "export_hf", "mesh", "rules")
+_FREE_MODEL = ("attention", "remat_policy")
 
 
 def run_settings(config: ml_collections.ConfigDict, data_fingerprint: str, num_steps: int):
     """What makes a run the same run: its config (less `_FREE`), its data and its steps."""
     cfg = {k: v for k, v in config.to_dict().items() if k not in _FREE}
+    if isinstance(cfg.get("model"), dict):
+        cfg["model"] = {k: v for k, v in cfg["model"].items() if k not in _FREE_MODEL}
     out = {"config": cfg, "data": data_fingerprint, "num_steps": num_steps}
     return json.loads(json.dumps(out, sort_keys=True, default=repr))
 
@@ -277,6 +281,9 @@ def check_resume(
             old = json.loads(path.read_text())
         except ValueError:
             old = None
+        model = old.get("config", {}).get("model") if isinstance(old, dict) else None
+        if isinstance(model, dict):  # files written before these fields were free
+            old["config"]["model"] = {k: v for k, v in model.items() if k not in _FREE_MODEL}
         if old != new:
             a, b = _flat(old if isinstance(old, dict) else {}), _flat(new)
             names = {"data": "the training data", "num_steps": "the number of steps"}

@@ -17,6 +17,7 @@ It also keeps one optimizer update per step in the compiled program.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -203,8 +204,9 @@ def compile_step(
     ``remat_policies``: candidate remat policies of the model's rematerialised layers, best
     first (e.g. ``("dots", "full")`` for ``remat_policy="auto"``): the step is compiled with
     each in turn and the first whose planned memory fits ``memory_budget`` bytes per device
-    (default: `device_memory_budget`) is kept, else the last; on several processes a policy
-    is kept only if it fits on all of them. Empty: the model config's own policy.
+    (default: `device_memory_budget`) is kept, else the last (also when the memory is not
+    reported); on several processes a policy is kept only if it fits on all of them. Empty:
+    the model config's own policy.
     """
     b_sh = batch_shardings(abstract_batch, mesh, rules)
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -216,6 +218,7 @@ def compile_step(
     def build(policy: str | None):
         # A new function per policy: JAX caches traces by function, and the policy is read
         # while tracing.
+        @functools.wraps(step)
         def traced(state, batch):
             return step(state, batch)
 
@@ -237,7 +240,8 @@ def compile_step(
     for i, policy in enumerate(remat_policies):
         compiled = build(policy)
         need = planned_bytes(compiled)
-        fits = budget is None or need is None or need <= budget
+        # Unknown memory (a backend that reports neither) keeps the last, the leanest, policy.
+        fits = budget is not None and need is not None and need <= budget
         fits = all(multihost.all_gather(bool(fits), "whether the train step fits in memory"))
         if log is not None:
             gib = lambda x: "unknown" if x is None else f"{x / 2**30:.3f} GiB"
@@ -270,7 +274,8 @@ def planned_bytes(compiled: Any) -> int | None:
 
 def device_memory_budget(fraction: float = 0.9) -> int | None:
     """Bytes a program may plan per local device: ``fraction`` of the accelerator's memory
-    limit, or on CPU of the host's physical memory shared by its local devices."""
+    limit, or on CPU of the host's physical memory shared by its local devices; None when an
+    accelerator does not report its limit (e.g. JAX's "platform" allocator)."""
     dev = jax.local_devices()[0]
     try:
         stats = dev.memory_stats()
@@ -278,6 +283,8 @@ def device_memory_budget(fraction: float = 0.9) -> int | None:
         stats = None
     if stats and stats.get("bytes_limit"):
         return int(fraction * stats["bytes_limit"])
+    if dev.platform != "cpu":
+        return None
     try:
         host = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
@@ -116,6 +117,10 @@ def _spy(monkeypatch, backend: str) -> list:
 
     monkeypatch.setattr(llama.jax, "default_backend", lambda: backend)
     monkeypatch.setattr(llama.jax.nn, "dot_product_attention", recording)
+    # The probe's answers hold per process; a fresh cache for the faked backend.
+    monkeypatch.setattr(
+        llama, "cudnn_compiles", functools.lru_cache(llama.cudnn_compiles.__wrapped__)
+    )
     return calls
 
 
@@ -127,14 +132,21 @@ def _inputs(dtype, t=32):
 
 
 def test_auto_attention_tries_cudnn_on_a_gpu_for_16_bit_inputs(monkeypatch):
-    """ "auto" asks for cuDNN's kernel only where it can apply (a GPU, bf16/fp16) and takes
-    XLA's when cuDNN refuses the call: here there is no cuDNN, so the result is XLA's."""
+    """ "auto" asks for cuDNN's kernel only where it can apply (a GPU, bf16/fp16): it first
+    compiles a tiny cuDNN program (forward and gradient) and takes XLA's when that fails;
+    here there is no cuDNN, so the result is XLA's, and the probe is not repeated."""
+    import mucode_jax.models.llama as llama
+
     q, k, v, mask = _inputs(jnp.bfloat16)
     want = attention(q, k, v, mask, "xla")
     calls = _spy(monkeypatch, "gpu")
     got = attention(q, k, v, mask, "auto")
-    assert calls == ["cudnn", "xla"]
+    assert calls == ["cudnn", "xla"]  # the probe's attempt, then XLA's
+    assert llama.cudnn_compiles.cache_info().misses == 1
     np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+    calls.clear()
+    attention(q, k, v, mask, "auto")
+    assert calls == ["xla"] and llama.cudnn_compiles.cache_info().hits == 1
     calls.clear()
     attention(*(x.astype(jnp.float32) for x in (q, k, v)), mask, "auto")
     assert calls == ["xla"]  # cuDNN's flash kernel takes no float32

@@ -115,6 +115,7 @@ def test_a_checkpointed_workdir_refuses_other_settings(tmp_path):
     train_sft(c, convs, tmp_path, tokenizer=tok)
     before = (tmp_path / "metrics.jsonl").read_text()
     c.progress, c.checkpoint.every_steps = True, 1  # how a run reports and saves may change
+    c.model.attention, c.model.remat_policy = "xla", "full"  # and its kernels (same function)
     train_sft(c, convs, tmp_path, tokenizer=tok)
     for field, value in (("batch_size", 4), ("optim.lr", 1e-3), ("max_steps", 3)):
         other = c.copy_and_resolve_references()

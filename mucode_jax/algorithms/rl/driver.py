@@ -43,6 +43,7 @@ def load_models(c: ml_collections.ConfigDict, base_dir: Path):
         mesh=mesh,
         rules=rules,
         remat=bool(m.get("remat", False)),
+        attention=m.get("attention", "auto"),
     )
     policy = hf.load_pretrained(base_dir, **kw)
     value = verifier_from_base(hf.load_pretrained(base_dir, **kw), seed=c.seed)
