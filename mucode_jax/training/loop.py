@@ -247,10 +247,16 @@ _FREE_MODEL = ("attention", "remat_policy")
 def run_settings(config: ml_collections.ConfigDict, data_fingerprint: str, num_steps: int):
     """What makes a run the same run: its config (less `_FREE`), its data and its steps."""
     cfg = {k: v for k, v in config.to_dict().items() if k not in _FREE}
-    if isinstance(cfg.get("model"), dict):
-        cfg["model"] = {k: v for k, v in cfg["model"].items() if k not in _FREE_MODEL}
     out = {"config": cfg, "data": data_fingerprint, "num_steps": num_steps}
-    return json.loads(json.dumps(out, sort_keys=True, default=repr))
+    return _without_free_model(json.loads(json.dumps(out, sort_keys=True, default=repr)))
+
+
+def _without_free_model(settings: Any) -> Any:
+    """``settings`` less `_FREE_MODEL` (also read from files written before they were free)."""
+    model = settings.get("config", {}).get("model") if isinstance(settings, dict) else None
+    if isinstance(model, dict):
+        settings["config"]["model"] = {k: v for k, v in model.items() if k not in _FREE_MODEL}
+    return settings
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -278,12 +284,9 @@ def check_resume(
     checkpointed = ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
     if checkpointed and path.is_file():
         try:
-            old = json.loads(path.read_text())
+            old = _without_free_model(json.loads(path.read_text()))
         except ValueError:
             old = None
-        model = old.get("config", {}).get("model") if isinstance(old, dict) else None
-        if isinstance(model, dict):  # files written before these fields were free
-            old["config"]["model"] = {k: v for k, v in model.items() if k not in _FREE_MODEL}
         if old != new:
             a, b = _flat(old if isinstance(old, dict) else {}), _flat(new)
             names = {"data": "the training data", "num_steps": "the number of steps"}

@@ -254,22 +254,25 @@ def compile_step(
     return compiled
 
 
-def planned_bytes(compiled: Any) -> int | None:
-    """Per-device bytes a compiled program needs (XLA's analysis), or None if not reported."""
+def _memory(compiled: Any) -> dict[str, int] | None:
+    """XLA's per-device memory analysis of a compiled program in bytes (None: not reported)."""
     try:
         m = compiled.memory_analysis()
     except Exception:  # noqa: BLE001 - some backends do not implement it
         return None
     if m is None:
         return None
-    get = lambda name: int(getattr(m, name, 0) or 0)
-    return (
-        get("argument_size_in_bytes")
-        + get("output_size_in_bytes")
-        + get("temp_size_in_bytes")
-        - get("alias_size_in_bytes")
-        + get("generated_code_size_in_bytes")
-    )
+    names = ("argument", "output", "temp", "alias", "generated_code")
+    out = {n: int(getattr(m, f"{n}_size_in_bytes", 0) or 0) for n in names}
+    out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+    out["total"] += out["generated_code"]
+    return out
+
+
+def planned_bytes(compiled: Any) -> int | None:
+    """Per-device bytes a compiled program needs (XLA's analysis), or None if not reported."""
+    m = _memory(compiled)
+    return None if m is None else m["total"]
 
 
 def device_memory_budget(fraction: float = 0.9) -> int | None:
@@ -294,21 +297,12 @@ def device_memory_budget(fraction: float = 0.9) -> int | None:
 
 def describe_memory(compiled: Any) -> str:
     """One line with the per-device memory of a compiled step (from XLA's analysis)."""
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 - some backends do not implement it
-        m = None
+    m = _memory(compiled)
     if m is None:
         return "train step memory: not reported by this backend"
-    gib = 1024**3
-    args = getattr(m, "argument_size_in_bytes", 0)
-    out = getattr(m, "output_size_in_bytes", 0)
-    temp = getattr(m, "temp_size_in_bytes", 0)
-    alias = getattr(m, "alias_size_in_bytes", 0)
-    code = getattr(m, "generated_code_size_in_bytes", 0)
-    total = args + out + temp - alias + code
+    g = {k: v / 1024**3 for k, v in m.items()}
     return (
-        f"train step memory per device: {total / gib:.3f} GiB "
-        f"(arguments {args / gib:.3f}, outputs {out / gib:.3f}, temporaries {temp / gib:.3f}, "
-        f"donated/aliased {alias / gib:.3f}, code {code / gib:.3f})"
+        f"train step memory per device: {g['total']:.3f} GiB "
+        f"(arguments {g['argument']:.3f}, outputs {g['output']:.3f}, temporaries "
+        f"{g['temp']:.3f}, donated/aliased {g['alias']:.3f}, code {g['generated_code']:.3f})"
     )
